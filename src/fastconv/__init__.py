@@ -1,0 +1,35 @@
+"""fastconv: fast, exact convolution and pooling kernels for NumPy.
+
+Compiled Cython kernels (OpenMP threads, BLAS GEMM) for conv1d/conv2d forward and backward,
+im2col/col2im, max and average pooling, each checked against the pure-NumPy implementation of
+the same name in :mod:`fastconv.reference`. Layers and training live in :mod:`fastconv.nn`,
+the CS231n ``fast_layers`` names in :mod:`fastconv.cs231n`.
+"""
+
+from fastconv._version import __version__
+from fastconv._api import (
+    avg_pool2d,
+    avg_pool2d_backward,
+    col2im,
+    conv1d,
+    conv1d_backward,
+    conv2d,
+    conv2d_backward,
+    im2col,
+    max_pool2d,
+    max_pool2d_backward,
+)
+from fastconv._backend import get_backend, set_backend, use_backend
+from fastconv._threads import get_num_threads, set_num_threads
+from fastconv._config import show_config
+from fastconv import reference
+
+__all__ = [
+    "__version__",
+    "conv2d", "conv2d_backward", "conv1d", "conv1d_backward",
+    "im2col", "col2im",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "get_backend", "set_backend", "use_backend",
+    "get_num_threads", "set_num_threads", "show_config",
+    "reference",
+]

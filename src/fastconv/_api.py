@@ -1,0 +1,168 @@
+"""The public functions: check the arguments once, then hand them to a backend's kernels.
+
+Every function also takes a keyword-only `backend=` ("cython" or "reference") that overrides
+the active backend for that one call; fastconv.reference binds it to "reference".
+"""
+
+import numpy as np
+
+from fastconv import _backend
+from fastconv import _validation as check
+
+
+def _kernels(backend):
+    if backend is None:
+        return _backend.kernels()
+    return _backend.kernels(_backend._check_name(backend))
+
+
+def _as_2d_conv(x, w, params):
+    """View 1-D convolution operands as 2-D ones with H = 1 (C-contiguity is preserved)."""
+    stride, padding, dilation = params
+    x = None if x is None else x[:, :, None, :]
+    w = None if w is None else w[:, :, None, :]
+    return x, w, ((1,) + stride, (0,) + padding, (1,) + dilation)
+
+
+# ----------------------------------------------------------------------------------------------
+# Convolution
+# ----------------------------------------------------------------------------------------------
+
+def _conv_forward(fname, nd, x, w, b, stride, padding, dilation, backend):
+    (x, w, b), params, out_shape = check.conv(fname, nd, x, w, b, stride, padding, dilation)
+    if x.shape[0] == 0:
+        return np.zeros(out_shape, dtype=x.dtype)
+    if nd == 1:
+        x, w, params = _as_2d_conv(x, w, params)
+    y = _kernels(backend).conv2d(x, w, b, *params)
+    return y.reshape(out_shape)
+
+
+def _conv_backward(fname, nd, dout, x, w, stride, padding, dilation, backend):
+    (dout, x, w), params, _ = check.conv(
+        fname, nd, x, w, None, stride, padding, dilation, dout=dout, backward=True
+    )
+    if x.shape[0] == 0:
+        return np.zeros_like(x), np.zeros_like(w), np.zeros(w.shape[0], dtype=w.dtype)
+    if nd == 1:
+        x2, w2, params = _as_2d_conv(x, w, params)
+        dx, dw, db = _kernels(backend).conv2d_backward(dout[:, :, None, :], x2, w2, *params)
+        return dx.reshape(x.shape), dw.reshape(w.shape), db
+    return _kernels(backend).conv2d_backward(dout, x, w, *params)
+
+
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, *, backend=None):
+    """2-D cross-correlation, exactly ``torch.nn.functional.conv2d`` with ``groups=1``.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W)
+    w : array_like, shape (F, C, KH, KW)
+    b : array_like, shape (F,), optional
+    stride, padding, dilation : int or (int, int)
+        Zero padding; ``OH = (H + 2*ph - dh*(KH-1) - 1) // sh + 1`` (same for W).
+    backend : {"cython", "reference"}, optional
+        Run this call on the given backend instead of the active one.
+
+    Returns
+    -------
+    y : ndarray, shape (N, F, OH, OW), float32 if every floating input is float32, else float64.
+    """
+    return _conv_forward("conv2d", 2, x, w, b, stride, padding, dilation, backend)
+
+
+def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, *, backend=None):
+    """Gradients of :func:`conv2d`: returns ``(dx, dw, db)`` for upstream gradient ``dout``.
+
+    ``dout`` must have the forward output's shape (N, F, OH, OW). ``db`` is
+    ``dout.sum(axis=(0, 2, 3))`` and is always returned (ignore it for a bias-free layer).
+    """
+    return _conv_backward("conv2d_backward", 2, dout, x, w, stride, padding, dilation, backend)
+
+
+def conv1d(x, w, b=None, stride=1, padding=0, dilation=1, *, backend=None):
+    """1-D cross-correlation, exactly ``torch.nn.functional.conv1d`` with ``groups=1``.
+
+    ``x`` is (N, C, L), ``w`` is (F, C, K), ``b`` is (F,); returns (N, F, OL) with
+    ``OL = (L + 2*p - d*(K-1) - 1) // s + 1``. Computed by the 2-D kernels with H = 1.
+    """
+    return _conv_forward("conv1d", 1, x, w, b, stride, padding, dilation, backend)
+
+
+def conv1d_backward(dout, x, w, stride=1, padding=0, dilation=1, *, backend=None):
+    """Gradients of :func:`conv1d`: returns ``(dx, dw, db)``; ``db = dout.sum(axis=(0, 2))``."""
+    return _conv_backward("conv1d_backward", 1, dout, x, w, stride, padding, dilation, backend)
+
+
+# ----------------------------------------------------------------------------------------------
+# im2col / col2im
+# ----------------------------------------------------------------------------------------------
+
+def im2col(x, kernel_size, stride=1, padding=0, dilation=1, *, backend=None):
+    """Unfold sliding windows into columns, as ``torch.nn.functional.unfold``.
+
+    Returns ``cols`` of shape (N, C*KH*KW, OH*OW): row ``c*KH*KW + i*KW + j``, column
+    ``oh*OW + ow`` holds ``x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]`` (0 in the padding).
+    """
+    x, params, out_shape = check.im2col("im2col", x, kernel_size, stride, padding, dilation)
+    if x.shape[0] == 0:
+        return np.zeros(out_shape, dtype=x.dtype)
+    return _kernels(backend).im2col(x, *params)
+
+
+def col2im(cols, input_shape, kernel_size, stride=1, padding=0, dilation=1, *, backend=None):
+    """Fold columns back into an image, as ``torch.nn.functional.fold`` (the adjoint of im2col).
+
+    Overlapping contributions are summed and those that fall in the padding are dropped.
+    ``input_shape`` is the full (N, C, H, W); returns an array of that shape.
+    """
+    cols, shape, params = check.col2im("col2im", cols, input_shape, kernel_size, stride, padding, dilation)
+    if shape[0] == 0:
+        return np.zeros(shape, dtype=cols.dtype)
+    return _kernels(backend).col2im(cols, shape, *params)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pooling
+# ----------------------------------------------------------------------------------------------
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, *, backend=None):
+    """2-D max pooling with argmax, as ``torch.nn.functional.max_pool2d(return_indices=True)``.
+
+    Returns ``(y, indices)``; ``indices`` (int64, ``y.shape``) holds ``h*W + w``, the flat
+    position of each maximum in the unpadded input plane. Padding is -inf and never selected;
+    ties go to the first maximum in row-major window order; NaN counts as the maximum.
+    ``stride=None`` means ``stride = kernel_size``; padding may be at most kernel_size // 2.
+    """
+    x, params, out_shape = check.pool_forward("max_pool2d", x, kernel_size, stride, padding)
+    if x.shape[0] == 0:
+        return np.zeros(out_shape, dtype=x.dtype), np.zeros(out_shape, dtype=np.int64)
+    return _kernels(backend).max_pool2d(x, *params)
+
+
+def max_pool2d_backward(dout, indices, input_shape, *, backend=None):
+    """Gradient of :func:`max_pool2d`: scatter-add ``dout`` at ``indices`` into zeros of
+    ``input_shape``. Indices must be integers of dout's shape inside [0, H*W)."""
+    dout, indices, shape = check.max_pool_backward("max_pool2d_backward", dout, indices, input_shape)
+    if shape[0] == 0:
+        return np.zeros(shape, dtype=dout.dtype)
+    return _kernels(backend).max_pool2d_backward(dout, indices, shape)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, *, backend=None):
+    """2-D average pooling, as ``torch.nn.functional.avg_pool2d`` (padded zeros are counted
+    in the divisor: ``count_include_pad=True``). ``stride=None`` means ``stride = kernel_size``."""
+    x, params, out_shape = check.pool_forward("avg_pool2d", x, kernel_size, stride, padding)
+    if x.shape[0] == 0:
+        return np.zeros(out_shape, dtype=x.dtype)
+    return _kernels(backend).avg_pool2d(x, *params)
+
+
+def avg_pool2d_backward(dout, input_shape, kernel_size, stride=None, padding=0, *, backend=None):
+    """Gradient of :func:`avg_pool2d` for upstream gradient ``dout`` (the forward's shape)."""
+    dout, shape, params = check.avg_pool_backward(
+        "avg_pool2d_backward", dout, input_shape, kernel_size, stride, padding
+    )
+    if shape[0] == 0:
+        return np.zeros(shape, dtype=dout.dtype)
+    return _kernels(backend).avg_pool2d_backward(dout, shape, *params)

@@ -1,0 +1,94 @@
+"""Which backend runs the kernels: the compiled extension ("cython") or NumPy ("reference").
+
+A backend is a module with the kernel functions below, each receiving arguments that
+fastconv._validation has already checked (C-contiguous arrays of the computation dtype, a
+non-empty batch, hyper-parameters as (h, w) tuples of ints) and returning new arrays:
+
+    conv2d(x, w, b, stride, padding, dilation) -> y              (b may be None)
+    conv2d_backward(dout, x, w, stride, padding, dilation) -> (dx, dw, db)
+    im2col(x, kernel_size, stride, padding, dilation) -> cols
+    col2im(cols, input_shape, kernel_size, stride, padding, dilation) -> x
+    max_pool2d(x, kernel_size, stride, padding) -> (y, indices)
+    max_pool2d_backward(dout, indices, input_shape) -> dx
+    avg_pool2d(x, kernel_size, stride, padding) -> y
+    avg_pool2d_backward(dout, input_shape, kernel_size, stride, padding) -> dx
+
+FASTCONV_BACKEND selects the backend at import. When the extension cannot be imported,
+fastconv still works on the reference backend and warns once.
+"""
+
+import contextlib
+import importlib
+import os
+import threading
+import warnings
+
+BACKENDS = ("cython", "reference")
+
+_modules = {"reference": importlib.import_module("fastconv.reference._vectorised")}
+extension_error = None  # why the compiled backend is missing, when it is
+try:
+    _modules["cython"] = importlib.import_module("fastconv._cython_backend")
+except ImportError as exc:
+    extension_error = exc
+    warnings.warn(
+        f"fastconv: the compiled extension could not be imported ({exc}); using the slower "
+        "pure-NumPy 'reference' backend. Reinstall fastconv to get the compiled kernels.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+_lock = threading.Lock()
+_active = "cython" if "cython" in _modules else "reference"
+
+
+def _check_name(name):
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; expected one of {BACKENDS}")
+    if name not in _modules:
+        raise ValueError(
+            f"backend {name!r} is not available: the compiled extension failed to import "
+            f"({extension_error})"
+        )
+    return name
+
+
+def get_backend():
+    """Name of the active backend: "cython" or "reference"."""
+    return _active
+
+
+def set_backend(name):
+    """Make `name` ("cython" or "reference") the active backend for every later call."""
+    global _active
+    with _lock:
+        _active = _check_name(name)
+
+
+@contextlib.contextmanager
+def use_backend(name):
+    """Context manager that switches the backend and restores the previous one on exit.
+
+    The backend is process-wide state: other threads see the switch while the block runs.
+    """
+    global _active
+    with _lock:
+        previous, _active = _active, _check_name(name)
+    try:
+        yield name
+    finally:
+        with _lock:
+            _active = previous
+
+
+def kernels(name=None):
+    """The kernel module of the active backend (or of `name`)."""
+    return _modules[name or _active]
+
+
+_env_backend = os.environ.get("FASTCONV_BACKEND", "").strip().lower()
+if _env_backend:
+    try:
+        set_backend(_env_backend)
+    except ValueError as exc:
+        warnings.warn(f"fastconv: ignoring FASTCONV_BACKEND={_env_backend!r}: {exc}", RuntimeWarning, stacklevel=2)

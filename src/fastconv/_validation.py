@@ -1,0 +1,305 @@
+"""Argument checking and normalisation for every public function.
+
+Everything a kernel relies on is established here, once, before any backend runs: arrays are
+C-contiguous copies (or the caller's own array when it already is one) of the computation
+dtype, hyper-parameters are tuples of Python ints within range, and every shape agrees with
+every other. Errors name the function, the argument, what was expected and what was given.
+"""
+
+import numbers
+import operator
+
+import numpy as np
+
+# Hyper-parameters beyond this are refused: they are meaningless for any array that fits in
+# memory, and refusing them keeps every index product inside 64 bits.
+MAX_HYPERPARAMETER = 2**31 - 1
+
+_DIM_NAMES = {1: ("L",), 2: ("H", "W")}
+
+
+def _describe(value):
+    """Short description of a value for error messages."""
+    if isinstance(value, np.ndarray):
+        return f"an array of dtype {value.dtype} and shape {value.shape}"
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} (type {type(value).__name__})"
+
+
+def _as_array(fname, name, value):
+    """np.asarray(value) that turns 'not array-like' into a TypeError naming the argument."""
+    if value is None:
+        raise TypeError(f"{fname}: {name} must be an array, got None")
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{fname}: {name} must be array-like, got {_describe(value)} ({exc})") from None
+
+
+def _check_numeric(fname, name, array):
+    if array.dtype.kind not in "fiub":
+        raise TypeError(
+            f"{fname}: {name} must have a real floating, integer or bool dtype, "
+            f"got dtype {array.dtype}"
+        )
+
+
+def float_arrays(fname, named_values, ndims):
+    """Convert the named inputs to C-contiguous arrays of the computation dtype.
+
+    named_values: sequence of (name, value); ndims: the ndim each must have (None to skip).
+    The dtype is float32 when every floating input is float32, otherwise float64 (integer and
+    bool inputs are promoted; an all-integer call computes in float64).
+    Returns (list of arrays, dtype).
+    """
+    arrays = []
+    for (name, value), ndim in zip(named_values, ndims):
+        array = _as_array(fname, name, value)
+        _check_numeric(fname, name, array)
+        if ndim is not None and array.ndim != ndim:
+            raise ValueError(
+                f"{fname}: {name} must be a {ndim}-D array, got a {array.ndim}-D array "
+                f"of shape {array.shape}"
+            )
+        arrays.append(array)
+    floating = [a.dtype for a in arrays if a.dtype.kind == "f"]
+    dtype = np.dtype(np.float32) if floating and all(d == np.float32 for d in floating) else np.dtype(np.float64)
+    return [np.ascontiguousarray(a, dtype=dtype) for a in arrays], dtype
+
+
+def _int(fname, name, value, description):
+    """value as a Python int, refusing bools, floats and other non-integers."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"{fname}: {name} must be {description}, got {_describe(value)}")
+    return operator.index(value)
+
+
+def int_tuple(fname, name, value, nd, minimum):
+    """An int or a length-nd sequence of ints, as a tuple of nd ints >= minimum."""
+    description = "an int" if nd == 1 else f"an int or a sequence of {nd} ints"
+    if nd == 1 and isinstance(value, (tuple, list)) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, (tuple, list, np.ndarray)):
+        if len(value) != nd:
+            raise ValueError(f"{fname}: {name} must be {description}, got {_describe(value)}")
+        result = tuple(_int(fname, name, v, description) for v in value)
+    else:
+        result = (_int(fname, name, value, description),) * nd
+    for v in result:
+        if v < minimum:
+            raise ValueError(f"{fname}: {name} must be >= {minimum}, got {value!r}")
+        if v > MAX_HYPERPARAMETER:
+            raise ValueError(f"{fname}: {name} must be <= {MAX_HYPERPARAMETER}, got {value!r}")
+    return result
+
+
+def input_shape_tuple(fname, value):
+    """The full (N, C, H, W) input shape of a backward or col2im call."""
+    description = "a sequence of 4 ints (N, C, H, W)"
+    if not isinstance(value, (tuple, list, np.ndarray)) or len(value) != 4:
+        raise ValueError(f"{fname}: input_shape must be {description}, got {_describe(value)}")
+    shape = tuple(_int(fname, "input_shape", v, description) for v in value)
+    if shape[0] < 0 or min(shape[1:]) < 1:
+        raise ValueError(
+            f"{fname}: input_shape must have N >= 0 and C, H, W >= 1, got {shape}"
+        )
+    return shape
+
+
+def check_nonempty(fname, name, shape, axes_names):
+    """Every dimension but the batch must be at least 1 (PyTorch refuses empty planes too)."""
+    for size, axis in zip(shape, axes_names):
+        if size < 1 and axis != "N":
+            raise ValueError(
+                f"{fname}: {name} must have {axis} >= 1 (only the batch may be empty), "
+                f"got shape {shape}"
+            )
+
+
+def output_size(fname, nd, in_sizes, kernel, stride, padding, dilation):
+    """Output spatial size; ValueError when the dilated kernel exceeds the padded input."""
+    out = []
+    for axis, size, k, s, p, d in zip(_DIM_NAMES[nd], in_sizes, kernel, stride, padding, dilation):
+        span = d * (k - 1) + 1
+        if size + 2 * p < span:
+            raise ValueError(
+                f"{fname}: the kernel spans {span} along {axis} (size {k}, dilation {d}) but the "
+                f"padded input has only {size + 2 * p} ({axis}={size}, padding={p}); the output "
+                f"would be empty"
+            )
+        out.append((size + 2 * p - span) // s + 1)
+    return tuple(out)
+
+
+def check_dout(fname, dout, expected_shape):
+    if dout.shape != tuple(expected_shape):
+        raise ValueError(
+            f"{fname}: dout must have the forward output's shape {tuple(expected_shape)}, "
+            f"got {dout.shape}"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Convolution
+# ----------------------------------------------------------------------------------------------
+
+def conv(fname, nd, x, w, b, stride, padding, dilation, dout=None, backward=False):
+    """Check a conv{nd}d forward (b) or backward (dout) call.
+
+    Returns (arrays, params, out_shape) where arrays is [x, w, b] or [dout, x, w] and params
+    is (stride, padding, dilation) as nd-tuples.
+    """
+    spatial = _DIM_NAMES[nd]
+    layout_x = ("N", "C") + spatial
+    layout_w = ("F", "C") + tuple("K" + a for a in spatial) if nd == 2 else ("F", "C", "K")
+    if backward:
+        names = [("dout", dout), ("x", x), ("w", w)]
+        ndims = [nd + 2] * 3
+    else:
+        names = [("x", x), ("w", w)] + ([("b", b)] if b is not None else [])
+        ndims = [nd + 2, nd + 2, 1]
+    # Shape checks need only the raw arrays; do them before any (possibly large) copy.
+    raw = {}
+    for name, value in names:
+        raw[name] = _as_array(fname, name, value)
+        _check_numeric(fname, name, raw[name])
+    for (name, _), ndim in zip(names, ndims):
+        a = raw[name]
+        if a.ndim != ndim:
+            layout = {"x": layout_x, "w": layout_w, "b": ("F",), "dout": ("N", "F") + spatial}[name]
+            raise ValueError(
+                f"{fname}: {name} must be a {ndim}-D array ({', '.join(layout)}), got a "
+                f"{a.ndim}-D array of shape {a.shape}"
+            )
+    xs, ws = raw["x"].shape, raw["w"].shape
+    check_nonempty(fname, "x", xs, layout_x)
+    check_nonempty(fname, "w", ws, layout_w)
+    if xs[1] != ws[1]:
+        raise ValueError(f"{fname}: x has {xs[1]} channels but w expects {ws[1]} (w.shape={ws})")
+    if not backward and b is not None and raw["b"].shape != (ws[0],):
+        raise ValueError(
+            f"{fname}: b must have shape (F,) = ({ws[0]},) to match w.shape={ws}, "
+            f"got shape {raw['b'].shape}"
+        )
+    stride = int_tuple(fname, "stride", stride, nd, 1)
+    padding = int_tuple(fname, "padding", padding, nd, 0)
+    dilation = int_tuple(fname, "dilation", dilation, nd, 1)
+    out_spatial = output_size(fname, nd, xs[2:], ws[2:], stride, padding, dilation)
+    out_shape = (xs[0], ws[0]) + out_spatial
+    if backward:
+        check_dout(fname, raw["dout"], out_shape)
+    arrays, _ = float_arrays(fname, [(n, raw[n]) for n, _ in names], [None] * len(names))
+    if not backward and b is None:
+        arrays.append(None)
+    return arrays, (stride, padding, dilation), out_shape
+
+
+# ----------------------------------------------------------------------------------------------
+# im2col / col2im
+# ----------------------------------------------------------------------------------------------
+
+def im2col(fname, x, kernel_size, stride, padding, dilation):
+    (x,), _ = float_arrays(fname, [("x", x)], [4])
+    check_nonempty(fname, "x", x.shape, ("N", "C", "H", "W"))
+    kernel = int_tuple(fname, "kernel_size", kernel_size, 2, 1)
+    stride = int_tuple(fname, "stride", stride, 2, 1)
+    padding = int_tuple(fname, "padding", padding, 2, 0)
+    dilation = int_tuple(fname, "dilation", dilation, 2, 1)
+    oh, ow = output_size(fname, 2, x.shape[2:], kernel, stride, padding, dilation)
+    n, c = x.shape[:2]
+    return x, (kernel, stride, padding, dilation), (n, c * kernel[0] * kernel[1], oh * ow)
+
+
+def col2im(fname, cols, input_shape, kernel_size, stride, padding, dilation):
+    raw = _as_array(fname, "cols", cols)
+    _check_numeric(fname, "cols", raw)
+    if raw.ndim != 3:
+        raise ValueError(
+            f"{fname}: cols must be a 3-D array (N, C*KH*KW, OH*OW), got a {raw.ndim}-D array "
+            f"of shape {raw.shape}"
+        )
+    shape = input_shape_tuple(fname, input_shape)
+    kernel = int_tuple(fname, "kernel_size", kernel_size, 2, 1)
+    stride = int_tuple(fname, "stride", stride, 2, 1)
+    padding = int_tuple(fname, "padding", padding, 2, 0)
+    dilation = int_tuple(fname, "dilation", dilation, 2, 1)
+    oh, ow = output_size(fname, 2, shape[2:], kernel, stride, padding, dilation)
+    expected = (shape[0], shape[1] * kernel[0] * kernel[1], oh * ow)
+    if raw.shape != expected:
+        raise ValueError(
+            f"{fname}: cols must have shape (N, C*KH*KW, OH*OW) = {expected} for "
+            f"input_shape={shape}, kernel_size={kernel}, stride={stride}, padding={padding}, "
+            f"dilation={dilation}; got {raw.shape}"
+        )
+    (cols,), _ = float_arrays(fname, [("cols", raw)], [3])
+    return cols, shape, (kernel, stride, padding, dilation)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pooling
+# ----------------------------------------------------------------------------------------------
+
+def pool_params(fname, in_hw, kernel_size, stride, padding):
+    """Normalise pooling hyper-parameters and return them with the output size."""
+    kernel = int_tuple(fname, "kernel_size", kernel_size, 2, 1)
+    stride = kernel if stride is None else int_tuple(fname, "stride", stride, 2, 1)
+    padding = int_tuple(fname, "padding", padding, 2, 0)
+    for k, p in zip(kernel, padding):
+        if p > k // 2:
+            raise ValueError(
+                f"{fname}: padding must be at most half the kernel size "
+                f"(kernel_size={kernel}, so padding <= {tuple(k // 2 for k in kernel)}), "
+                f"got padding={padding}"
+            )
+    out_hw = output_size(fname, 2, in_hw, kernel, stride, padding, (1, 1))
+    return (kernel, stride, padding), out_hw
+
+
+def pool_forward(fname, x, kernel_size, stride, padding):
+    (x,), _ = float_arrays(fname, [("x", x)], [4])
+    check_nonempty(fname, "x", x.shape, ("N", "C", "H", "W"))
+    params, out_hw = pool_params(fname, x.shape[2:], kernel_size, stride, padding)
+    return x, params, x.shape[:2] + out_hw
+
+
+def avg_pool_backward(fname, dout, input_shape, kernel_size, stride, padding):
+    raw = _as_array(fname, "dout", dout)
+    _check_numeric(fname, "dout", raw)
+    shape = input_shape_tuple(fname, input_shape)
+    params, out_hw = pool_params(fname, shape[2:], kernel_size, stride, padding)
+    if raw.ndim != 4:
+        raise ValueError(f"{fname}: dout must be a 4-D array, got shape {raw.shape}")
+    check_dout(fname, raw, shape[:2] + out_hw)
+    (dout,), _ = float_arrays(fname, [("dout", raw)], [4])
+    return dout, shape, params
+
+
+def max_pool_backward(fname, dout, indices, input_shape):
+    raw = _as_array(fname, "dout", dout)
+    _check_numeric(fname, "dout", raw)
+    if raw.ndim != 4:
+        raise ValueError(f"{fname}: dout must be a 4-D array (N, C, OH, OW), got shape {raw.shape}")
+    idx = _as_array(fname, "indices", indices)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"{fname}: indices must be an integer array, got dtype {idx.dtype}")
+    if idx.shape != raw.shape:
+        raise ValueError(f"{fname}: indices must have dout's shape {raw.shape}, got {idx.shape}")
+    shape = input_shape_tuple(fname, input_shape)
+    if shape[:2] != raw.shape[:2]:
+        raise ValueError(
+            f"{fname}: input_shape {shape} must have the same N and C as dout {raw.shape}"
+        )
+    plane = shape[2] * shape[3]
+    if idx.size:
+        # Compare in the indices' own dtype (a uint64 above 2**63 must not wrap to negative).
+        lo, hi = idx.min(), idx.max()
+        if lo < 0 or hi >= plane:
+            bad = lo if lo < 0 else hi
+            raise ValueError(
+                f"{fname}: indices must lie in [0, H*W) = [0, {plane}) for input_shape={shape}, "
+                f"got {int(bad)}"
+            )
+    (dout,), _ = float_arrays(fname, [("dout", raw)], [4])
+    return dout, np.ascontiguousarray(idx, dtype=np.int64), shape
