@@ -1,0 +1,255 @@
+"""Loop implementations that read like the mathematics: the oracle for tests on tiny shapes.
+
+Every function has the kernel signature of ``fastconv.reference._vectorised`` (see
+``fastconv._backend``): arguments are already checked, arrays are C-contiguous float32 or
+float64, hyper-parameters are ``(h, w)`` tuples of ints. Nothing here is fast and nothing is
+clever: each output element is written as the sum (or maximum) that defines it, with explicit
+loops over the batch, channels, output positions and kernel offsets.
+
+The arrays are turned into nested lists of Python floats first so that every sum is
+accumulated in double precision whatever the input dtype (NumPy float32 scalars would round
+after every addition); the result is rounded once, to the input dtype, when it is stored.
+These functions are meant for shapes with at most a few thousand multiply-adds.
+"""
+
+import math
+
+import numpy as np
+
+
+def _out_size(size, k, s, p, d):
+    """The output length of API.md: (size + 2p - d(k-1) - 1) // s + 1."""
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def _inside(h, w, height, width):
+    """Whether (h, w) is a real input position (not in the zero or -inf padding)."""
+    return 0 <= h < height and 0 <= w < width
+
+
+# ----------------------------------------------------------------------------------------------
+# Convolution:  y[n, f, oh, ow] = b[f] + sum_{c, i, j} w[f, c, i, j] * x[n, c, oh*sh - ph + i*dh,
+#                                                                       ow*sw - pw + j*dw]
+# (terms whose input position lies in the padding are zero)
+# ----------------------------------------------------------------------------------------------
+
+def conv2d(x, w, b, stride, padding, dilation):
+    """2-D cross-correlation with zero padding (torch.nn.functional.conv2d, groups=1)."""
+    N, C, H, W = x.shape
+    F, _, KH, KW = w.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    OH, OW = _out_size(H, KH, sh, ph, dh), _out_size(W, KW, sw, pw, dw)
+    xs, ws = x.tolist(), w.tolist()
+    bs = None if b is None else b.tolist()
+    y = np.empty((N, F, OH, OW), dtype=x.dtype)
+    for n in range(N):
+        for f in range(F):
+            for oh in range(OH):
+                for ow in range(OW):
+                    total = 0.0
+                    for c in range(C):
+                        for i in range(KH):
+                            for j in range(KW):
+                                h, v = oh * sh - ph + i * dh, ow * sw - pw + j * dw
+                                if _inside(h, v, H, W):
+                                    total += ws[f][c][i][j] * xs[n][c][h][v]
+                    if bs is not None:
+                        total += bs[f]
+                    y[n, f, oh, ow] = total
+    return y
+
+
+def conv2d_backward(dout, x, w, stride, padding, dilation):
+    """Gradients (dx, dw, db) of conv2d for upstream gradient dout, from the definition.
+
+    db[f]          = sum_{n, oh, ow} dout[n, f, oh, ow]
+    dw[f, c, i, j] = sum_{n, oh, ow} dout[n, f, oh, ow] * x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]
+    dx[n, c, h, v] = sum_{f, i, j} dout[n, f, oh, ow] * w[f, c, i, j]
+                     over the (i, j) for which oh = (h + ph - i*dh) / sh and
+                     ow = (v + pw - j*dw) / sw are integers inside the output.
+    """
+    N, C, H, W = x.shape
+    F, _, KH, KW = w.shape
+    _, _, OH, OW = dout.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    gs, xs, ws = dout.tolist(), x.tolist(), w.tolist()
+
+    db = np.empty(F, dtype=dout.dtype)
+    for f in range(F):
+        db[f] = sum(gs[n][f][oh][ow] for n in range(N) for oh in range(OH) for ow in range(OW))
+
+    dw_ = np.empty(w.shape, dtype=dout.dtype)
+    for f in range(F):
+        for c in range(C):
+            for i in range(KH):
+                for j in range(KW):
+                    total = 0.0
+                    for n in range(N):
+                        for oh in range(OH):
+                            for ow in range(OW):
+                                h, v = oh * sh - ph + i * dh, ow * sw - pw + j * dw
+                                if _inside(h, v, H, W):
+                                    total += gs[n][f][oh][ow] * xs[n][c][h][v]
+                    dw_[f, c, i, j] = total
+
+    dx = np.empty(x.shape, dtype=dout.dtype)
+    for n in range(N):
+        for c in range(C):
+            for h in range(H):
+                for v in range(W):
+                    total = 0.0
+                    for i in range(KH):
+                        oh, rem_h = divmod(h + ph - i * dh, sh)
+                        if rem_h or not 0 <= oh < OH:
+                            continue
+                        for j in range(KW):
+                            ow, rem_w = divmod(v + pw - j * dw, sw)
+                            if rem_w or not 0 <= ow < OW:
+                                continue
+                            for f in range(F):
+                                total += gs[n][f][oh][ow] * ws[f][c][i][j]
+                    dx[n, c, h, v] = total
+    return dx, dw_, db
+
+
+# ----------------------------------------------------------------------------------------------
+# im2col / col2im:  cols[n, c*KH*KW + i*KW + j, oh*OW + ow] = x[n, c, oh*sh - ph + i*dh,
+#                                                                ow*sw - pw + j*dw]   (0 in padding)
+# ----------------------------------------------------------------------------------------------
+
+def im2col(x, kernel_size, stride, padding, dilation):
+    """Unfold every window into a column (torch.nn.functional.unfold layout)."""
+    N, C, H, W = x.shape
+    (KH, KW), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    OH, OW = _out_size(H, KH, sh, ph, dh), _out_size(W, KW, sw, pw, dw)
+    xs = x.tolist()
+    cols = np.zeros((N, C * KH * KW, OH * OW), dtype=x.dtype)
+    for n in range(N):
+        for c in range(C):
+            for i in range(KH):
+                for j in range(KW):
+                    row = c * KH * KW + i * KW + j
+                    for oh in range(OH):
+                        for ow in range(OW):
+                            h, v = oh * sh - ph + i * dh, ow * sw - pw + j * dw
+                            if _inside(h, v, H, W):
+                                cols[n, row, oh * OW + ow] = xs[n][c][h][v]
+    return cols
+
+
+def col2im(cols, input_shape, kernel_size, stride, padding, dilation):
+    """Fold columns back into an image (torch.nn.functional.fold): the adjoint of im2col.
+
+    x[n, c, h, v] is the sum of every column entry that im2col would have read from (h, v);
+    entries that im2col would have read from the padding are dropped.
+    """
+    N, C, H, W = input_shape
+    (KH, KW), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    OH, OW = _out_size(H, KH, sh, ph, dh), _out_size(W, KW, sw, pw, dw)
+    cs = cols.tolist()
+    total = [[[[0.0] * W for _ in range(H)] for _ in range(C)] for _ in range(N)]
+    for n in range(N):
+        for c in range(C):
+            for i in range(KH):
+                for j in range(KW):
+                    row = c * KH * KW + i * KW + j
+                    for oh in range(OH):
+                        for ow in range(OW):
+                            h, v = oh * sh - ph + i * dh, ow * sw - pw + j * dw
+                            if _inside(h, v, H, W):
+                                total[n][c][h][v] += cs[n][row][oh * OW + ow]
+    return np.array(total, dtype=cols.dtype).reshape(N, C, H, W)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pooling (window of output (oh, ow) = rows oh*sh - ph + i, columns ow*sw - pw + j)
+# ----------------------------------------------------------------------------------------------
+
+def max_pool2d(x, kernel_size, stride, padding):
+    """Max pooling with the flat argmax h*W + v in the unpadded plane, exactly as PyTorch:
+
+    the padding is -inf and never selected; the window is scanned in row-major order and the
+    first real element starts it; a later element replaces the current maximum when it is
+    strictly larger or is NaN. So ties keep the first maximum, a NaN beats every number, and
+    among several NaNs the last one wins (checked against torch 2.x: the window
+    [1, nan, 3, nan] gives index 3).
+    """
+    N, C, H, W = x.shape
+    (KH, KW), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    OH, OW = _out_size(H, KH, sh, ph, 1), _out_size(W, KW, sw, pw, 1)
+    xs = x.tolist()
+    y = np.empty((N, C, OH, OW), dtype=x.dtype)
+    indices = np.empty((N, C, OH, OW), dtype=np.int64)
+    for n in range(N):
+        for c in range(C):
+            for oh in range(OH):
+                for ow in range(OW):
+                    best, best_index = -math.inf, None
+                    for i in range(KH):
+                        for j in range(KW):
+                            h, v = oh * sh - ph + i, ow * sw - pw + j
+                            if not _inside(h, v, H, W):
+                                continue
+                            value = xs[n][c][h][v]
+                            if best_index is None or value > best or math.isnan(value):
+                                best, best_index = value, h * W + v
+                    # Padding <= kernel // 2 guarantees a real element in every window.
+                    y[n, c, oh, ow] = best
+                    indices[n, c, oh, ow] = best_index
+    return y, indices
+
+
+def max_pool2d_backward(dout, indices, input_shape):
+    """dx[n, c] = sum over outputs (oh, ow) of dout[n, c, oh, ow] placed at indices[n, c, oh, ow]."""
+    N, C, H, W = input_shape
+    _, _, OH, OW = dout.shape
+    gs, ks = dout.tolist(), indices.tolist()
+    total = [[[0.0] * (H * W) for _ in range(C)] for _ in range(N)]
+    for n in range(N):
+        for c in range(C):
+            for oh in range(OH):
+                for ow in range(OW):
+                    total[n][c][ks[n][c][oh][ow]] += gs[n][c][oh][ow]
+    return np.array(total, dtype=dout.dtype).reshape(N, C, H, W)
+
+
+def avg_pool2d(x, kernel_size, stride, padding):
+    """Mean of each window, padded zeros included in the count (count_include_pad=True)."""
+    N, C, H, W = x.shape
+    (KH, KW), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    OH, OW = _out_size(H, KH, sh, ph, 1), _out_size(W, KW, sw, pw, 1)
+    xs = x.tolist()
+    y = np.empty((N, C, OH, OW), dtype=x.dtype)
+    for n in range(N):
+        for c in range(C):
+            for oh in range(OH):
+                for ow in range(OW):
+                    total = 0.0
+                    for i in range(KH):
+                        for j in range(KW):
+                            h, v = oh * sh - ph + i, ow * sw - pw + j
+                            if _inside(h, v, H, W):
+                                total += xs[n][c][h][v]
+                    y[n, c, oh, ow] = total / (KH * KW)
+    return y
+
+
+def avg_pool2d_backward(dout, input_shape, kernel_size, stride, padding):
+    """dx[n, c, h, v] = sum over the windows that contain (h, v) of dout / (KH*KW)."""
+    N, C, H, W = input_shape
+    _, _, OH, OW = dout.shape
+    (KH, KW), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    gs = dout.tolist()
+    dx = np.empty(input_shape, dtype=dout.dtype)
+    for n in range(N):
+        for c in range(C):
+            for h in range(H):
+                for v in range(W):
+                    total = 0.0
+                    for oh in range(OH):
+                        for ow in range(OW):
+                            i, j = h - (oh * sh - ph), v - (ow * sw - pw)
+                            if 0 <= i < KH and 0 <= j < KW:
+                                total += gs[n][c][oh][ow]
+                    dx[n, c, h, v] = total / (KH * KW)
+    return dx
