@@ -1,0 +1,30 @@
+"""Neural-network layers, losses and optimizers over fastconv's kernels.
+
+Each layer has ``forward(x)``, ``backward(dout) -> dx``, ``params`` and ``grads`` (same keys;
+``backward`` adds into ``grads``), ``zero_grad()``, ``train()`` / ``eval()`` and
+``parameters()`` -> ``[(name, param, grad), ...]``. Convolution and pooling run on the active
+fastconv backend. Example::
+
+    from fastconv import nn
+    model = nn.Sequential(nn.Conv2D(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2D(2),
+                          nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
+    loss_fn, opt = nn.SoftmaxCrossEntropy(), nn.Adam(model, lr=1e-2)
+    loss = loss_fn.forward(model.forward(x), y)
+    model.zero_grad(); model.backward(loss_fn.backward()); opt.step()
+"""
+
+from fastconv.nn._base import BackwardBeforeForwardError, Layer
+from fastconv.nn.activations import ReLU, Sigmoid, Tanh
+from fastconv.nn.containers import Sequential
+from fastconv.nn.gradcheck import gradcheck
+from fastconv.nn.layers import AvgPool2D, Conv1D, Conv2D, Flatten, Linear, MaxPool2D
+from fastconv.nn.losses import SoftmaxCrossEntropy
+from fastconv.nn.normalization import BatchNorm1D, BatchNorm2D, Dropout
+from fastconv.nn.optim import SGD, Adam, Optimizer
+
+__all__ = [
+    "Layer", "BackwardBeforeForwardError",
+    "Conv2D", "Conv1D", "MaxPool2D", "AvgPool2D", "ReLU", "Sigmoid", "Tanh", "Flatten",
+    "Linear", "BatchNorm1D", "BatchNorm2D", "Dropout", "Sequential",
+    "SoftmaxCrossEntropy", "SGD", "Adam", "Optimizer", "gradcheck",
+]

@@ -1,0 +1,53 @@
+"""Elementwise activations: ReLU, Sigmoid, Tanh."""
+
+import numpy as np
+
+from fastconv.nn._base import Layer
+
+
+class ReLU(Layer):
+    """``max(x, 0)``; the gradient is 0 at x == 0 (as PyTorch), NaN passes through."""
+
+    def forward(self, x):
+        x = self._input(x)
+        positive = x > 0
+        self._cache = positive
+        # np.maximum keeps NaN as NaN (PyTorch does too); its gradient is 0 since NaN > 0 is False.
+        return np.maximum(x, 0, dtype=self.dtype)
+
+    def backward(self, dout):
+        positive = self._need_cache()
+        dout = self._dout(dout, positive.shape)
+        return np.where(positive, dout, 0).astype(self.dtype, copy=False)
+
+
+class Sigmoid(Layer):
+    """``1 / (1 + exp(-x))``, computed without overflow for large |x|."""
+
+    def forward(self, x):
+        x = self._input(x)
+        # exp(-|x|) never overflows; each sign picks the algebraically equal form that does
+        # not cancel, so sigmoid(-30) keeps full relative precision.
+        e = np.exp(-np.abs(x))
+        y = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(self.dtype, copy=False)
+        self._cache = y
+        return y.copy()
+
+    def backward(self, dout):
+        y = self._need_cache()
+        dout = self._dout(dout, y.shape)
+        return dout * y * (1 - y)
+
+
+class Tanh(Layer):
+    """Hyperbolic tangent."""
+
+    def forward(self, x):
+        y = np.tanh(self._input(x))
+        self._cache = y
+        return y.copy()
+
+    def backward(self, dout):
+        y = self._need_cache()
+        dout = self._dout(dout, y.shape)
+        return dout * (1 - y * y)
