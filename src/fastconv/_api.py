@@ -11,6 +11,11 @@ from fastconv import _validation as check
 
 
 def _kernels(backend):
+    """The kernel module for a call's `backend=` argument (None: the active backend).
+
+    Resolved before the arguments are checked, so that an unknown backend name is refused even
+    when the call takes the empty-batch shortcut and no kernel runs.
+    """
     if backend is None:
         return _backend.kernels()
     return _backend.kernels(_backend._check_name(backend))
@@ -29,16 +34,18 @@ def _as_2d_conv(x, w, params):
 # ----------------------------------------------------------------------------------------------
 
 def _conv_forward(fname, nd, x, w, b, stride, padding, dilation, backend):
+    kernels = _kernels(backend)
     (x, w, b), params, out_shape = check.conv(fname, nd, x, w, b, stride, padding, dilation)
     if x.shape[0] == 0:
         return np.zeros(out_shape, dtype=x.dtype)
     if nd == 1:
         x, w, params = _as_2d_conv(x, w, params)
-    y = _kernels(backend).conv2d(x, w, b, *params)
+    y = kernels.conv2d(x, w, b, *params)
     return y.reshape(out_shape)
 
 
 def _conv_backward(fname, nd, dout, x, w, stride, padding, dilation, backend):
+    kernels = _kernels(backend)
     (dout, x, w), params, _ = check.conv(
         fname, nd, x, w, None, stride, padding, dilation, dout=dout, backward=True
     )
@@ -46,9 +53,9 @@ def _conv_backward(fname, nd, dout, x, w, stride, padding, dilation, backend):
         return np.zeros_like(x), np.zeros_like(w), np.zeros(w.shape[0], dtype=w.dtype)
     if nd == 1:
         x2, w2, params = _as_2d_conv(x, w, params)
-        dx, dw, db = _kernels(backend).conv2d_backward(dout[:, :, None, :], x2, w2, *params)
+        dx, dw, db = kernels.conv2d_backward(dout[:, :, None, :], x2, w2, *params)
         return dx.reshape(x.shape), dw.reshape(w.shape), db
-    return _kernels(backend).conv2d_backward(dout, x, w, *params)
+    return kernels.conv2d_backward(dout, x, w, *params)
 
 
 def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, *, backend=None):
@@ -104,10 +111,11 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, *, backend=None):
     Returns ``cols`` of shape (N, C*KH*KW, OH*OW): row ``c*KH*KW + i*KW + j``, column
     ``oh*OW + ow`` holds ``x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]`` (0 in the padding).
     """
+    kernels = _kernels(backend)
     x, params, out_shape = check.im2col("im2col", x, kernel_size, stride, padding, dilation)
     if x.shape[0] == 0:
         return np.zeros(out_shape, dtype=x.dtype)
-    return _kernels(backend).im2col(x, *params)
+    return kernels.im2col(x, *params)
 
 
 def col2im(cols, input_shape, kernel_size, stride=1, padding=0, dilation=1, *, backend=None):
@@ -116,10 +124,11 @@ def col2im(cols, input_shape, kernel_size, stride=1, padding=0, dilation=1, *, b
     Overlapping contributions are summed and those that fall in the padding are dropped.
     ``input_shape`` is the full (N, C, H, W); returns an array of that shape.
     """
+    kernels = _kernels(backend)
     cols, shape, params = check.col2im("col2im", cols, input_shape, kernel_size, stride, padding, dilation)
     if shape[0] == 0:
         return np.zeros(shape, dtype=cols.dtype)
-    return _kernels(backend).col2im(cols, shape, *params)
+    return kernels.col2im(cols, shape, *params)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -134,35 +143,39 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, backend=None):
     ties go to the first maximum in row-major window order; NaN counts as the maximum.
     ``stride=None`` means ``stride = kernel_size``; padding may be at most kernel_size // 2.
     """
+    kernels = _kernels(backend)
     x, params, out_shape = check.pool_forward("max_pool2d", x, kernel_size, stride, padding)
     if x.shape[0] == 0:
         return np.zeros(out_shape, dtype=x.dtype), np.zeros(out_shape, dtype=np.int64)
-    return _kernels(backend).max_pool2d(x, *params)
+    return kernels.max_pool2d(x, *params)
 
 
 def max_pool2d_backward(dout, indices, input_shape, *, backend=None):
     """Gradient of :func:`max_pool2d`: scatter-add ``dout`` at ``indices`` into zeros of
     ``input_shape``. Indices must be integers of dout's shape inside [0, H*W)."""
+    kernels = _kernels(backend)
     dout, indices, shape = check.max_pool_backward("max_pool2d_backward", dout, indices, input_shape)
     if shape[0] == 0:
         return np.zeros(shape, dtype=dout.dtype)
-    return _kernels(backend).max_pool2d_backward(dout, indices, shape)
+    return kernels.max_pool2d_backward(dout, indices, shape)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, *, backend=None):
     """2-D average pooling, as ``torch.nn.functional.avg_pool2d`` (padded zeros are counted
     in the divisor: ``count_include_pad=True``). ``stride=None`` means ``stride = kernel_size``."""
+    kernels = _kernels(backend)
     x, params, out_shape = check.pool_forward("avg_pool2d", x, kernel_size, stride, padding)
     if x.shape[0] == 0:
         return np.zeros(out_shape, dtype=x.dtype)
-    return _kernels(backend).avg_pool2d(x, *params)
+    return kernels.avg_pool2d(x, *params)
 
 
 def avg_pool2d_backward(dout, input_shape, kernel_size, stride=None, padding=0, *, backend=None):
     """Gradient of :func:`avg_pool2d` for upstream gradient ``dout`` (the forward's shape)."""
+    kernels = _kernels(backend)
     dout, shape, params = check.avg_pool_backward(
         "avg_pool2d_backward", dout, input_shape, kernel_size, stride, padding
     )
     if shape[0] == 0:
         return np.zeros(shape, dtype=dout.dtype)
-    return _kernels(backend).avg_pool2d_backward(dout, shape, *params)
+    return kernels.avg_pool2d_backward(dout, shape, *params)

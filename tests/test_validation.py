@@ -1,0 +1,329 @@
+"""Every invalid-input rule of API.md "Conventions" raises ValueError or TypeError with a message
+that names the function and the argument, on every backend, and before any kernel runs."""
+
+import datetime
+import re
+
+import numpy as np
+import pytest
+
+import fastconv as fc
+from fastconv import _backend
+
+rng = np.random.default_rng(0)
+X = rng.standard_normal((2, 3, 6, 6))          # (N, C, H, W)
+W = rng.standard_normal((4, 3, 3, 3))          # (F, C, KH, KW)
+B = rng.standard_normal(4)
+DOUT = rng.standard_normal((2, 4, 4, 4))       # conv2d(X, W) output
+X1 = rng.standard_normal((2, 3, 8))            # (N, C, L)
+W1 = rng.standard_normal((4, 3, 3))
+DOUT1 = rng.standard_normal((2, 4, 6))
+COLS = rng.standard_normal((2, 27, 16))        # im2col(X, 3)
+POOL_DOUT = rng.standard_normal((2, 3, 3, 3))  # max_pool2d(X, 2)
+IDX = np.zeros((2, 3, 3, 3), dtype=np.int64)
+
+
+class NotAnArray:
+    """Neither a sequence nor an object with __array__."""
+
+
+def ragged():
+    return [[1.0, 2.0], [3.0]]
+
+
+CASES = [
+    # --- conv2d: shapes -------------------------------------------------------------------
+    ("conv2d", (X[0], W), {}, ValueError, "x"),
+    ("conv2d", (X[None], W), {}, ValueError, "x"),
+    ("conv2d", (X, W[0]), {}, ValueError, "w"),
+    ("conv2d", (X, W[:, :2]), {}, ValueError, "channels"),
+    ("conv2d", (X, W, B[:3]), {}, ValueError, "b"),
+    ("conv2d", (X, W, B[:, None]), {}, ValueError, "b"),
+    ("conv2d", (X, W, np.float64(1.0)), {}, ValueError, "b"),
+    ("conv2d", (X[:, :, :0], W), {}, ValueError, "x"),                  # empty plane
+    ("conv2d", (X, rng.standard_normal((4, 3, 7, 3))), {}, ValueError, "kernel"),
+    ("conv2d", (X, W), {"dilation": 4}, ValueError, "kernel"),           # dilated kernel spans 9 > 6
+    ("conv2d", (X, W), {"stride": 0}, ValueError, "stride"),
+    ("conv2d", (X, W), {"stride": (1, -1)}, ValueError, "stride"),
+    ("conv2d", (X, W), {"dilation": 0}, ValueError, "dilation"),
+    ("conv2d", (X, W), {"padding": -1}, ValueError, "padding"),
+    ("conv2d", (X, W), {"padding": (0, 1, 2)}, ValueError, "padding"),
+    ("conv2d", (X, W), {"stride": ()}, ValueError, "stride"),
+    ("conv2d", (X, W), {"padding": 2**40}, ValueError, "padding"),
+    # --- conv2d: types ----------------------------------------------------------------------
+    ("conv2d", (X, W), {"stride": 1.0}, TypeError, "stride"),
+    ("conv2d", (X, W), {"stride": "2"}, TypeError, "stride"),
+    ("conv2d", (X, W), {"stride": True}, TypeError, "stride"),
+    ("conv2d", (X, W), {"stride": None}, TypeError, "stride"),
+    ("conv2d", (X, W), {"padding": (1, 0.5)}, TypeError, "padding"),
+    ("conv2d", (X, W), {"dilation": np.float64(1)}, TypeError, "dilation"),
+    ("conv2d", (X.astype(np.complex128), W), {}, TypeError, "x"),
+    ("conv2d", (X, W.astype(np.complex64)), {}, TypeError, "w"),
+    ("conv2d", (X, W, B.astype(np.complex128)), {}, TypeError, "b"),
+    ("conv2d", (X.astype(object), W), {}, TypeError, "x"),
+    ("conv2d", (X.astype(str), W), {}, TypeError, "x"),
+    ("conv2d", (X.astype("datetime64[s]"), W), {}, TypeError, "x"),
+    ("conv2d", (X.astype("timedelta64[s]"), W), {}, TypeError, "x"),
+    ("conv2d", ("not an array", W), {}, TypeError, "x"),
+    ("conv2d", (NotAnArray(), W), {}, TypeError, "x"),
+    ("conv2d", (ragged(), W), {}, TypeError, "x"),
+    ("conv2d", (None, W), {}, TypeError, "x"),
+    ("conv2d", (X, {"w": 1}), {}, TypeError, "w"),
+    ("conv2d", (X, W, datetime.date(2020, 1, 1)), {}, TypeError, "b"),
+    # --- conv2d_backward ------------------------------------------------------------------
+    ("conv2d_backward", (DOUT[:, :, :3], X, W), {}, ValueError, "dout"),
+    ("conv2d_backward", (DOUT[:, :3], X, W), {}, ValueError, "dout"),
+    ("conv2d_backward", (DOUT[:1], X, W), {}, ValueError, "dout"),
+    ("conv2d_backward", (DOUT, X, W), {"stride": 2}, ValueError, "dout"),
+    ("conv2d_backward", (DOUT[0], X, W), {}, ValueError, "dout"),
+    ("conv2d_backward", (DOUT, X, W[:, :2]), {}, ValueError, "channels"),
+    ("conv2d_backward", (DOUT, X[0], W), {}, ValueError, "x"),
+    ("conv2d_backward", (DOUT.astype(np.complex128), X, W), {}, TypeError, "dout"),
+    ("conv2d_backward", (DOUT, X, W), {"padding": -2}, ValueError, "padding"),
+    ("conv2d_backward", (DOUT, X, W), {"dilation": 2.0}, TypeError, "dilation"),
+    # --- conv1d / conv1d_backward -------------------------------------------------------------
+    ("conv1d", (X, W1), {}, ValueError, "x"),
+    ("conv1d", (X1, W), {}, ValueError, "w"),
+    ("conv1d", (X1, W1[:, :2]), {}, ValueError, "channels"),
+    ("conv1d", (X1, W1, B[:2]), {}, ValueError, "b"),
+    ("conv1d", (X1, W1), {"stride": (1, 1)}, ValueError, "stride"),
+    ("conv1d", (X1, W1), {"stride": 0}, ValueError, "stride"),
+    ("conv1d", (X1, W1), {"padding": -1}, ValueError, "padding"),
+    ("conv1d", (X1, W1), {"dilation": 5}, ValueError, "kernel"),
+    ("conv1d", (X1, W1), {"stride": 1.5}, TypeError, "stride"),
+    ("conv1d", (X1.astype(np.complex64), W1), {}, TypeError, "x"),
+    ("conv1d_backward", (DOUT1[:, :, :5], X1, W1), {}, ValueError, "dout"),
+    ("conv1d_backward", (DOUT1, X1, W1), {"padding": 1}, ValueError, "dout"),
+    # --- im2col / col2im --------------------------------------------------------------------
+    ("im2col", (X[0], 3), {}, ValueError, "x"),
+    ("im2col", (X, 0), {}, ValueError, "kernel_size"),
+    ("im2col", (X, 7), {}, ValueError, "kernel"),
+    ("im2col", (X, (3, 3, 3)), {}, ValueError, "kernel_size"),
+    ("im2col", (X, 3.0), {}, TypeError, "kernel_size"),
+    ("im2col", (X, 3), {"stride": 0}, ValueError, "stride"),
+    ("im2col", (X, 3), {"padding": -1}, ValueError, "padding"),
+    ("im2col", (X, 3), {"dilation": 0}, ValueError, "dilation"),
+    ("im2col", (X.astype(np.complex128), 3), {}, TypeError, "x"),
+    ("col2im", (COLS, X.shape, 3), {"stride": 2}, ValueError, "cols"),
+    ("col2im", (COLS[:, :26], X.shape, 3), {}, ValueError, "cols"),
+    ("col2im", (COLS[:1], X.shape, 3), {}, ValueError, "cols"),
+    ("col2im", (COLS[0], X.shape, 3), {}, ValueError, "cols"),
+    ("col2im", (COLS, X.shape[1:], 3), {}, ValueError, "input_shape"),
+    ("col2im", (COLS, (2, 0, 6, 6), 3), {}, ValueError, "input_shape"),
+    ("col2im", (COLS, (-1, 3, 6, 6), 3), {}, ValueError, "input_shape"),
+    ("col2im", (COLS, (2, 3, 6.0, 6), 3), {}, TypeError, "input_shape"),
+    ("col2im", (COLS, 7, 3), {}, ValueError, "input_shape"),
+    ("col2im", (COLS, X.shape, 7), {}, ValueError, "kernel"),
+    ("col2im", (COLS, X.shape, 3), {"padding": -1}, ValueError, "padding"),
+    ("col2im", (COLS.astype(object), X.shape, 3), {}, TypeError, "cols"),
+    # --- max_pool2d / avg_pool2d ----------------------------------------------------------------
+    ("max_pool2d", (X[0], 2), {}, ValueError, "x"),
+    ("max_pool2d", (X, 0), {}, ValueError, "kernel_size"),
+    ("max_pool2d", (X, 2), {"stride": 0}, ValueError, "stride"),
+    ("max_pool2d", (X, 2), {"padding": 2}, ValueError, "padding"),        # > kernel_size // 2
+    ("max_pool2d", (X, (3, 2)), {"padding": (1, 2)}, ValueError, "padding"),
+    ("max_pool2d", (X, 3), {"padding": -1}, ValueError, "padding"),
+    ("max_pool2d", (X, 7), {}, ValueError, "kernel"),
+    ("max_pool2d", (X, 2.5), {}, TypeError, "kernel_size"),
+    ("max_pool2d", (X, 2), {"stride": "1"}, TypeError, "stride"),
+    ("max_pool2d", (X.astype(np.complex128), 2), {}, TypeError, "x"),
+    ("max_pool2d", (X.astype("datetime64[ns]"), 2), {}, TypeError, "x"),
+    ("avg_pool2d", (X[0], 2), {}, ValueError, "x"),
+    ("avg_pool2d", (X, 2), {"padding": 2}, ValueError, "padding"),
+    ("avg_pool2d", (X, (1, 7)), {}, ValueError, "kernel"),
+    ("avg_pool2d", (X, 2), {"stride": -1}, ValueError, "stride"),
+    ("avg_pool2d", (X.astype(str), 2), {}, TypeError, "x"),
+    # --- max_pool2d_backward -------------------------------------------------------------------
+    ("max_pool2d_backward", (POOL_DOUT, IDX.astype(np.float64), X.shape), {}, TypeError, "indices"),
+    ("max_pool2d_backward", (POOL_DOUT, IDX.astype(bool), X.shape), {}, TypeError, "indices"),
+    ("max_pool2d_backward", (POOL_DOUT, IDX.astype(object), X.shape), {}, TypeError, "indices"),
+    ("max_pool2d_backward", (POOL_DOUT, IDX[:, :, :2], X.shape), {}, ValueError, "indices"),
+    ("max_pool2d_backward", (POOL_DOUT, IDX[0], X.shape), {}, ValueError, "indices"),
+    ("max_pool2d_backward", (POOL_DOUT, IDX + 36, X.shape), {}, ValueError, "indices"),  # == H*W
+    ("max_pool2d_backward", (POOL_DOUT, IDX - 1, X.shape), {}, ValueError, "indices"),
+    ("max_pool2d_backward", (POOL_DOUT, IDX.astype(np.int8) - 100, X.shape), {}, ValueError, "indices"),
+    ("max_pool2d_backward", (POOL_DOUT, np.full(IDX.shape, 2**64 - 1, np.uint64), X.shape), {},
+     ValueError, "indices"),
+    ("max_pool2d_backward", (POOL_DOUT, np.full(IDX.shape, 2**63, np.uint64), X.shape), {},
+     ValueError, "indices"),
+    ("max_pool2d_backward", (POOL_DOUT, np.full(IDX.shape, -(2**63), np.int64), X.shape), {},
+     ValueError, "indices"),
+    ("max_pool2d_backward", (POOL_DOUT, IDX + 9, (2, 3, 3, 3)), {}, ValueError, "indices"),
+    ("max_pool2d_backward", (POOL_DOUT, IDX, (2, 4, 6, 6)), {}, ValueError, "input_shape"),
+    ("max_pool2d_backward", (POOL_DOUT, IDX, (1, 3, 6, 6)), {}, ValueError, "input_shape"),
+    ("max_pool2d_backward", (POOL_DOUT, IDX, (2, 3, 6)), {}, ValueError, "input_shape"),
+    ("max_pool2d_backward", (POOL_DOUT[0], IDX[0], X.shape), {}, ValueError, "dout"),
+    ("max_pool2d_backward", (POOL_DOUT.astype(np.complex128), IDX, X.shape), {}, TypeError, "dout"),
+    # --- avg_pool2d_backward ---------------------------------------------------------------------
+    ("avg_pool2d_backward", (POOL_DOUT[:, :, :2], X.shape, 2), {}, ValueError, "dout"),
+    ("avg_pool2d_backward", (POOL_DOUT, X.shape, 2), {"stride": 1}, ValueError, "dout"),
+    ("avg_pool2d_backward", (POOL_DOUT[0], X.shape, 2), {}, ValueError, "dout"),
+    ("avg_pool2d_backward", (POOL_DOUT, X.shape, 2), {"padding": 2}, ValueError, "padding"),
+    ("avg_pool2d_backward", (POOL_DOUT, X.shape[:3], 2), {}, ValueError, "input_shape"),
+    ("avg_pool2d_backward", (POOL_DOUT, X.shape, 0), {}, ValueError, "kernel_size"),
+    ("avg_pool2d_backward", (POOL_DOUT, X.shape, 2.0), {}, TypeError, "kernel_size"),
+    ("avg_pool2d_backward", (POOL_DOUT.astype(np.complex64), X.shape, 2), {}, TypeError, "dout"),
+]
+
+
+def _id(case):
+    fname, args, kwargs, exc, word = case
+    return f"{fname}-{word}-{exc.__name__}"
+
+
+def _assert_names(message, fname, word):
+    assert message.startswith(f"{fname}:"), message
+    assert re.search(rf"\b{re.escape(word)}\b", message), f"{word!r} not named in: {message}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
+def test_invalid_input_raises(backend, case):
+    fname, args, kwargs, exc, word = case
+    with pytest.raises(exc) as info:
+        getattr(fc, fname)(*args, **kwargs, backend=backend)
+    _assert_names(str(info.value), fname, word)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
+def test_reference_namespace_raises_the_same(case):
+    fname, args, kwargs, exc, word = case
+    with pytest.raises(exc) as info:
+        getattr(fc.reference, fname)(*args, **kwargs)
+    _assert_names(str(info.value), fname, word)
+
+
+def test_messages_say_what_was_expected_and_given():
+    with pytest.raises(ValueError) as info:
+        fc.conv2d(np.zeros((2, 3, 8, 8)), np.zeros((8, 4, 3, 3)))
+    message = str(info.value)
+    assert "3 channels" in message and "4" in message and "(8, 4, 3, 3)" in message
+    with pytest.raises(ValueError, match=r"\(2, 4, 4, 4\).*\(2, 4, 4, 3\)"):
+        fc.conv2d_backward(DOUT[:, :, :, :3], X, W)
+    with pytest.raises(ValueError, match="-7"):
+        fc.conv2d(X, W, stride=-7)
+    with pytest.raises(TypeError, match="complex128"):
+        fc.avg_pool2d(X.astype(np.complex128), 2)
+    with pytest.raises(ValueError, match=str(2**64 - 1)):
+        fc.max_pool2d_backward(POOL_DOUT, np.full(IDX.shape, 2**64 - 1, np.uint64), X.shape)
+
+
+def test_batch_zero_is_still_validated(backend):
+    """The empty-batch shortcut must not skip the checks."""
+    x0 = np.zeros((0, 3, 6, 6))
+    with pytest.raises(ValueError, match="channels"):
+        fc.conv2d(x0, W[:, :2], backend=backend)
+    with pytest.raises(ValueError, match="dout"):
+        fc.conv2d_backward(np.zeros((0, 4, 3, 3)), x0, W, backend=backend)
+    with pytest.raises(ValueError, match="padding"):
+        fc.max_pool2d(x0, 2, padding=2, backend=backend)
+    with pytest.raises(ValueError, match="cols"):
+        fc.col2im(np.zeros((0, 27, 15)), (0, 3, 6, 6), 3, backend=backend)
+    with pytest.raises(TypeError, match="indices"):
+        fc.max_pool2d_backward(np.zeros((0, 3, 3, 3)), np.zeros((0, 3, 3, 3)), (0, 3, 6, 6), backend=backend)
+
+
+# ----------------------------------------------------------------------------------------------
+# Backend and thread arguments
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["bogus", "", "Reference", None, 1, ["reference"]])
+def test_bad_backend_names(name):
+    with pytest.raises(ValueError, match="backend"):
+        fc.set_backend(name)
+    with pytest.raises(ValueError, match="backend"):
+        with fc.use_backend(name):
+            pass
+    if name is not None:  # backend=None is the documented "active backend"
+        with pytest.raises(ValueError, match="backend"):
+            fc.conv2d(X, W, backend=name)
+
+
+def test_bad_backend_keyword_with_empty_batch():
+    with pytest.raises(ValueError, match="backend"):
+        fc.conv2d(np.zeros((0, 3, 6, 6)), W, backend="bogus")
+    with pytest.raises(ValueError, match="backend"):
+        fc.max_pool2d(np.zeros((0, 3, 6, 6)), 2, backend="bogus")
+
+
+@pytest.mark.parametrize("n, exc", [
+    (0, ValueError), (-1, ValueError), (1.0, TypeError), (2.5, TypeError), ("2", TypeError),
+    (True, TypeError), (None, TypeError), (np.float64(2), TypeError),
+])
+def test_bad_thread_counts(n, exc):
+    before = fc.get_num_threads()
+    with pytest.raises(exc, match="set_num_threads"):
+        fc.set_num_threads(n)
+    assert fc.get_num_threads() == before
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation happens once, before any kernel runs, and kernels get checked arguments
+# ----------------------------------------------------------------------------------------------
+
+class SpyKernels:
+    """Stands in for a backend's kernel module: records every call, computes nothing."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        def kernel(*args):
+            self.calls.append((name, args))
+            raise _KernelCalled(name)
+        return kernel
+
+
+class _KernelCalled(Exception):
+    pass
+
+
+@pytest.fixture
+def spy(monkeypatch, backend):
+    module = SpyKernels()
+    monkeypatch.setitem(_backend._modules, backend, module)
+    return module
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
+def test_no_kernel_runs_on_invalid_input(spy, backend, case):
+    fname, args, kwargs, exc, word = case
+    with pytest.raises(exc):
+        getattr(fc, fname)(*args, **kwargs, backend=backend)
+    assert spy.calls == []
+
+
+VALID_CALLS = [
+    ("conv2d", (X.astype(np.float32)[:, :, ::-1], np.asfortranarray(W.astype(np.float32)), B.astype(np.float32)),
+     {"stride": [2, 1], "padding": np.int64(1)}),
+    ("conv2d_backward", (DOUT.astype(np.int32), X[..., ::1], W.T.T), {}),
+    ("conv1d", (X1, W1.astype(np.float32)), {"stride": (2,), "padding": [1]}),
+    ("conv1d_backward", (DOUT1, X1, W1), {}),
+    ("im2col", (X.astype(np.uint8), (3, 2)), {"dilation": 1}),
+    ("col2im", (COLS, np.array(X.shape), 3), {}),
+    ("max_pool2d", (X.astype(bool), 2), {"stride": None}),
+    ("max_pool2d_backward", (POOL_DOUT, IDX.astype(np.uint16), list(X.shape)), {}),
+    ("avg_pool2d", (np.asfortranarray(X), (2, 3)), {"padding": (1, 0)}),
+    ("avg_pool2d_backward", (POOL_DOUT, X.shape, 2), {}),
+]
+
+
+@pytest.mark.parametrize("fname, args, kwargs", VALID_CALLS, ids=[c[0] for c in VALID_CALLS])
+def test_kernels_receive_checked_arguments(spy, backend, fname, args, kwargs):
+    """The kernel interface of fastconv._backend: C-contiguous float arrays, int tuples."""
+    with pytest.raises(_KernelCalled):
+        getattr(fc, fname)(*args, **kwargs, backend=backend)
+    assert len(spy.calls) == 1
+    name, kernel_args = spy.calls[0]
+    assert name == fname.replace("conv1d", "conv2d")
+    arrays = [a for a in kernel_args if isinstance(a, np.ndarray)]
+    assert arrays
+    for a in arrays:
+        assert a.flags.c_contiguous and a.dtype in (np.float32, np.float64, np.int64)
+        assert a.ndim in (1, 3, 4) and (a.ndim == 1 or a.shape[0] >= 1)
+    float_dtypes = {a.dtype for a in arrays if a.dtype != np.int64}
+    assert len(float_dtypes) == 1  # one computation dtype for every float operand
+    for a in kernel_args:
+        if isinstance(a, tuple):
+            assert all(type(v) is int for v in a), a
+        else:
+            assert a is None or isinstance(a, np.ndarray), a
