@@ -8,7 +8,8 @@
   hyper-parameters written as ints, tuples and lists.
 
 Hypothesis runs derandomised (the same examples on every run) with a moderate example count;
-set HYPOTHESIS_PROFILE=thorough for a longer randomised run.
+set HYPOTHESIS_PROFILE=thorough for a longer randomised run. FASTCONV_TEST_BACKENDS=reference
+restricts the backend parametrisation.
 """
 
 import os
@@ -37,6 +38,11 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 AVAILABLE_BACKENDS = [b for b in ("cython", "reference") if b in _backend._modules]
+# FASTCONV_TEST_BACKENDS=reference (comma-separated) restricts the parametrisation, e.g. while
+# the compiled backend is being rebuilt.
+if os.environ.get("FASTCONV_TEST_BACKENDS"):
+    _wanted = [b.strip() for b in os.environ["FASTCONV_TEST_BACKENDS"].split(",")]
+    AVAILABLE_BACKENDS = [b for b in AVAILABLE_BACKENDS if b in _wanted]
 
 
 @pytest.fixture(params=AVAILABLE_BACKENDS)

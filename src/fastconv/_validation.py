@@ -65,7 +65,10 @@ def float_arrays(fname, named_values, ndims):
             )
         arrays.append(array)
     floating = [a.dtype for a in arrays if a.dtype.kind == "f"]
-    dtype = np.dtype(np.float32) if floating and all(d == np.float32 for d in floating) else np.dtype(np.float64)
+    # Compare kind and size, not dtype equality: a non-native byte order float32 ('>f4') is
+    # still float32 data and must not push the computation to float64.
+    all_float32 = floating and all(d.itemsize == 4 for d in floating)
+    dtype = np.dtype(np.float32) if all_float32 else np.dtype(np.float64)
     return [np.ascontiguousarray(a, dtype=dtype) for a in arrays], dtype
 
 
