@@ -7,7 +7,27 @@ from fastconv._ext import _conv, _im2col, _pool
 from fastconv._threads import get_num_threads
 
 # --- convolution and im2col/col2im (fastconv._ext._conv, fastconv._ext._im2col) ---------------
-# (filled in by the convolution kernels)
+# Thin on purpose: t1-sized calls are dominated by per-call overhead.
+
+def conv2d(x, w, b, stride, padding, dilation):
+    """y (N, F, OH, OW) = cross-correlation of x with w, plus b when given."""
+    return _conv.conv2d_forward(x, w, b, stride, padding, dilation, get_num_threads())
+
+
+def conv2d_backward(dout, x, w, stride, padding, dilation):
+    """(dx, dw, db) of conv2d for upstream gradient dout."""
+    return _conv.conv2d_backward(dout, x, w, stride, padding, dilation, get_num_threads())
+
+
+def im2col(x, kernel_size, stride, padding, dilation):
+    """cols (N, C*KH*KW, OH*OW), torch unfold's layout."""
+    return _im2col.im2col(x, kernel_size, stride, padding, dilation, get_num_threads())
+
+
+def col2im(cols, input_shape, kernel_size, stride, padding, dilation):
+    """x (N, C, H, W) folded from cols (overlaps summed, padding dropped)."""
+    return _im2col.col2im(cols, tuple(input_shape), kernel_size, stride, padding, dilation,
+                          get_num_threads())
 
 # --- pooling (fastconv._ext._pool) -------------------------------------------------------------
 
