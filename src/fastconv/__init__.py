@@ -22,7 +22,7 @@ from fastconv._api import (
 from fastconv._backend import get_backend, set_backend, use_backend
 from fastconv._threads import get_num_threads, set_num_threads
 from fastconv._config import show_config
-from fastconv import reference
+from fastconv import cs231n, nn, reference
 
 __all__ = [
     "__version__",
@@ -31,5 +31,5 @@ __all__ = [
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "get_backend", "set_backend", "use_backend",
     "get_num_threads", "set_num_threads", "show_config",
-    "reference",
+    "reference", "nn", "cs231n",
 ]
