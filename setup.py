@@ -4,6 +4,7 @@ Environment switches:
   FASTCONV_USE_OPENMP=0       build without OpenMP (kernels run serially; show_config() says so)
   FASTCONV_REQUIRE_OPENMP=1   fail the build when the OpenMP probe fails instead of warning
   FASTCONV_DEBUG_CYTHON=1     bounds-checked, assertion-enabled build for the test suite
+  FASTCONV_LIBOMP_PREFIX=DIR  macOS: where libomp is (DIR/include/omp.h, DIR/lib); default: Homebrew's
 """
 
 import os
@@ -46,9 +47,25 @@ def _openmp_flags(compiler_type):
     if compiler_type == "msvc":
         return ["/openmp"], []
     if sys.platform == "darwin":
-        # Apple clang needs libomp (Homebrew's, or the one cibuildwheel bundles).
-        return ["-Xpreprocessor", "-fopenmp"], ["-lomp"]
+        # Apple clang has no OpenMP runtime of its own: it needs libomp. Homebrew's is keg-only
+        # (not on the default search paths), so point at it explicitly; the rpath lets the
+        # probe and an in-place build run, and delocate bundles the library into a wheel.
+        compile_args, link_args = ["-Xpreprocessor", "-fopenmp"], ["-lomp"]
+        prefix = _libomp_prefix()
+        if prefix:
+            compile_args.append(f"-I{prefix}/include")
+            link_args = [f"-L{prefix}/lib", "-lomp", f"-Wl,-rpath,{prefix}/lib"]
+        return compile_args, link_args
     return ["-fopenmp"], ["-fopenmp"]
+
+
+def _libomp_prefix():
+    """Where libomp lives on macOS: $FASTCONV_LIBOMP_PREFIX, else Homebrew's, else None."""
+    candidates = [os.environ.get("FASTCONV_LIBOMP_PREFIX", ""), "/opt/homebrew/opt/libomp", "/usr/local/opt/libomp"]
+    for prefix in candidates:
+        if prefix and Path(prefix, "include", "omp.h").is_file():
+            return prefix
+    return None
 
 
 def _probe_openmp(compiler, compile_args, link_args):

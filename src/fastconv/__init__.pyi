@@ -1,0 +1,111 @@
+# Type stubs for the public API of fastconv (see the contract in API.md and the docstrings in
+# fastconv/_api.py). Any array-like is accepted as input; results are new C-contiguous arrays
+# of the computation dtype (float32 when every floating input is float32, else float64).
+from contextlib import AbstractContextManager
+from typing import Any
+
+from numpy.typing import ArrayLike
+
+from fastconv import reference as reference
+from fastconv._typing import FloatArray, IndexArray, IntOrPair, IntOrSingle, Shape4D
+
+__version__: str
+__all__: list[str]
+
+def conv2d(
+    x: ArrayLike,
+    w: ArrayLike,
+    b: ArrayLike | None = None,
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    dilation: IntOrPair = 1,
+    *,
+    backend: str | None = None,
+) -> FloatArray: ...
+def conv2d_backward(
+    dout: ArrayLike,
+    x: ArrayLike,
+    w: ArrayLike,
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    dilation: IntOrPair = 1,
+    *,
+    backend: str | None = None,
+) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+def conv1d(
+    x: ArrayLike,
+    w: ArrayLike,
+    b: ArrayLike | None = None,
+    stride: IntOrSingle = 1,
+    padding: IntOrSingle = 0,
+    dilation: IntOrSingle = 1,
+    *,
+    backend: str | None = None,
+) -> FloatArray: ...
+def conv1d_backward(
+    dout: ArrayLike,
+    x: ArrayLike,
+    w: ArrayLike,
+    stride: IntOrSingle = 1,
+    padding: IntOrSingle = 0,
+    dilation: IntOrSingle = 1,
+    *,
+    backend: str | None = None,
+) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+def im2col(
+    x: ArrayLike,
+    kernel_size: IntOrPair,
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    dilation: IntOrPair = 1,
+    *,
+    backend: str | None = None,
+) -> FloatArray: ...
+def col2im(
+    cols: ArrayLike,
+    input_shape: Shape4D,
+    kernel_size: IntOrPair,
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    dilation: IntOrPair = 1,
+    *,
+    backend: str | None = None,
+) -> FloatArray: ...
+def max_pool2d(
+    x: ArrayLike,
+    kernel_size: IntOrPair,
+    stride: IntOrPair | None = None,
+    padding: IntOrPair = 0,
+    *,
+    backend: str | None = None,
+) -> tuple[FloatArray, IndexArray]: ...
+def max_pool2d_backward(
+    dout: ArrayLike,
+    indices: ArrayLike,
+    input_shape: Shape4D,
+    *,
+    backend: str | None = None,
+) -> FloatArray: ...
+def avg_pool2d(
+    x: ArrayLike,
+    kernel_size: IntOrPair,
+    stride: IntOrPair | None = None,
+    padding: IntOrPair = 0,
+    *,
+    backend: str | None = None,
+) -> FloatArray: ...
+def avg_pool2d_backward(
+    dout: ArrayLike,
+    input_shape: Shape4D,
+    kernel_size: IntOrPair,
+    stride: IntOrPair | None = None,
+    padding: IntOrPair = 0,
+    *,
+    backend: str | None = None,
+) -> FloatArray: ...
+def get_backend() -> str: ...
+def set_backend(name: str) -> None: ...
+def use_backend(name: str) -> AbstractContextManager[str]: ...
+def get_num_threads() -> int: ...
+def set_num_threads(n: int) -> None: ...
+def show_config() -> dict[str, Any]: ...

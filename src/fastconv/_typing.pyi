@@ -1,0 +1,16 @@
+# Type aliases shared by the stubs of fastconv's public API (stub-only: no runtime module).
+from collections.abc import Sequence
+from typing import Any, TypeAlias
+
+import numpy as np
+from numpy.typing import NDArray
+
+# kernel_size / stride / padding / dilation: an int or an (h, w) pair (a tuple or a list).
+IntOrPair: TypeAlias = int | tuple[int, int] | Sequence[int]
+# A 1-D hyper-parameter: an int or a 1-tuple.
+IntOrSingle: TypeAlias = int | tuple[int] | Sequence[int]
+# (N, C, H, W) of the input a gradient or col2im result is shaped like.
+Shape4D: TypeAlias = tuple[int, int, int, int] | Sequence[int]
+# Results are float32 when every floating input is float32, otherwise float64.
+FloatArray: TypeAlias = NDArray[np.floating[Any]]
+IndexArray: TypeAlias = NDArray[np.int64]

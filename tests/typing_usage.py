@@ -1,0 +1,49 @@
+"""Typed use of fastconv's public API: `mypy --strict` on this file checks the shipped stubs.
+
+It is also importable and runnable (test_packaging runs it), so it cannot drift from the real
+API: a call that type-checks but fails at run time fails the test suite too.
+"""
+
+import numpy as np
+from numpy.typing import NDArray
+
+import fastconv as fc
+from fastconv import reference
+
+
+def typed_usage() -> float:
+    """Call every public function once with small arrays; return a number from the results."""
+    rng = np.random.default_rng(0)
+    x: NDArray[np.float32] = rng.standard_normal((2, 3, 6, 6), dtype=np.float32)
+    w = rng.standard_normal((4, 3, 3, 3), dtype=np.float32)
+    b = np.zeros(4, dtype=np.float32)
+
+    y = fc.conv2d(x, w, b, stride=1, padding=(1, 1), dilation=1)
+    dx, dw, db = fc.conv2d_backward(np.ones_like(y), x, w, padding=1)
+    z = fc.conv1d(x[:, :, 0, :], w[:, :, 0, :], padding=1, backend="reference")
+    dz = fc.conv1d_backward(np.ones_like(z), x[:, :, 0, :], w[:, :, 0, :], padding=1)
+    cols = fc.im2col(x, 3, padding=1)
+    back = fc.col2im(cols, x.shape, kernel_size=[3, 3], padding=1)
+    p, idx = fc.max_pool2d(y, kernel_size=2)
+    dp = fc.max_pool2d_backward(np.ones_like(p), idx, y.shape)
+    a = fc.avg_pool2d(y, 3, stride=2, padding=1)
+    da = fc.avg_pool2d_backward(np.ones_like(a), y.shape, 3, stride=2, padding=1)
+    r = reference.conv2d(x, w, b, padding=1)
+
+    name: str = fc.get_backend()
+    with fc.use_backend("reference") as active:
+        assert active == "reference"
+    fc.set_backend(name)
+    threads: int = fc.get_num_threads()
+    fc.set_num_threads(threads)
+    config = fc.show_config()
+    version: str = fc.__version__
+    assert isinstance(config["openmp"], bool) and version
+
+    first_index: int = int(idx.flat[0])
+    total = sum(float(v.sum()) for v in (dx, dw, db, dz[0], back, dp, da, r))
+    return total + first_index
+
+
+if __name__ == "__main__":
+    print(typed_usage())
