@@ -1,10 +1,5 @@
-"""python -m fastconv bench (placeholder until the benchmark suite lands)."""
+"""python -m fastconv bench: the benchmark suite of BENCH.md (see fastconv._bench)."""
 
+from fastconv._bench.runner import add_arguments, run
 
-def add_arguments(parser):
-    pass
-
-
-def run(args):
-    print("the benchmark suite is not written yet")
-    return 1
+__all__ = ["add_arguments", "run"]
