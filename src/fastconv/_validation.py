@@ -6,6 +6,7 @@ dtype, hyper-parameters are tuples of Python ints within range, and every shape 
 every other. Errors name the function, the argument, what was expected and what was given.
 """
 
+import math
 import numbers
 import operator
 
@@ -74,6 +75,8 @@ def float_arrays(fname, named_values, ndims):
 
 def _int(fname, name, value, description):
     """value as a Python int, refusing bools, floats and other non-integers."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]  # a 0-d integer array is an int
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
         raise TypeError(f"{fname}: {name} must be {description}, got {_describe(value)}")
     return operator.index(value)
@@ -82,6 +85,8 @@ def _int(fname, name, value, description):
 def int_tuple(fname, name, value, nd, minimum):
     """An int or a length-nd sequence of ints, as a tuple of nd ints >= minimum."""
     description = "an int" if nd == 1 else f"an int or a sequence of {nd} ints"
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]  # a 0-d array is a scalar (len() of it would raise a bare TypeError)
     if nd == 1 and isinstance(value, (tuple, list)) and len(value) == 1:
         value = value[0]
     if isinstance(value, (tuple, list, np.ndarray)):
@@ -101,13 +106,17 @@ def int_tuple(fname, name, value, nd, minimum):
 def input_shape_tuple(fname, value):
     """The full (N, C, H, W) input shape of a backward or col2im call."""
     description = "a sequence of 4 ints (N, C, H, W)"
-    if not isinstance(value, (tuple, list, np.ndarray)) or len(value) != 4:
+    if not isinstance(value, (tuple, list, np.ndarray)) or np.ndim(value) != 1 or len(value) != 4:
         raise ValueError(f"{fname}: input_shape must be {description}, got {_describe(value)}")
     shape = tuple(_int(fname, "input_shape", v, description) for v in value)
     if shape[0] < 0 or min(shape[1:]) < 1:
         raise ValueError(
             f"{fname}: input_shape must have N >= 0 and C, H, W >= 1, got {shape}"
         )
+    # The result is allocated with this shape: refuse sizes no array can have (and whose
+    # flat indices would overflow 64 bits in a kernel) with a clear message.
+    if math.prod(shape) > np.iinfo(np.intp).max // 8:
+        raise ValueError(f"{fname}: input_shape {shape} is too large for an array")
     return shape
 
 
