@@ -16,6 +16,12 @@ import numpy as np
 # memory, and refusing them keeps every index product inside 64 bits.
 MAX_HYPERPARAMETER = 2**31 - 1
 
+# Largest element count of any array a call creates (result or per-image workspace): its size
+# in bytes (at most 8 per element) must fit in a signed 64-bit integer. Shapes beyond that are
+# refused up front with a clear message; otherwise the kernels' 64-bit index products could
+# wrap around, and NumPy would fail later with a message that names no argument.
+MAX_ELEMENTS = np.iinfo(np.intp).max // 8
+
 _DIM_NAMES = {1: ("L",), 2: ("H", "W")}
 
 
@@ -115,9 +121,21 @@ def input_shape_tuple(fname, value):
         )
     # The result is allocated with this shape: refuse sizes no array can have (and whose
     # flat indices would overflow 64 bits in a kernel) with a clear message.
-    if math.prod(shape) > np.iinfo(np.intp).max // 8:
-        raise ValueError(f"{fname}: input_shape {shape} is too large for an array")
+    check_size(fname, "input_shape", shape)
     return shape
+
+
+def check_size(fname, what, shape):
+    """ValueError when an array of this shape could not exist (see MAX_ELEMENTS).
+
+    An empty batch does not exempt the rest of the shape: NumPy refuses such shapes too.
+    """
+    elements = math.prod(max(int(d), 1) for d in shape)
+    if elements > MAX_ELEMENTS:
+        raise ValueError(
+            f"{fname}: {what} {tuple(shape)} would have {elements} elements, more than "
+            f"any array can hold ({MAX_ELEMENTS}); check the sizes and hyper-parameters"
+        )
 
 
 def check_nonempty(fname, name, shape, axes_names):
@@ -200,6 +218,8 @@ def conv(fname, nd, x, w, b, stride, padding, dilation, dout=None, backward=Fals
     dilation = int_tuple(fname, "dilation", dilation, nd, 1)
     out_spatial = output_size(fname, nd, xs[2:], ws[2:], stride, padding, dilation)
     out_shape = (xs[0], ws[0]) + out_spatial
+    check_size(fname, "the output of shape", out_shape)
+    check_size(fname, "an image's im2col matrix of shape", (math.prod(ws[1:]), math.prod(out_spatial)))
     if backward:
         check_dout(fname, raw["dout"], out_shape)
     arrays, _ = float_arrays(fname, [(n, raw[n]) for n, _ in names], [None] * len(names))
@@ -221,7 +241,9 @@ def im2col(fname, x, kernel_size, stride, padding, dilation):
     dilation = int_tuple(fname, "dilation", dilation, 2, 1)
     oh, ow = output_size(fname, 2, x.shape[2:], kernel, stride, padding, dilation)
     n, c = x.shape[:2]
-    return x, (kernel, stride, padding, dilation), (n, c * kernel[0] * kernel[1], oh * ow)
+    out_shape = (n, c * kernel[0] * kernel[1], oh * ow)
+    check_size(fname, "the output of shape", out_shape)
+    return x, (kernel, stride, padding, dilation), out_shape
 
 
 def col2im(fname, cols, input_shape, kernel_size, stride, padding, dilation):
@@ -273,6 +295,7 @@ def pool_forward(fname, x, kernel_size, stride, padding):
     (x,), _ = float_arrays(fname, [("x", x)], [4])
     check_nonempty(fname, "x", x.shape, ("N", "C", "H", "W"))
     params, out_hw = pool_params(fname, x.shape[2:], kernel_size, stride, padding)
+    check_size(fname, "the output of shape", x.shape[:2] + out_hw)
     return x, params, x.shape[:2] + out_hw
 
 
