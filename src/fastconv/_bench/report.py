@@ -117,7 +117,7 @@ def _judge(target, entry, measured):
     if "geomean" in target:
         rules.append(f"geomean <= {target['geomean']}")
     if "max" in target:
-        rules.append(("none above" if "geomean" in target else "every ratio") + f" <= {target['max']}")
+        rules.append(f"none above {target['max']}" if "geomean" in target else f"every ratio <= {target['max']}")
     text = " and ".join(rules)
     if measured == 0:
         return {"rule": text, "status": "n/a", "why": "no fastconv/torch ratio measured"}
@@ -294,7 +294,7 @@ def plot(result, path):
     workloads = list(dict.fromkeys(r["workload"] for r in result["rows"]))
     series = [(impl, dtype) for impl in ("fastconv", "numpy") for dtype in ("float32", "float64")
               if any(r.get(f"ratio_{impl}") is not None and r["dtype"] == dtype for r in rows)]
-    fig, axes = plt.subplots(len(thread_counts), 1, figsize=(max(6, 1.1 * len(workloads) + 2), 3.6 * len(thread_counts)),
+    fig, axes = plt.subplots(len(thread_counts), 1, figsize=(max(6, 0.9 * len(workloads) + 2), 4.2 * len(thread_counts)),
                              squeeze=False)
     width = 0.8 / max(1, len(series))
     colours = {("fastconv", "float32"): "#1f77b4", ("fastconv", "float64"): "#6baed6",
@@ -311,12 +311,15 @@ def plot(result, path):
             ax.bar(xs, ys, width, label=f"{impl} {dtype}", color=colours[(impl, dtype)])
         ax.axhline(1.0, color="black", linewidth=1)
         ax.set_yscale("log")
+        ratios = [r[f"ratio_{impl}"] for r in by_key.values() for impl, _ in series if r.get(f"ratio_{impl}")]
+        if ratios:  # head room above the bars for the legend
+            ax.set_ylim(min(min(ratios), 1.0) / 1.5, max(max(ratios), 1.0) * 6)
         ax.set_xticks(range(len(workloads)))
         ax.set_xticklabels(workloads, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("time / PyTorch time")
         ax.set_title(f"{threads} thread{'s' * (threads != 1)}: below 1 is faster than PyTorch", fontsize=10)
         if series:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=8, ncol=len(series), loc="upper left")
     fig.suptitle(f"fastconv {result['versions']['fastconv']} ({result['config']['backend']}) vs PyTorch "
                  f"{result['versions'].get('torch') or '(missing)'}", fontsize=11)
     fig.tight_layout()

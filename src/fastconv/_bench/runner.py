@@ -218,6 +218,8 @@ def run(args):
     if args.load:
         with open(args.load) as f:
             result = json.load(f)
+        # Recompute the summary from the raw rows: the saved one may predate a fix of the rules.
+        result["summary"] = report.summarise(result["rows"], result["memory"])
         return _output(result, args, print_rows=True)
     if args.plot:
         try:
@@ -282,9 +284,6 @@ def measure(args):
     if backend == "reference":
         notes.append("fastconv runs on its pure-NumPy 'reference' backend (the compiled extension is "
                      + ("not loaded" if "cython" not in _backend._modules else "not selected") + ")")
-    if quick:
-        notes.append(f"--quick: fewer repetitions (at least {args.repeat or 3}), threads {thread_counts}; "
-                     f"NumPy baseline skipped on {', '.join(workloads.SLOW_FOR_NUMPY)}; memory in float32 only")
 
     makers = {"fastconv": implementations.fastconv_maker(backend)}
     if torch is not None:
@@ -295,6 +294,11 @@ def measure(args):
         notes.append("the NumPy baseline is left out: fastconv's reference backend is that same code")
     else:
         makers["numpy"] = implementations.fastconv_maker("reference")
+
+    if quick:
+        skipped = (f"; NumPy baseline skipped on {', '.join(workloads.SLOW_FOR_NUMPY)}" if "numpy" in makers else "")
+        notes.append(f"--quick: fewer repetitions (at least {args.repeat or 3}), threads {thread_counts}"
+                     f"{skipped}; memory in float32 only")
 
     conv_for_memory = [w for w in chosen if w.kind == "conv" and w.group == "conv"]
     memory_dtypes = dtypes[:1] if quick else dtypes

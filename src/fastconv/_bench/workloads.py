@@ -151,7 +151,7 @@ WORKLOADS = {
 }
 
 # Workloads on which the plain-NumPy baseline is slowest; --quick leaves it out there.
-SLOW_FOR_NUMPY = ("c3_resnet56", "c4_wide28", "c5_stem7x7", "p2_max2", "p3_max3", "p4_avg2")
+SLOW_FOR_NUMPY = ("c3_resnet56", "c4_wide28", "c5_stem7x7", "c6_1x1", "c7_conv1d", "p2_max2", "p3_max3", "p4_avg2")
 
 
 def select(only):
