@@ -8,6 +8,11 @@ kernels split work at boundaries fixed by the problem size and reduce in a fixed
 import os
 import warnings
 
+# Upper bound on the thread count. OpenMP starts as many threads as it is asked for, and when
+# the system cannot create them libgomp ends the process ("Thread creation failed"); the kernel
+# entry points also take the count as a C int. No machine needs more threads than this.
+MAX_NUM_THREADS = 4096
+
 
 def _cpus_available():
     try:
@@ -23,6 +28,14 @@ def _default_num_threads():
             n = int(value)
         except ValueError:
             n = 0
+        if n > MAX_NUM_THREADS:
+            warnings.warn(
+                f"fastconv: OMP_NUM_THREADS={n} is more than {MAX_NUM_THREADS}; "
+                f"using {MAX_NUM_THREADS} threads",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return MAX_NUM_THREADS
         if n >= 1:
             return n
         warnings.warn(
@@ -45,7 +58,7 @@ def get_num_threads():
 def set_num_threads(n):
     """Set the number of threads for the compiled kernels; results are identical for every n.
 
-    Raises TypeError when n is not an int and ValueError when n < 1.
+    Raises TypeError when n is not an int and ValueError when n < 1 or n > MAX_NUM_THREADS.
     """
     global _num_threads
     if isinstance(n, bool) or not hasattr(n, "__index__"):
@@ -53,4 +66,6 @@ def set_num_threads(n):
     n = n.__index__()
     if n < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    if n > MAX_NUM_THREADS:
+        raise ValueError(f"set_num_threads: n must be <= {MAX_NUM_THREADS}, got {n}")
     _num_threads = n
