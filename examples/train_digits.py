@@ -27,13 +27,16 @@ def parse_args(argv=None):
     parser.add_argument("--lr", type=float, default=3e-3, help="initial Adam learning rate, decayed to 0 on a cosine (default 3e-3)")
     parser.add_argument("--backend", choices=fastconv._backend.BACKENDS, default=fastconv.get_backend(),
                         help=f"fastconv backend (default: {fastconv.get_backend()})")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads for fastconv and BLAS (default 1: on 8x8 images thread start-up "
+                             "costs more than it saves, and spinning threads hurt on a busy machine)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the split, the weights and the batches")
     parser.add_argument("--out", default="train_digits.png", help="where to save the figure (PNG)")
     parser.add_argument("--save-model", default=None, metavar="NPZ", help="also save the trained weights here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    if args.epochs < 1 or args.batch_size < 1 or not args.lr > 0:
-        parser.error("--epochs and --batch-size must be >= 1 and --lr > 0")
+    if args.epochs < 1 or args.batch_size < 1 or args.threads < 1 or not args.lr > 0:
+        parser.error("--epochs, --batch-size and --threads must be >= 1 and --lr > 0")
     try:
         fastconv.set_backend(args.backend)
     except ValueError as exc:
@@ -169,7 +172,12 @@ def plot(history, x_test, y_test, predictions, path, max_shown=8):
 
 
 def main(argv=None):
-    train(parse_args(argv))
+    from threadpoolctl import threadpool_limits
+
+    args = parse_args(argv)
+    fastconv.set_num_threads(args.threads)
+    with threadpool_limits(limits=args.threads, user_api="blas"):
+        train(args)
     return 0
 
 
