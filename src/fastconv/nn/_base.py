@@ -220,7 +220,7 @@ class Layer:
         keys or shapes do not match this model's; the model is then left unchanged.
         """
         name = type(self).__name__
-        if not os.path.exists(path) and os.path.exists(str(path) + ".npz"):
+        if isinstance(path, (str, os.PathLike)) and not os.path.exists(path) and os.path.exists(str(path) + ".npz"):
             path = str(path) + ".npz"  # np.savez appended the extension
         try:
             archive = np.load(path, allow_pickle=False)
