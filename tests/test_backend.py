@@ -309,3 +309,32 @@ def test_fallback_with_fastconv_backend_cython_requested():
     (backend, messages), _ = run_python(code, FASTCONV_BACKEND="cython")
     assert backend == "reference"
     assert any("FASTCONV_BACKEND" in m for m in messages)
+
+
+@pytest.mark.parametrize("backend", AVAILABLE_BACKENDS)
+def test_concurrent_calls_from_python_threads(backend):
+    """Kernels release the GIL and reuse workspaces: calls from several Python threads at once
+    must each get the result of a lone call."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(5)
+    jobs = []
+    for k in range(8):
+        x = rng.standard_normal((3 + k % 3, 3, 10 + k, 9)).astype(np.float32 if k % 2 else np.float64)
+        w = rng.standard_normal((4, 3, 3, 2)).astype(x.dtype)
+        jobs.append((x, w))
+
+    def work(job):
+        x, w = job
+        y = fc.conv2d(x, w, None, 1, 1, backend=backend)
+        dx, dw, db = fc.conv2d_backward(y, x, w, 1, 1, backend=backend)
+        p, idx = fc.max_pool2d(x, 2, backend=backend)
+        return [y, dx, dw, db, p, idx, fc.im2col(x, 3, backend=backend)]
+
+    fc.set_num_threads(2)
+    expected = [work(job) for job in jobs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for _ in range(3):
+            for got, want in zip(pool.map(work, jobs), expected):
+                for g, e in zip(got, want):
+                    np.testing.assert_array_equal(g, e)
