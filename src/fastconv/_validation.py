@@ -91,10 +91,11 @@ def _int(fname, name, value, description):
 def int_tuple(fname, name, value, nd, minimum):
     """An int or a length-nd sequence of ints, as a tuple of nd ints >= minimum."""
     description = "an int" if nd == 1 else f"an int or a sequence of {nd} ints"
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        value = value[()]  # a 0-d array is a scalar (len() of it would raise a bare TypeError)
     if nd == 1 and isinstance(value, (tuple, list)) and len(value) == 1:
         value = value[0]
+    # After unwrapping a 1-list: conv1d's stride=[np.array(2)] is an int too.
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]  # a 0-d array is a scalar (len() of it would raise a bare TypeError)
     if isinstance(value, (tuple, list, np.ndarray)):
         if len(value) != nd:
             raise ValueError(f"{fname}: {name} must be {description}, got {_describe(value)}")
@@ -112,7 +113,9 @@ def int_tuple(fname, name, value, nd, minimum):
 def input_shape_tuple(fname, value):
     """The full (N, C, H, W) input shape of a backward or col2im call."""
     description = "a sequence of 4 ints (N, C, H, W)"
-    if not isinstance(value, (tuple, list, np.ndarray)) or np.ndim(value) != 1 or len(value) != 4:
+    # Nested sequences are refused by _int below (np.ndim would choke on ragged ones).
+    if (not isinstance(value, (tuple, list, np.ndarray))
+            or (isinstance(value, np.ndarray) and value.ndim != 1) or len(value) != 4):
         raise ValueError(f"{fname}: input_shape must be {description}, got {_describe(value)}")
     shape = tuple(_int(fname, "input_shape", v, description) for v in value)
     if shape[0] < 0 or min(shape[1:]) < 1:
