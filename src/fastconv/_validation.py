@@ -223,6 +223,17 @@ def conv(fname, nd, x, w, b, stride, padding, dilation, dout=None, backward=Fals
     out_shape = (xs[0], ws[0]) + out_spatial
     check_size(fname, "the output of shape", out_shape)
     check_size(fname, "an image's im2col matrix of shape", (math.prod(ws[1:]), math.prod(out_spatial)))
+    # The compiled kernels hand these sizes to BLAS, whose dimensions are 32-bit ints. Both
+    # backends refuse alike (a single output plane this large is already over 8 GB).
+    blas_dims = {"F": ws[0], "C*K" if nd == 1 else "C*KH*KW": math.prod(ws[1:]),
+                 "OL" if nd == 1 else "OH*OW": math.prod(out_spatial)}
+    for dim_name, dim in blas_dims.items():
+        if dim > MAX_HYPERPARAMETER:
+            raise ValueError(
+                f"{fname}: {dim_name} = {dim} is more than BLAS's 32-bit limit of "
+                f"{MAX_HYPERPARAMETER} (x.shape={xs}, w.shape={ws}, stride={stride}, "
+                f"padding={padding}, dilation={dilation})"
+            )
     if backward:
         check_dout(fname, raw["dout"], out_shape)
     arrays, _ = float_arrays(fname, [(n, raw[n]) for n, _ in names], [None] * len(names))
