@@ -1,0 +1,816 @@
+#!/usr/bin/env python
+"""Fuzz every public function of fastconv with malformed and near-valid arguments.
+
+Each case is one call of a public function (``fastconv.<name>`` with ``backend=`` set, the
+active backend, or ``fastconv.reference.<name>``) on arguments built from a valid call by a few
+mutations: wrong ndim and shapes, zero-sized dimensions, every NumPy dtype, non-arrays, huge,
+negative and non-integer hyper-parameters, bad pooling indices and input shapes, mis-shaped
+cols and dout, NaN/inf/denormal data, odd memory layouts.
+
+Cases run in a worker process (many cases per worker, for speed). A case passes when the call
+returns normally or raises ValueError/TypeError (MemoryError only for a NumPy allocation of more
+than 256 MiB); a worker that dies is a crash, a case that exceeds the time limit is a hang, and
+either way the worker is replaced. A call that returns is also checked: results are new
+C-contiguous arrays of the documented dtype, inputs are unchanged, a call that had to succeed
+did, and a compiled-backend result equals the reference backend's result on the same arguments.
+
+Usage (the last line of the output is the summary):
+
+    python tools/fuzz.py --seconds 600            # time budget
+    python tools/fuzz.py --cases 20000 --seed 3   # case budget
+    ...
+    cases=N ok=N clean_errors=N crashes=N hangs=N bad_errors=N wrong=N
+
+``bad_errors`` counts other exceptions (and refusals of a valid call), ``wrong`` results that
+fail the checks above; the exit status is 1 when crashes, hangs, bad_errors or wrong is non-zero.
+tests/test_fuzz.py drives the same generator from hypothesis.
+"""
+
+import argparse
+import collections
+import faulthandler
+import multiprocessing
+import os
+import pickle
+import random
+import signal
+import sys
+import time
+import traceback
+
+import numpy as np
+
+FUNCTIONS = (
+    "conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "im2col", "col2im",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+)
+
+# Each worker may use at most this much address space: a request for an enormous array then
+# fails quickly with MemoryError instead of paging the shared machine to death.
+WORKER_ADDRESS_SPACE = 4 << 30
+# A MemoryError is a clean refusal only for a NumPy request at least this large.
+GENUINE_MEMORY_ERROR = 256 << 20
+# The reference backend's run of a case (the oracle) gets this long, then is skipped.
+ORACLE_SECONDS = 5.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Sources of choices: the same generator runs on random.Random (long runs) and hypothesis.
+# ----------------------------------------------------------------------------------------------
+
+class RandomSource:
+    """Choices from a seeded random.Random."""
+
+    def __init__(self, seed):
+        self.random = random.Random(seed)
+
+    def int(self, lo, hi):
+        return self.random.randint(lo, hi)
+
+    def choice(self, options):
+        return options[self.random.randrange(len(options))]
+
+    def bool(self):
+        return self.random.random() < 0.5
+
+
+class HypothesisSource:
+    """Choices drawn from hypothesis' ``st.data()``, so failing cases shrink."""
+
+    def __init__(self, data):
+        from hypothesis import strategies as st
+
+        self.data, self.st = data, st
+
+    def int(self, lo, hi):
+        return self.data.draw(self.st.integers(lo, hi))
+
+    def choice(self, options):
+        return options[self.data.draw(self.st.integers(0, len(options) - 1))]
+
+    def bool(self):
+        return self.data.draw(self.st.booleans())
+
+
+# ----------------------------------------------------------------------------------------------
+# Values
+# ----------------------------------------------------------------------------------------------
+
+class NotAnArray:
+    """Neither a sequence nor an object with __array__ (picklable, unlike object())."""
+
+    def __repr__(self):
+        return "NotAnArray()"
+
+
+def all_dtypes():
+    """One dtype of every kind NumPy has (plus byte-swapped floats and structured/void)."""
+    names = [
+        "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+        "float16", "float32", "float64", "longdouble", ">f4", ">f8",
+        "complex64", "complex128", "clongdouble", "object", "U3", "S3",
+        "datetime64[ns]", "timedelta64[s]", "V8",
+    ]
+    return [np.dtype(n) for n in names] + [np.dtype([("a", "f4"), ("b", "i4")])]
+
+
+DTYPES = all_dtypes()
+ACCEPTED_KINDS = "fiub"
+
+# Hyper-parameter values: none of them valid for every argument, most invalid everywhere.
+WEIRD_INTS = [0, -1, -2, -(2**31), 2**31 - 1, 2**31, 2**32 + 1, 2**63 - 1, 2**63, 2**64, -(2**63),
+              10**30]
+WEIRD_OTHERS = [
+    1.0, 2.5, float("nan"), float("inf"), -0.0, "2", "", None, True, False, 1 + 0j,
+    np.float32(2), np.float64(1), np.bool_(True), np.int64(-1), np.uint64(2**64 - 1),
+    np.int8(-128), np.array(2.0), np.array([1, 2, 3]), np.array([[1, 2]]), np.array(["a", "b"]),
+    (1,), (1, 2, 3), (), [2, "a"], (1.5, 1), (np.int64(1), -1), ((1, 1), (1, 1)), {1, 2},
+    {"h": 1}, NotAnArray(), b"\x01", range(2), slice(1),
+]
+# Spellings of a valid int that must be accepted.
+INT_SPELLINGS = ("int", "np.int64", "np.int32", "np.uint8", "0-d array")
+
+
+def spell_int(src, value):
+    kind = src.choice(INT_SPELLINGS)
+    if kind == "np.int64":
+        return np.int64(value)
+    if kind == "np.int32":
+        return np.int32(value)
+    if kind == "np.uint8" and 0 <= value < 256:
+        return np.uint8(value)
+    if kind == "0-d array":
+        return np.array(value)
+    return int(value)
+
+
+def spell_pair(src, pair, nd=2):
+    """A valid hyper-parameter as a user might write it: int, tuple, list, array, numpy ints."""
+    pair = tuple(pair)
+    if nd == 1:
+        form = src.choice(("int", "tuple1", "list1"))
+        value = spell_int(src, pair[0])
+        return value if form == "int" else ((value,) if form == "tuple1" else [value])
+    form = src.choice(("int", "tuple", "list", "array"))
+    if form == "int" and pair[0] == pair[1]:
+        return spell_int(src, pair[0])
+    if form == "array":
+        return np.array(pair, dtype=src.choice((np.int64, np.int32, np.uint16)))
+    items = [spell_int(src, v) for v in pair]
+    return tuple(items) if form in ("tuple", "int") else items
+
+
+def special_fill(src, array):
+    """Put NaN, inf, -inf, -0.0, denormals or huge values into some elements of a float array."""
+    if array.size == 0 or array.dtype.kind != "f":
+        return array
+    rng = np.random.default_rng(src.int(0, 2**32 - 1))
+    info = np.finfo(array.dtype)
+    specials = [np.nan, np.inf, -np.inf, -0.0, float(info.tiny) / 4, float(info.max) / 2]
+    value = src.choice(specials)
+    count = src.int(1, max(1, array.size // 2))
+    flat = array.reshape(-1).copy()
+    flat[rng.choice(array.size, size=count, replace=False)] = value
+    return flat.reshape(array.shape)
+
+
+def make_array(src, shape, dtype=None):
+    """A random array of `shape` (float32 or float64 unless given), sometimes with special values."""
+    rng = np.random.default_rng(src.int(0, 2**32 - 1))
+    dtype = np.dtype(dtype or src.choice((np.float32, np.float64, np.float32, np.float64, np.int64)))
+    data = rng.standard_normal(shape) * 4
+    array = data.astype(dtype) if dtype.kind != "b" else data > 0
+    if src.int(0, 5) == 0:
+        array = special_fill(src, array)
+    return relayout(src, array)
+
+
+def relayout(src, array):
+    """The same values in another memory layout: F-order, strided, reversed, read-only."""
+    kind = src.choice(("C", "C", "F", "strided", "reversed", "readonly"))
+    if array.ndim == 0 or array.dtype.kind not in "fiub":
+        return array
+    if kind == "F":
+        return np.asfortranarray(array)
+    if kind == "strided":
+        big = np.empty(array.shape[:-1] + (array.shape[-1] * 2,), dtype=array.dtype)
+        big[..., ::2] = array
+        return big[..., ::2]
+    if kind == "reversed":
+        return np.ascontiguousarray(array[..., ::-1])[..., ::-1]
+    if kind == "readonly":
+        array = array.copy()
+        array.flags.writeable = False
+    return array
+
+
+def convert_dtype(src, array, dtype):
+    """`array`'s shape with another dtype (values made up where a cast makes no sense)."""
+    shape = np.shape(array)
+    if dtype.kind in "fiubc":
+        return np.asarray(array, dtype=np.float64).astype(dtype)
+    if dtype.kind == "O":
+        return np.asarray(array, dtype=np.float64).astype(object)
+    if dtype.kind in "US":
+        return np.full(shape, "1.5", dtype=dtype)
+    if dtype.kind == "M":
+        return np.full(shape, np.datetime64("2020-01-01", "ns"), dtype=dtype)
+    if dtype.kind == "m":
+        return np.full(shape, 3, dtype=dtype)
+    return np.zeros(shape, dtype=dtype)  # void and structured
+
+
+# ----------------------------------------------------------------------------------------------
+# Valid calls (shapes from the formulas of API.md, never from fastconv)
+# ----------------------------------------------------------------------------------------------
+
+def out_size(size, k, s, p, d=1):
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def valid_window(src, nd, pool=False):
+    """(kernel, stride, padding, dilation, input sizes) with an output of at least 1."""
+    kernel, stride, padding, dilation, sizes = [], [], [], [], []
+    for _ in range(nd):
+        k = src.int(1, 4)
+        s = src.int(1, 3)
+        p = src.int(0, k // 2) if pool else src.int(0, 2)
+        d = 1 if pool else src.int(1, 2)
+        span = d * (k - 1) + 1
+        lo = max(1, span - 2 * p)
+        kernel.append(k), stride.append(s), padding.append(p), dilation.append(d)
+        sizes.append(src.int(lo, lo + 5))
+    return kernel, stride, padding, dilation, sizes
+
+
+def valid_call(src, name):
+    """Named arguments of a valid call of `name` (a dict in signature order) and how to spell
+    its hyper-parameters (nd)."""
+    n = src.choice((0, 1, 1, 2, 3))
+    c, f = src.int(1, 3), src.int(1, 3)
+    dtype = src.choice((np.float32, np.float64, np.float32, np.float64, np.int64, np.bool_, np.float16))
+    if name.startswith("conv"):
+        nd = 1 if name.startswith("conv1d") else 2
+        kernel, stride, padding, dilation, sizes = valid_window(src, nd)
+        x = make_array(src, (n, c, *sizes), dtype)
+        w = make_array(src, (f, c, *kernel), src.choice((dtype, np.float32, np.float64)))
+        hyper = {"stride": spell_pair(src, stride, nd), "padding": spell_pair(src, padding, nd),
+                 "dilation": spell_pair(src, dilation, nd)}
+        if name.endswith("backward"):
+            outs = [out_size(*v) for v in zip(sizes, kernel, stride, padding, dilation)]
+            dout = make_array(src, (n, f, *outs), src.choice((dtype, np.float32, np.float64)))
+            return {"dout": dout, "x": x, "w": w, **hyper}, nd
+        b = None if src.bool() else make_array(src, (f,), src.choice((dtype, np.float32, np.float64)))
+        return {"x": x, "w": w, "b": b, **hyper}, nd
+    if name in ("im2col", "col2im"):
+        kernel, stride, padding, dilation, (h, w_) = valid_window(src, 2)
+        hyper = {"kernel_size": spell_pair(src, kernel), "stride": spell_pair(src, stride),
+                 "padding": spell_pair(src, padding), "dilation": spell_pair(src, dilation)}
+        if name == "im2col":
+            return {"x": make_array(src, (n, c, h, w_), dtype), **hyper}, 2
+        outs = [out_size(*v) for v in zip((h, w_), kernel, stride, padding, dilation)]
+        cols = make_array(src, (n, c * kernel[0] * kernel[1], outs[0] * outs[1]), dtype)
+        return {"cols": cols, "input_shape": (n, c, h, w_), **hyper}, 2
+    kernel, stride, padding, _, (h, w_) = valid_window(src, 2, pool=True)
+    stride_arg = None if src.int(0, 3) == 0 else spell_pair(src, stride)
+    if stride_arg is None:
+        stride = kernel
+    outs = [out_size(*v) for v in zip((h, w_), kernel, stride, padding)]
+    input_shape = spell_shape(src, (n, c, h, w_))
+    if name == "max_pool2d":
+        return {"x": make_array(src, (n, c, h, w_), dtype), "kernel_size": spell_pair(src, kernel),
+                "stride": stride_arg, "padding": spell_pair(src, padding)}, 2
+    if name == "max_pool2d_backward":
+        dout = make_array(src, (n, c, *outs), dtype)
+        rng = np.random.default_rng(src.int(0, 2**32 - 1))
+        idx_dtype = src.choice((np.int64, np.int64, np.int32, np.uint8, np.uint64, np.intp))
+        top = min(h * w_, np.iinfo(idx_dtype).max + 1)
+        indices = relayout(src, rng.integers(0, top, size=dout.shape).astype(idx_dtype))
+        return {"dout": dout, "indices": indices, "input_shape": input_shape}, 2
+    if name == "avg_pool2d":
+        return {"x": make_array(src, (n, c, h, w_), dtype), "kernel_size": spell_pair(src, kernel),
+                "stride": stride_arg, "padding": spell_pair(src, padding)}, 2
+    dout = make_array(src, (n, c, *outs), dtype)
+    return {"dout": dout, "input_shape": input_shape, "kernel_size": spell_pair(src, kernel),
+            "stride": stride_arg, "padding": spell_pair(src, padding)}, 2
+
+
+def spell_shape(src, shape):
+    form = src.choice(("tuple", "tuple", "list", "array", "np ints"))
+    if form == "list":
+        return list(shape)
+    if form == "array":
+        return np.array(shape, dtype=src.choice((np.int64, np.int32)))
+    if form == "np ints":
+        return tuple(np.int64(v) for v in shape)
+    return tuple(shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# Mutations. Each returns True when the call stays valid (so it must still succeed).
+# ----------------------------------------------------------------------------------------------
+
+ARRAY_ARGS = ("x", "w", "b", "dout", "cols", "indices")
+HYPER_ARGS = ("kernel_size", "stride", "padding", "dilation")
+
+
+def mutate(src, name, args, nd):
+    arrays = [k for k in args if k in ARRAY_ARGS and isinstance(args[k], np.ndarray)]
+    hypers = [k for k in args if k in HYPER_ARGS]
+    kind = src.choice((
+        "dtype", "ndim", "dim", "zero_dim", "not_array", "hyper", "hyper", "hyper_big",
+        "input_shape", "indices", "special", "layout", "valid_spelling",
+    ))
+    if kind in ("dtype", "ndim", "dim", "zero_dim", "special", "layout") and arrays:
+        key = src.choice(arrays)
+        a = args[key]
+        if kind == "dtype":
+            dtype = src.choice(DTYPES)
+            args[key] = convert_dtype(src, a, dtype)
+            if key == "indices":  # any integer dtype that holds the values is accepted
+                return dtype.kind in "iu" and _indices_fit(a, dtype)
+            return dtype.kind in ACCEPTED_KINDS
+        if kind == "ndim":
+            if a.ndim > 0 and src.bool():
+                axis = src.int(0, a.ndim - 1)
+                args[key] = resize(src, a, a.shape[:axis] + a.shape[axis + 1:])
+            else:
+                axis = src.int(0, a.ndim)
+                args[key] = resize(src, a, a.shape[:axis] + (src.int(1, 2),) + a.shape[axis:])
+            return False
+        if kind in ("dim", "zero_dim") and a.ndim:
+            axis = src.int(0, a.ndim - 1)
+            shape = list(a.shape)
+            shape[axis] = 0 if kind == "zero_dim" else max(0, shape[axis] + src.choice((-1, 1, 2, 7)))
+            args[key] = resize(src, a, tuple(shape))
+            return tuple(shape) == a.shape
+        if kind == "special":
+            args[key] = special_fill(src, np.asarray(a))
+            return key != "indices"
+        if kind == "layout":
+            args[key] = relayout(src, np.array(a))
+            return True
+        return True
+    if kind == "not_array":
+        keys = [k for k in args if k in ARRAY_ARGS or k == "input_shape"]
+        if keys:
+            key = src.choice(keys)
+            args[key] = src.choice([None, 3.0, "abc", [[1.0, 2.0], [3.0]], {"a": 1}, NotAnArray(),
+                                    [], [[[[]]]], np.float64(2.0), b"xy"])
+            return False
+    if kind in ("hyper", "hyper_big") and hypers:
+        key = src.choice(hypers)
+        if kind == "hyper_big":
+            value = src.choice(WEIRD_INTS)
+            if src.bool():
+                value = (value, spell_int(src, 1)) if src.bool() else [1, value]
+        else:
+            value = src.choice(WEIRD_INTS + WEIRD_OTHERS)
+        args[key] = value
+        return False
+    if kind == "input_shape" and _is_shape(args.get("input_shape")):
+        shape = [int(v) for v in args["input_shape"]]
+        how = src.choice(("len", "neg", "zero", "huge", "float", "string", "dim", "nested"))
+        if how == "len":
+            shape = shape + [1] if src.bool() else shape[:3]
+        elif how == "neg":
+            shape[src.int(0, 3)] = -src.int(1, 3)
+        elif how == "zero":
+            shape[src.int(1, 3)] = 0
+        elif how == "huge":
+            shape[src.int(0, 3)] = src.choice((2**31, 2**32 + 3, 2**62, 2**63, 2**64, 10**30))
+        elif how == "float":
+            shape[src.int(0, 3)] = 2.0
+        elif how == "string":
+            args["input_shape"] = "1,1,4,4"
+            return False
+        elif how == "dim":
+            axis = src.int(0, 3)
+            shape[axis] += src.choice((-1, 1, 3))
+            args["input_shape"] = tuple(shape)
+            return None  # may or may not stay valid (e.g. H + 1 with a stride of 2)
+        else:
+            args["input_shape"] = (tuple(shape[:2]), tuple(shape[2:]))
+            return False
+        args["input_shape"] = tuple(shape)
+        return False
+    if kind == "indices" and isinstance(args.get("indices"), np.ndarray) and args["indices"].ndim:
+        idx = np.array(args["indices"])
+        n, c, h, w = [int(v) for v in args["input_shape"]] if _is_shape(args["input_shape"]) else (1, 1, 1, 1)
+        how = src.choice(("too_big", "negative", "float", "bool", "uint64", "shape", "object", "int8"))
+        if idx.dtype.kind not in "iufb":
+            return False
+        if how in ("too_big", "negative") and idx.size:
+            flat = idx.astype(np.int64).reshape(-1)
+            pos = src.int(0, flat.size - 1)
+            flat[pos] = (h * w + src.choice((0, 1, 2**31, 2**40))) if how == "too_big" else -src.choice((1, 2**31, 2**63))
+            args["indices"] = flat.reshape(idx.shape)
+        elif how == "float":
+            args["indices"] = idx.astype(np.float64)
+        elif how == "bool":
+            args["indices"] = idx.astype(bool)
+        elif how == "uint64" and idx.size:
+            flat = idx.astype(np.uint64).reshape(-1)
+            flat[src.int(0, flat.size - 1)] = np.uint64(2**64 - 1 - src.int(0, 3))
+            args["indices"] = flat.reshape(idx.shape)
+        elif how == "shape":
+            args["indices"] = idx.reshape(-1) if src.bool() else idx[..., :-1]
+        elif how == "object":
+            args["indices"] = idx.astype(object)
+        else:
+            args["indices"] = idx.astype(np.int8)  # valid only if every index fits
+            return None
+        return False
+    if kind == "valid_spelling" and hypers:
+        key = src.choice(hypers)
+        value = args[key]
+        if value is not None and not isinstance(value, np.ndarray):
+            pair = value if isinstance(value, (tuple, list)) else (value,) * nd
+            pair = [int(v) for v in pair] if all(isinstance(v, (int, np.integer)) for v in pair) else []
+            if len(pair) == nd and all(0 <= v < 2**31 for v in pair):
+                args[key] = spell_pair(src, pair if nd == 2 else pair[:1], nd)
+        return True
+    return True
+
+
+def _is_shape(value):
+    try:
+        return len(value) == 4 and all(isinstance(v, (int, np.integer)) for v in value)
+    except TypeError:
+        return False
+
+
+def _indices_fit(a, dtype):
+    try:
+        info = np.iinfo(dtype)
+        return a.size == 0 or (a.min() >= info.min and a.max() <= info.max)
+    except (ValueError, TypeError):
+        return False
+
+
+def resize(src, a, shape):
+    """An array of `shape` with a's dtype (values made up)."""
+    if a.dtype.kind not in "fiub":
+        return np.zeros(shape, dtype=a.dtype)
+    rng = np.random.default_rng(src.int(0, 2**32 - 1))
+    return rng.integers(0, 3, size=shape).astype(a.dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# Cases
+# ----------------------------------------------------------------------------------------------
+
+Case = collections.namedtuple("Case", "name where args expect_ok threads")
+
+
+def generate_case(src, names=FUNCTIONS, backends=("cython", "reference")):
+    """A random case: one call of one public function on valid or mutated arguments.
+
+    `where` is "cython"/"reference" (passed as backend=), "active" (no backend=, whatever is
+    active) or "module" (fastconv.reference.<name>). expect_ok is True when every mutation kept
+    the call valid (so it must succeed), False when the call is invalid or unknown.
+    """
+    name = src.choice(tuple(names))
+    where = src.choice(tuple(backends) + ("module",) + (("active",) if len(backends) > 1 else ()))
+    args, nd = valid_call(src, name)
+    expect_ok = True
+    for _ in range(src.choice((0, 1, 1, 1, 2, 2, 3))):
+        kept = mutate(src, name, args, nd)
+        expect_ok = expect_ok and kept is True
+    threads = src.choice((1, 2, 3, 4))
+    return Case(name, where, args, expect_ok, threads)
+
+
+def describe(case):
+    """A short readable description of a case (arrays by dtype and shape)."""
+    parts = []
+    for key, value in case.args.items():
+        if isinstance(value, np.ndarray) and value.ndim > 0:
+            parts.append(f"{key}=<{value.dtype} {value.shape}{'' if value.flags.c_contiguous else ' non-C'}>")
+        else:
+            parts.append(f"{key}={value!r}")
+    return f"{case.name}[{case.where}, threads={case.threads}]({', '.join(parts)})"
+
+
+# ----------------------------------------------------------------------------------------------
+# Running one case (inside the worker)
+# ----------------------------------------------------------------------------------------------
+
+class _OracleTimeout(Exception):
+    pass
+
+
+def _call(case, where):
+    import fastconv
+
+    if where == "module":
+        return getattr(fastconv.reference, case.name)(**case.args)
+    if where == "active":
+        return getattr(fastconv, case.name)(**case.args)
+    return getattr(fastconv, case.name)(**case.args, backend=where)
+
+
+def _as_tuple(result):
+    return result if isinstance(result, tuple) else (result,)
+
+
+def _snapshot(value):
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    return pickle.dumps(value)
+
+
+def _same(before, value):
+    if isinstance(before, np.ndarray):
+        if not isinstance(value, np.ndarray) or before.shape != value.shape or before.dtype != value.dtype:
+            return False
+        if before.dtype.kind == "O":
+            return all(a is b or a == b for a, b in zip(before.ravel(), value.ravel()))
+        return before.tobytes() == value.tobytes()
+    return before == pickle.dumps(value)
+
+
+def _expected_dtype(case):
+    floats = []
+    for key in ("x", "w", "b", "dout", "cols"):
+        value = case.args.get(key)
+        if value is not None:
+            dtype = np.asarray(value).dtype
+            if dtype.kind == "f":
+                floats.append(dtype)
+    return np.float32 if floats and all(d.itemsize == 4 for d in floats) else np.float64
+
+
+def _close(a, b, dtype, inputs_tame, exact):
+    """Compiled vs reference: exact for max pooling/im2col, a summation tolerance otherwise."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.dtype.kind in "iu" or exact:
+        return np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+    if not inputs_tame:
+        # Huge values may overflow to inf in one summation order and not in another;
+        # only NaN-ness of non-overflowing entries is comparable, which is tested elsewhere.
+        return True
+    if not np.array_equal(np.isnan(a), np.isnan(b)):
+        return False
+    finite = np.isfinite(a) & np.isfinite(b)
+    if not np.array_equal(a[~finite], b[~finite]):
+        return False
+    eps = np.finfo(dtype).eps
+    scale = float(np.max(np.abs(b[finite]), initial=0.0)) + 1.0
+    return bool(np.all(np.abs(a[finite] - b[finite]) <= 64 * eps * scale * 16))
+
+
+def _tame(case):
+    """True when every float input is finite and moderate (no overflow in any order)."""
+    for key in ARRAY_ARGS:
+        value = case.args.get(key)
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            if not np.all(np.isfinite(value)) or np.max(np.abs(value), initial=0) > 1e6:
+                return False
+    return True
+
+
+def run_case(case):
+    """Run one case here; returns (status, detail). Status: ok, clean, bad or wrong."""
+    import fastconv
+
+    fastconv.set_num_threads(case.threads)
+    before = {k: _snapshot(v) for k, v in case.args.items()}
+    try:
+        result = _call(case, case.where)
+    except (ValueError, TypeError) as exc:
+        if case.expect_ok:
+            return "bad", f"valid call refused: {type(exc).__name__}: {exc}"
+        message = str(exc)
+        clear = message.startswith(f"{case.name}:") or "set_num_threads" in message
+        return "clean", ("" if clear else "unclear message: ") + f"{type(exc).__name__}: {message[:200]}"
+    except MemoryError as exc:
+        size = getattr(exc, "_total_size", 0)
+        if size >= GENUINE_MEMORY_ERROR and not case.expect_ok:
+            return "clean", f"MemoryError for {size} bytes"
+        return "bad", f"MemoryError: {exc}"
+    except Exception as exc:  # anything else breaks the contract
+        return "bad", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"
+    for key, value in case.args.items():
+        if not _same(before[key], value):
+            return "wrong", f"input {key} was modified"
+    outputs = _as_tuple(result)
+    inputs = [v for v in case.args.values() if isinstance(v, np.ndarray)]
+    for out in outputs:
+        if not isinstance(out, np.ndarray) or not out.flags.c_contiguous:
+            return "wrong", f"result is not a C-contiguous ndarray: {type(out)}"
+        if any(np.shares_memory(out, a) for a in inputs):
+            return "wrong", "result shares memory with an input"
+    dtype = _expected_dtype(case)
+    float_outs = outputs if case.name != "max_pool2d" else outputs[:1]
+    if any(o.dtype != dtype for o in float_outs):
+        return "wrong", f"result dtype {[o.dtype for o in outputs]}, expected {np.dtype(dtype)}"
+    if case.name == "max_pool2d" and outputs[1].dtype != np.int64:
+        return "wrong", f"indices dtype {outputs[1].dtype}"
+    # The oracle: the same call on the reference backend (skipped when it would be too slow,
+    # e.g. a huge padding that the reference materialises).
+    uses_compiled = case.where == "cython" or (case.where == "active" and fastconv.get_backend() == "cython")
+    if uses_compiled:
+        signal.signal(signal.SIGALRM, _raise_oracle_timeout)
+        signal.setitimer(signal.ITIMER_REAL, ORACLE_SECONDS)
+        try:
+            expected = _as_tuple(_call(case, "reference"))
+        except (_OracleTimeout, MemoryError):
+            return "ok", "oracle skipped (too large for the reference)"
+        except Exception as exc:
+            return "wrong", f"compiled returned but the reference raised {type(exc).__name__}: {exc}"
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        tame = _tame(case)
+        exact = case.name in ("max_pool2d", "im2col")  # no arithmetic: bitwise equal
+        for k, (a, b) in enumerate(zip(outputs, expected)):
+            if not _close(a, b, dtype, tame, exact):
+                return "wrong", f"output {k} differs from the reference (max |diff| {_maxdiff(a, b)})"
+    return "ok", ""
+
+
+def _maxdiff(a, b):
+    try:
+        return float(np.nanmax(np.abs(a.astype(np.float64) - b.astype(np.float64))))
+    except ValueError:
+        return "shape/dtype mismatch"
+
+
+def _raise_oracle_timeout(signum, frame):
+    raise _OracleTimeout()
+
+
+# Self-test hooks: cases that really crash or hang, to check that the harness catches them.
+def _self_test(kind):
+    if kind == "crash":
+        import ctypes
+
+        ctypes.string_at(0)
+    if kind == "hang":
+        time.sleep(3600)
+    if kind == "abort":
+        os.abort()
+    if kind == "exit":
+        os._exit(3)
+    return "ok", ""
+
+
+def _worker(conn, address_space):
+    """Worker loop: receive a pickled case, run it, send (status, detail) back."""
+    import resource
+
+    if address_space:
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        limit = address_space if hard == resource.RLIM_INFINITY else min(address_space, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    faulthandler.enable()
+    import warnings
+
+    # Overflow and invalid-value warnings are expected on NaN/inf/huge data; they are not results.
+    warnings.simplefilter("ignore", RuntimeWarning)
+    import fastconv  # noqa: F401  (imported before the first case, not timed with it)
+
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        try:
+            case = pickle.loads(message)
+            if isinstance(case, str):
+                reply = _self_test(case)
+            else:
+                reply = run_case(case)
+        except BaseException as exc:  # the harness itself must never die silently
+            reply = ("bad", f"harness error {type(exc).__name__}: {exc}")
+        conn.send(reply)
+
+
+class Runner:
+    """Runs cases in a worker process; restarts it after a crash or a hang.
+
+    run(case) -> (status, detail) where status is ok, clean, bad, wrong, crash or hang.
+    """
+
+    def __init__(self, timeout=30.0, address_space=WORKER_ADDRESS_SPACE):
+        self.timeout, self.address_space = timeout, address_space
+        self.context = multiprocessing.get_context("spawn")
+        self.process = self.conn = None
+
+    def _start(self):
+        parent, child = self.context.Pipe()
+        self.process = self.context.Process(target=_worker, args=(child, self.address_space), daemon=True)
+        self.process.start()
+        child.close()
+        self.conn = parent
+
+    def _stop(self):
+        if self.process is not None:
+            if self.process.is_alive():
+                self.process.kill()
+            self.process.join(10)
+            self.conn.close()
+        self.process = self.conn = None
+
+    def close(self):
+        if self.process is not None and self.process.is_alive():
+            try:
+                self.conn.send(None)
+                self.process.join(5)
+            except (BrokenPipeError, OSError):
+                pass
+        self._stop()
+
+    def run(self, case, timeout=None):
+        if self.process is None or not self.process.is_alive():
+            self._stop()
+            self._start()
+        payload = pickle.dumps(case)
+        try:
+            self.conn.send(payload)
+            # The first case of a fresh worker also pays for its start-up (imports).
+            if self.conn.poll(timeout or self.timeout):
+                return self.conn.recv()
+        except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
+            pass
+        alive = self.process.is_alive()
+        if alive:
+            self._stop()
+            return "hang", f"no answer within {timeout or self.timeout} s"
+        self.process.join(5)
+        code = self.process.exitcode
+        self._stop()
+        reason = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+        return "crash", f"worker died ({reason})"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line: a long run with a time or case budget
+# ----------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=None, help="time budget (default 120 s)")
+    parser.add_argument("--cases", type=int, default=None, help="case budget")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per case before it is a hang")
+    parser.add_argument("--functions", default=",".join(FUNCTIONS), help="comma-separated names")
+    parser.add_argument("--backends", default=None, help="comma-separated (default: those available)")
+    parser.add_argument("--verbose", action="store_true", help="print every case")
+    opts = parser.parse_args(argv)
+    if opts.seconds is None and opts.cases is None:
+        opts.seconds = 120.0
+    if opts.backends:
+        backends = tuple(opts.backends.split(","))
+    else:
+        import fastconv._backend
+
+        backends = tuple(b for b in ("cython", "reference") if b in fastconv._backend._modules)
+    names = tuple(opts.functions.split(","))
+    src = RandomSource(opts.seed)
+    counts = collections.Counter()
+    failures = []
+    unclear = collections.Counter()
+    start = time.monotonic()
+    last_report = start
+    with Runner(timeout=opts.timeout) as runner:
+        while True:
+            if opts.cases is not None and counts["cases"] >= opts.cases:
+                break
+            if opts.seconds is not None and time.monotonic() - start >= opts.seconds:
+                break
+            case = generate_case(src, names, backends)
+            status, detail = runner.run(case)
+            counts["cases"] += 1
+            counts[status] += 1
+            if status == "clean" and detail.startswith("unclear"):
+                unclear[detail[:120]] += 1
+            if status not in ("ok", "clean"):
+                failures.append((status, describe(case), detail))
+                print(f"FAIL {status}: {describe(case)}\n    {detail}", flush=True)
+            elif opts.verbose:
+                print(f"{status}: {describe(case)} {detail[:100]}", flush=True)
+            if time.monotonic() - last_report > 30:
+                last_report = time.monotonic()
+                print(f"... {counts['cases']} cases, {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
+    for message, count in unclear.most_common(10):
+        print(f"note: {count} refusals with a message not naming the function: {message}")
+    print(f"elapsed {time.monotonic() - start:.1f} s, seed {opts.seed}, backends {','.join(backends)}")
+    print(
+        f"cases={counts['cases']} ok={counts['ok']} clean_errors={counts['clean']} "
+        f"crashes={counts['crash']} hangs={counts['hang']} bad_errors={counts['bad']} wrong={counts['wrong']}"
+    )
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
