@@ -75,16 +75,30 @@ cdef extern from *:
         Py_ssize_t ow, h, j;
         for (ow = ow0; ow + 4 <= ow1; ow += 4) {
             const float *win = rows + ow * sw - pw;
-            __m128 best = fastconv_load4_f32(win, s2);
+            __m128 best = _mm_setzero_ps();
             __m128i pos = zero;
             for (h = 0; h < nrows; h++) {
-                for (j = 0; j < kw; j++) {
+                /* Each window row is reduced on its own chain, then merged into the running
+                   result: the selection rule is associative, and independent chains keep the
+                   compare/select latency from serialising the whole window. */
+                __m128 row = fastconv_load4_f32(win + h * W, s2);
+                __m128i rpos = _mm_set1_epi32((int)(h * W));
+                for (j = 1; j < kw; j++) {
                     __m128 v = fastconv_load4_f32(win + h * W + j, s2);
-                    __m128 take = _mm_or_ps(_mm_cmpgt_ps(v, best), _mm_cmpunord_ps(v, v));
+                    __m128 take = _mm_or_ps(_mm_cmpgt_ps(v, row), _mm_cmpunord_ps(v, v));
                     __m128i takei = _mm_castps_si128(take);
-                    best = _mm_or_ps(_mm_and_ps(take, v), _mm_andnot_ps(take, best));
-                    pos = _mm_or_si128(_mm_and_si128(takei, _mm_set1_epi32((int)(h * W + j))),
-                                       _mm_andnot_si128(takei, pos));
+                    row = _mm_or_ps(_mm_and_ps(take, v), _mm_andnot_ps(take, row));
+                    rpos = _mm_or_si128(_mm_and_si128(takei, _mm_set1_epi32((int)(h * W + j))),
+                                        _mm_andnot_si128(takei, rpos));
+                }
+                if (h == 0) {
+                    best = row;
+                    pos = rpos;
+                } else {
+                    __m128 take = _mm_or_ps(_mm_cmpgt_ps(row, best), _mm_cmpunord_ps(row, row));
+                    __m128i takei = _mm_castps_si128(take);
+                    best = _mm_or_ps(_mm_and_ps(take, row), _mm_andnot_ps(take, best));
+                    pos = _mm_or_si128(_mm_and_si128(takei, rpos), _mm_andnot_si128(takei, pos));
                 }
             }
             _mm_storeu_ps(y + ow, best);
@@ -106,16 +120,27 @@ cdef extern from *:
         Py_ssize_t ow, h, j;
         for (ow = ow0; ow + 2 <= ow1; ow += 2) {
             const double *win = rows + ow * sw - pw;
-            __m128d best = fastconv_load2_f64(win, s2);
+            __m128d best = _mm_setzero_pd();
             __m128i pos = _mm_setzero_si128();
             for (h = 0; h < nrows; h++) {
-                for (j = 0; j < kw; j++) {
+                __m128d row = fastconv_load2_f64(win + h * W, s2);
+                __m128i rpos = _mm_set1_epi64x(h * W);
+                for (j = 1; j < kw; j++) {
                     __m128d v = fastconv_load2_f64(win + h * W + j, s2);
-                    __m128d take = _mm_or_pd(_mm_cmpgt_pd(v, best), _mm_cmpunord_pd(v, v));
+                    __m128d take = _mm_or_pd(_mm_cmpgt_pd(v, row), _mm_cmpunord_pd(v, v));
                     __m128i takei = _mm_castpd_si128(take);
-                    best = _mm_or_pd(_mm_and_pd(take, v), _mm_andnot_pd(take, best));
-                    pos = _mm_or_si128(_mm_and_si128(takei, _mm_set1_epi64x(h * W + j)),
-                                       _mm_andnot_si128(takei, pos));
+                    row = _mm_or_pd(_mm_and_pd(take, v), _mm_andnot_pd(take, row));
+                    rpos = _mm_or_si128(_mm_and_si128(takei, _mm_set1_epi64x(h * W + j)),
+                                        _mm_andnot_si128(takei, rpos));
+                }
+                if (h == 0) {
+                    best = row;
+                    pos = rpos;
+                } else {
+                    __m128d take = _mm_or_pd(_mm_cmpgt_pd(row, best), _mm_cmpunord_pd(row, row));
+                    __m128i takei = _mm_castpd_si128(take);
+                    best = _mm_or_pd(_mm_and_pd(take, row), _mm_andnot_pd(take, best));
+                    pos = _mm_or_si128(_mm_and_si128(takei, rpos), _mm_andnot_si128(takei, pos));
                 }
             }
             _mm_storeu_pd(y + ow, best);
