@@ -208,6 +208,7 @@ def test_memory_reference_counts_the_whole_batch_im2col():
 # --- whole runs, in process --------------------------------------------------------------------
 
 def test_tiny_run_json_markdown_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")  # the bench extra's, not the test extra's (--plot needs it)
     out_json, out_md, out_png = tmp_path / "r.json", tmp_path / "r.md", tmp_path / "r.png"
     assert main(FAST_RUN + ["--json", str(out_json), "--markdown", str(out_md), "--plot", str(out_png)]) == 0
     text = capsys.readouterr().out
