@@ -29,7 +29,7 @@ def pool_configs(draw):
     """(x_shape, kernel, stride, padding): any valid pooling, biased towards the common ones."""
     common = draw(st.sampled_from([None, None, None, ((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1))]))
     if common is None:
-        kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+        kernel = (draw(st.integers(1, 6)), draw(st.integers(1, 6)))
         stride = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
         padding = tuple(draw(st.integers(0, k // 2)) for k in kernel)
     else:
@@ -230,3 +230,14 @@ def test_public_api_uses_compiled_pooling(threads):
     np.testing.assert_allclose(
         dxa, ref.avg_pool2d_backward(dout, shape, kernel, stride, padding), rtol=2e-6, atol=2e-6
     )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_padding_wider_than_the_output_row(dtype):
+    # kernel 5, padding 2, W = 1: a single output whose window starts left of the plane; the
+    # vector path must not write past the one-element output row (a bug the fuzzer found).
+    x = np.arange(2 * 3 * 7 * 1, dtype=dtype).reshape(2, 3, 7, 1)[:, :, ::-1].copy()
+    y, idx = _pool.max_pool2d(x, (5, 5), (1, 1), (2, 2), 2)
+    y_t, idx_t = _torch_max(x, (5, 5), (1, 1), (2, 2))
+    np.testing.assert_array_equal(y, y_t)
+    np.testing.assert_array_equal(idx, idx_t)

@@ -206,6 +206,8 @@ cdef inline void _max_row(
         # Interior: window columns inside [0, W); with stride 2 the vector load also reads one
         # column past the window, which must stay inside the row as well.
         lo = (PW + SW - 1) // SW
+        if lo > OW:  # padding wider than every window start: no interior window at all
+            lo = OW
         hi = W - (SW == 2) - KW + PW
         hi = hi // SW + 1 if hi >= 0 else 0
         if hi > OW:
