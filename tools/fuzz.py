@@ -29,14 +29,17 @@ tests/test_fuzz.py drives the same generator from hypothesis.
 import argparse
 import collections
 import faulthandler
-import multiprocessing
 import os
 import pickle
 import random
+import select
 import signal
+import struct
+import subprocess
 import sys
 import time
 import traceback
+import warnings
 
 import numpy as np
 
@@ -155,7 +158,8 @@ def spell_pair(src, pair, nd=2):
     if form == "int" and pair[0] == pair[1]:
         return spell_int(src, pair[0])
     if form == "array":
-        return np.array(pair, dtype=src.choice((np.int64, np.int32, np.uint16)))
+        dtypes = (np.int64, np.int32, np.uint16) if max(pair) < 2**16 else (np.int64, np.int32)
+        return np.array(pair, dtype=src.choice(dtypes))
     items = [spell_int(src, v) for v in pair]
     return tuple(items) if form in ("tuple", "int") else items
 
@@ -206,7 +210,15 @@ def relayout(src, array):
 
 def convert_dtype(src, array, dtype):
     """`array`'s shape with another dtype (values made up where a cast makes no sense)."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")  # NaN to int, complex to real: lossy casts are the point
+        return _convert_dtype(array, dtype)
+
+
+def _convert_dtype(array, dtype):
     shape = np.shape(array)
+    if np.asarray(array).dtype.kind not in "fiub":
+        array = np.ones(shape)
     if dtype.kind in "fiubc":
         return np.asarray(array, dtype=np.float64).astype(dtype)
     if dtype.kind == "O":
@@ -228,7 +240,7 @@ def out_size(size, k, s, p, d=1):
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
-def valid_window(src, nd, pool=False):
+def _small_window(src, nd, pool=False):
     """(kernel, stride, padding, dilation, input sizes) with an output of at least 1."""
     kernel, stride, padding, dilation, sizes = [], [], [], [], []
     for _ in range(nd):
@@ -243,12 +255,42 @@ def valid_window(src, nd, pool=False):
     return kernel, stride, padding, dilation, sizes
 
 
-def valid_call(src, name):
+HUGE = 2**31 - 1  # the largest hyper-parameter fastconv accepts
+
+
+def huge_window(src, nd, pool=False):
+    """Like valid_window, but with hyper-parameters up to 2**31 - 1 and a tiny output: dilated
+    kernels (convolution) or kernels (pooling) of ~2**31 over a tiny input, almost all padding.
+    Exercises every index product of the kernels near and beyond 2**31 and 2**32."""
+    kernel, stride, padding, dilation, sizes = [], [], [], [], []
+    for _ in range(nd):
+        size = src.int(1, 4)
+        s = src.choice((1, 2, 3, HUGE, 2**30))
+        if pool:
+            k = src.choice((1, 2, 3, HUGE, HUGE - 1, 2**30, 2**20 + 1))
+            d = 1
+            # padding <= k // 2 and size + 2p >= k: p = k // 2 - t with 2t <= size - k % 2
+            p = k // 2 - src.int(0, min(k // 2, max(0, (size - k % 2) // 2)))
+        else:
+            k = src.choice((1, 2, 3))
+            d = src.choice((1, 2, HUGE, 2**30 + 1, 2**20)) if k > 1 else src.choice((1, HUGE))
+            span = d * (k - 1) + 1
+            p = max(0, -(-(span - size) // 2)) + src.int(0, 2)
+            if p > HUGE:
+                d, span = 1, k
+                p = max(0, -(-(span - size) // 2)) + src.int(0, 2)
+        kernel.append(k), stride.append(s), padding.append(p), dilation.append(d)
+        sizes.append(size)
+    return kernel, stride, padding, dilation, sizes
+
+
+def valid_call(src, name, huge=False):
     """Named arguments of a valid call of `name` (a dict in signature order) and how to spell
-    its hyper-parameters (nd)."""
+    its hyper-parameters (nd). huge: hyper-parameters up to 2**31 - 1 (see huge_window)."""
     n = src.choice((0, 1, 1, 2, 3))
     c, f = src.int(1, 3), src.int(1, 3)
     dtype = src.choice((np.float32, np.float64, np.float32, np.float64, np.int64, np.bool_, np.float16))
+    valid_window = huge_window if huge else _small_window
     if name.startswith("conv"):
         nd = 1 if name.startswith("conv1d") else 2
         kernel, stride, padding, dilation, sizes = valid_window(src, nd)
@@ -463,16 +505,22 @@ def resize(src, a, shape):
 Case = collections.namedtuple("Case", "name where args expect_ok threads")
 
 
-def generate_case(src, names=FUNCTIONS, backends=("cython", "reference")):
+def generate_case(src, names=FUNCTIONS, backends=("cython", "reference"), huge_names=FUNCTIONS):
     """A random case: one call of one public function on valid or mutated arguments.
 
     `where` is "cython"/"reference" (passed as backend=), "active" (no backend=, whatever is
     active) or "module" (fastconv.reference.<name>). expect_ok is True when every mutation kept
     the call valid (so it must succeed), False when the call is invalid or unknown.
+    Functions in huge_names sometimes get huge hyper-parameters (huge_window), on the compiled
+    backend only: the reference backend materialises the padded input, so there they can only
+    end in a MemoryError or a very long loop (a documented limitation of the fallback).
     """
     name = src.choice(tuple(names))
     where = src.choice(tuple(backends) + ("module",) + (("active",) if len(backends) > 1 else ()))
-    args, nd = valid_call(src, name)
+    huge = "cython" in backends and name in huge_names and src.int(0, 7) == 0
+    if huge:
+        where = "cython"
+    args, nd = valid_call(src, name, huge)
     expect_ok = True
     for _ in range(src.choice((0, 1, 1, 1, 2, 2, 3))):
         kept = mutate(src, name, args, nd)
@@ -618,6 +666,12 @@ def run_case(case):
             expected = _as_tuple(_call(case, "reference"))
         except (_OracleTimeout, MemoryError):
             return "ok", "oracle skipped (too large for the reference)"
+        except ValueError as exc:
+            # The reference pads the input explicitly: a padding of ~2**31 makes NumPy refuse
+            # the padded array. Any other refusal is a disagreement between the backends.
+            if str(exc).startswith(case.name):
+                return "wrong", f"compiled returned but the reference raised ValueError: {exc}"
+            return "ok", f"oracle skipped (the reference cannot allocate: {exc})"
         except Exception as exc:
             return "wrong", f"compiled returned but the reference raised {type(exc).__name__}: {exc}"
         finally:
@@ -649,6 +703,8 @@ def _self_test(kind):
         ctypes.string_at(0)
     if kind == "hang":
         time.sleep(3600)
+    if kind == "noop":
+        return "ok", ""
     if kind == "abort":
         os.abort()
     if kind == "exit":
@@ -656,94 +712,114 @@ def _self_test(kind):
     return "ok", ""
 
 
-def _worker(conn, address_space):
-    """Worker loop: receive a pickled case, run it, send (status, detail) back."""
+def _send(stream, obj):
+    data = pickle.dumps(obj)
+    stream.write(struct.pack("<Q", len(data)) + data)
+    stream.flush()
+
+
+def _recv(stream):
+    header = stream.read(8)
+    if len(header) < 8:
+        raise EOFError
+    (size,) = struct.unpack("<Q", header)
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError
+    return pickle.loads(data)
+
+
+def worker_main(parent_module, address_space):
+    """Worker loop (python tools/fuzz.py --worker): read a case from stdin, run it, write
+    (status, detail) to stdout. Messages are length-prefixed pickles."""
     import resource
 
+    # Cases pickled by a parent that imported this file under another name refer to it.
+    sys.modules.setdefault(parent_module, sys.modules[__name__])
     if address_space:
         soft, hard = resource.getrlimit(resource.RLIMIT_AS)
         limit = address_space if hard == resource.RLIM_INFINITY else min(address_space, hard)
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     faulthandler.enable()
-    import warnings
-
     # Overflow and invalid-value warnings are expected on NaN/inf/huge data; they are not results.
     warnings.simplefilter("ignore", RuntimeWarning)
     import fastconv  # noqa: F401  (imported before the first case, not timed with it)
 
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # stray prints must not corrupt the message stream
     while True:
         try:
-            message = conn.recv()
+            case = _recv(stdin)
         except EOFError:
             return
-        if message is None:
+        if case is None:
             return
         try:
-            case = pickle.loads(message)
-            if isinstance(case, str):
-                reply = _self_test(case)
-            else:
-                reply = run_case(case)
+            reply = _self_test(case) if isinstance(case, str) else run_case(case)
         except BaseException as exc:  # the harness itself must never die silently
             reply = ("bad", f"harness error {type(exc).__name__}: {exc}")
-        conn.send(reply)
+        _send(stdout, reply)
 
 
 class Runner:
     """Runs cases in a worker process; restarts it after a crash or a hang.
 
     run(case) -> (status, detail) where status is ok, clean, bad, wrong, crash or hang.
+    The worker is `python tools/fuzz.py --worker` (a fresh interpreter: no state shared with
+    the caller, which may be pytest with threads of its own).
     """
 
     def __init__(self, timeout=30.0, address_space=WORKER_ADDRESS_SPACE):
         self.timeout, self.address_space = timeout, address_space
-        self.context = multiprocessing.get_context("spawn")
-        self.process = self.conn = None
+        self.process = None
 
     def _start(self):
-        parent, child = self.context.Pipe()
-        self.process = self.context.Process(target=_worker, args=(child, self.address_space), daemon=True)
-        self.process.start()
-        child.close()
-        self.conn = parent
+        command = [sys.executable, os.path.abspath(__file__), "--worker", __name__,
+                   "--address-space", str(self.address_space / 2**30)]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
     def _stop(self):
         if self.process is not None:
-            if self.process.is_alive():
+            if self.process.poll() is None:
                 self.process.kill()
-            self.process.join(10)
-            self.conn.close()
-        self.process = self.conn = None
+            self.process.wait(10)
+            for stream in (self.process.stdin, self.process.stdout):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        self.process = None
 
     def close(self):
-        if self.process is not None and self.process.is_alive():
+        if self.process is not None and self.process.poll() is None:
             try:
-                self.conn.send(None)
-                self.process.join(5)
-            except (BrokenPipeError, OSError):
+                _send(self.process.stdin, None)
+                self.process.wait(5)
+            except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
                 pass
         self._stop()
 
     def run(self, case, timeout=None):
-        if self.process is None or not self.process.is_alive():
+        timeout = timeout or self.timeout
+        if self.process is None or self.process.poll() is not None:
             self._stop()
             self._start()
-        payload = pickle.dumps(case)
         try:
-            self.conn.send(payload)
+            _send(self.process.stdin, case)
             # The first case of a fresh worker also pays for its start-up (imports).
-            if self.conn.poll(timeout or self.timeout):
-                return self.conn.recv()
+            ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+            if ready:
+                return _recv(self.process.stdout)
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
             pass
-        alive = self.process.is_alive()
-        if alive:
+        if self.process.poll() is None:
+            time.sleep(0.05)  # a worker that is dying may not have exited yet
+        if self.process.poll() is None:
             self._stop()
-            return "hang", f"no answer within {timeout or self.timeout} s"
-        self.process.join(5)
-        code = self.process.exitcode
+            return "hang", f"no answer within {timeout} s"
+        code = self.process.returncode
         self._stop()
-        reason = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+        reason = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         return "crash", f"worker died ({reason})"
 
     def __enter__(self):
@@ -751,6 +827,25 @@ class Runner:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class InProcessRunner:
+    """Runs cases in this process (under a memory checker, which reports errors itself)."""
+
+    def __init__(self):
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def run(self, case, timeout=None):
+        try:
+            return run_case(case)
+        except BaseException as exc:  # a harness error, not a fastconv one
+            return "bad", f"harness error {type(exc).__name__}: {exc}"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
 
 
 # ----------------------------------------------------------------------------------------------
@@ -766,7 +861,15 @@ def main(argv=None):
     parser.add_argument("--functions", default=",".join(FUNCTIONS), help="comma-separated names")
     parser.add_argument("--backends", default=None, help="comma-separated (default: those available)")
     parser.add_argument("--verbose", action="store_true", help="print every case")
+    parser.add_argument("--address-space", type=float, default=WORKER_ADDRESS_SPACE / 2**30,
+                        help="GiB of address space per worker (0: no limit, needed under ASan)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run cases in this process, without a worker (for ASan/valgrind "
+                             "runs: the first memory error ends the run); no hang detection")
+    parser.add_argument("--worker", metavar="MODULE", help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
+    if opts.worker:
+        return worker_main(opts.worker, int(opts.address_space * 2**30))
     if opts.seconds is None and opts.cases is None:
         opts.seconds = 120.0
     if opts.backends:
@@ -782,7 +885,8 @@ def main(argv=None):
     unclear = collections.Counter()
     start = time.monotonic()
     last_report = start
-    with Runner(timeout=opts.timeout) as runner:
+    runner = InProcessRunner() if opts.in_process else Runner(opts.timeout, int(opts.address_space * 2**30))
+    with runner:
         while True:
             if opts.cases is not None and counts["cases"] >= opts.cases:
                 break
