@@ -143,8 +143,9 @@ def test_im2col_col2im_match_torch_unfold_fold(case, dtype, seed):
                  "col2im vs reference")
 
 
-# Shapes that reach each way the kernels split their work, all large enough to run in
-# parallel: (x_shape, w_shape, stride, padding, dilation).
+# Shapes that reach each way the kernels split their work (batch chunks, column blocks made
+# for small batches or to fit the cache, channel blocks, the 1x1 shortcut), all but the last
+# large enough to run in parallel: (x_shape, w_shape, stride, padding, dilation).
 SPLIT_CASES = [
     pytest.param((1, 3, 60, 57), (8, 3, 3, 2), (1, 1), (1, 0), (1, 1), id="N1-column-blocks"),
     pytest.param((3, 7, 30, 30), (6, 7, 3, 3), (2, 1), (1, 2), (1, 2), id="N3-channel-blocks"),
@@ -152,6 +153,8 @@ SPLIT_CASES = [
     pytest.param((11, 4, 17, 19), (6, 4, 3, 5), (1, 2), (2, 1), (2, 1), id="N11-batch-chunks"),
     pytest.param((9, 16, 14, 14), (8, 16, 1, 1), (1, 1), (0, 0), (2, 2), id="N9-pointwise"),
     pytest.param((20, 3, 12, 12), (4, 3, 3, 3), (1, 1), (1, 1), (1, 1), id="N20"),
+    pytest.param((8, 64, 20, 20), (4, 64, 3, 3), (1, 1), (1, 1), (1, 1), id="N8-cache-blocks"),
+    pytest.param((2, 64, 24, 23), (4, 64, 3, 3), (1, 1), (1, 1), (1, 1), id="N2-cache-blocks"),
     pytest.param((1, 1, 5, 5), (1, 1, 3, 3), (1, 1), (0, 0), (1, 1), id="tiny-serial"),
 ]
 

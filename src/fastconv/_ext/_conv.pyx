@@ -44,6 +44,9 @@ cdef index_t MAX_CHUNKS = 8
 cdef index_t MAX_WEIGHT_PARTIALS = 4
 # A column block is never narrower than this (narrow GEMMs run far below peak).
 cdef index_t MIN_BLOCK_COLUMNS = 256
+# Otherwise a column block of the im2col matrix is about this large, so that im2col writes it
+# into cache and GEMM (and col2im) read it from there instead of from memory.
+cdef index_t BLOCK_BYTES = 512 * 1024
 # Below this many multiply-adds a call runs on one thread: starting threads costs more.
 cdef double SERIAL_MACS = 2.0e5
 # Sub-buffers start on 64-byte boundaries (a cache line; full AVX-512 vectors).
@@ -210,7 +213,8 @@ ctypedef struct ConvPlan:
     index_t threads       # threads to start (<= tasks)
 
 
-cdef ConvPlan make_plan(tuple x_shape, tuple w_shape, stride, padding, dilation, int num_threads) except *:
+cdef ConvPlan make_plan(tuple x_shape, tuple w_shape, stride, padding, dilation, int num_threads,
+                       index_t itemsize) except *:
     cdef ConvPlan p
     cdef Window2D* g = &p.g
     p.n_images, g.channels, g.height, g.width = x_shape
@@ -231,13 +235,17 @@ cdef ConvPlan make_plan(tuple x_shape, tuple w_shape, stride, padding, dilation,
     # A 1x1 kernel reads one pixel whatever its dilation.
     p.pointwise = (g.kernel_h == 1 and g.kernel_w == 1 and g.stride_h == 1 and g.stride_w == 1
                    and g.pad_h == 0 and g.pad_w == 0)
-    p.col_blocks = 1
-    if p.n_images < TASKS_TARGET:
-        p.col_blocks = min(ceil_div(TASKS_TARGET, p.n_images), max(1, p.ohw // MIN_BLOCK_COLUMNS))
+    # Column blocks: cache-sized (the 1x1 shortcut has no buffer to keep in cache), and on a
+    # small batch also enough of them for several threads. Only shapes and the dtype decide.
     p.block_cols = p.ohw
-    if p.col_blocks > 1:
-        p.block_cols = min(round_up(ceil_div(p.ohw, p.col_blocks), 16), p.ohw)
-        p.col_blocks = ceil_div(p.ohw, p.block_cols)
+    if not p.pointwise:
+        p.block_cols = min(p.ohw, max(MIN_BLOCK_COLUMNS, round_up(BLOCK_BYTES // (p.ckk * itemsize), 16)))
+    cdef index_t split
+    if p.n_images < TASKS_TARGET:
+        split = min(ceil_div(TASKS_TARGET, p.n_images), max(1, p.ohw // MIN_BLOCK_COLUMNS))
+        if split > 1:
+            p.block_cols = min(p.block_cols, round_up(ceil_div(p.ohw, split), 16))
+    p.col_blocks = ceil_div(p.ohw, p.block_cols)
     cdef double macs = <double>p.n_images * p.filters * p.ckk * p.ohw
     p.threads = num_threads if num_threads >= 1 else 1
     if macs < SERIAL_MACS:
@@ -286,7 +294,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     """y = conv2d(x, w, b) (b may be None) for checked C-contiguous arguments."""
     cdef ConvPlan p = make_plan((x.shape[0], x.shape[1], x.shape[2], x.shape[3]),
                                 (w.shape[0], w.shape[1], w.shape[2], w.shape[3]), stride, padding, dilation,
-                                num_threads)
+                                num_threads, sizeof(floating))
     cdef index_t tasks = p.n_images * p.col_blocks, t
     cdef index_t itemsize = sizeof(floating)
     cdef index_t per_thread = 0 if p.pointwise else round_up(p.ckk * p.block_cols, ALIGN // itemsize)
@@ -338,30 +346,42 @@ cdef void backward_chunk_task(const ConvPlan* p, index_t chunk, index_t n_chunks
                               const floating* dout, const floating* x, const floating* w,
                               floating* dx, floating* dw_part, floating* db_part,
                               floating* buf) noexcept nogil:
-    """Large batch: every gradient of the images of one chunk, one image at a time."""
+    """Large batch: every gradient of the images of one chunk, image by image, block by block."""
     cdef index_t first = chunk * p.n_images // n_chunks
-    cdef index_t stop = (chunk + 1) * p.n_images // n_chunks
-    cdef index_t n
+    cdef index_t stop_image = (chunk + 1) * p.n_images // n_chunks
+    cdef index_t n, block, start, stop
     cdef const floating* d
     cdef const floating* cols
-    cdef int F = <int>p.filters, CKK = <int>p.ckk, OHW = <int>p.ohw
-    for n in range(first, stop):
-        d = dout + n * p.filters * p.ohw
-        if p.pointwise:
-            cols = x + n * p.ckk * p.hw
-        else:
-            im2col_image(x + n * p.g.channels * p.hw, buf, &p.g, 0, p.ohw)
-            cols = buf
-        gemm(False, True, F, CKK, OHW, <floating>1, d, OHW, cols, OHW,
-             <floating>(0 if n == first else 1), dw_part, CKK)
-        add_row_sums(d, p.filters, p.ohw, p.ohw, db_part, n == first)
-        if p.pointwise:
-            gemm(True, False, CKK, OHW, F, <floating>1, w, CKK, d, OHW, <floating>0,
-                 dx + n * p.g.channels * p.hw, OHW)
-        else:
-            # The im2col matrix is no longer needed: its buffer receives W^T @ dout[n].
-            gemm(True, False, CKK, OHW, F, <floating>1, w, CKK, d, OHW, <floating>0, buf, OHW)
-            col2im_image(buf, dx + n * p.g.channels * p.hw, &p.g)
+    cdef floating* dx_n
+    cdef int F = <int>p.filters, CKK = <int>p.ckk, OHW = <int>p.ohw, width, ld
+    cdef bint overwrite
+    for n in range(first, stop_image):
+        dx_n = dx + n * p.g.channels * p.hw
+        if not p.pointwise:
+            memset(dx_n, 0, p.g.channels * p.hw * sizeof(floating))   # col2im accumulates
+        for block in range(p.col_blocks):
+            start = block * p.block_cols
+            stop = min(start + p.block_cols, p.ohw)
+            width = <int>(stop - start)
+            d = dout + n * p.filters * p.ohw + start
+            overwrite = n == first and block == 0
+            if p.pointwise:
+                cols = x + n * p.ckk * p.hw + start
+                ld = OHW
+            else:
+                im2col_image(x + n * p.g.channels * p.hw, buf, &p.g, start, stop)
+                cols = buf
+                ld = width
+            gemm(False, True, F, CKK, width, <floating>1, d, OHW, cols, ld,
+                 <floating>(0 if overwrite else 1), dw_part, CKK)
+            add_row_sums(d, p.filters, width, p.ohw, db_part, overwrite)
+            if p.pointwise:
+                gemm(True, False, CKK, width, F, <floating>1, w, CKK, d, OHW, <floating>0,
+                     dx_n + start, OHW)
+            else:
+                # The im2col block is no longer needed: its buffer receives W^T @ dout block.
+                gemm(True, False, CKK, width, F, <floating>1, w, CKK, d, OHW, <floating>0, buf, width)
+                col2im_image(buf, dx_n, &p.g, start, stop)
 
 
 cdef void weight_block_task(const ConvPlan* p, index_t task, index_t blocks_per_part,
@@ -403,19 +423,24 @@ cdef void data_block_task(const ConvPlan* p, index_t task, index_t channel_block
     cdef index_t c0 = (task % channel_blocks) * block_channels
     cdef index_t c1 = min(c0 + block_channels, p.g.channels)
     cdef index_t kk = p.g.kernel_h * p.g.kernel_w
+    cdef index_t block, start, stop
     cdef Window2D g = p.g
     cdef floating* out = dx + (n * p.g.channels + c0) * p.hw
+    cdef const floating* d = dout + n * p.filters * p.ohw
     g.channels = c1 - c0
-    # Rows c0*KK .. c1*KK of W^T @ dout[n]: the columns c0*KK .. of W (row stride C*KK).
+    # Rows c0*KK .. c1*KK of W^T @ dout[n] come from columns c0*KK .. of W (row stride C*KK).
     if p.pointwise:
         gemm(True, False, <int>(g.channels * kk), <int>p.ohw, <int>p.filters, <floating>1,
-             w + c0 * kk, <int>p.ckk, dout + n * p.filters * p.ohw, <int>p.ohw, <floating>0,
-             out, <int>p.ohw)
-    else:
-        gemm(True, False, <int>(g.channels * kk), <int>p.ohw, <int>p.filters, <floating>1,
-             w + c0 * kk, <int>p.ckk, dout + n * p.filters * p.ohw, <int>p.ohw, <floating>0,
-             buf, <int>p.ohw)
-        col2im_image(buf, out, &g)
+             w + c0 * kk, <int>p.ckk, d, <int>p.ohw, <floating>0, out, <int>p.ohw)
+        return
+    memset(out, 0, g.channels * p.hw * sizeof(floating))   # col2im accumulates
+    for block in range(p.col_blocks):
+        start = block * p.block_cols
+        stop = min(start + p.block_cols, p.ohw)
+        gemm(True, False, <int>(g.channels * kk), <int>(stop - start), <int>p.filters,
+             <floating>1, w + c0 * kk, <int>p.ckk, d + start, <int>p.ohw, <floating>0,
+             buf, <int>(stop - start))
+        col2im_image(buf, out, &g, start, stop)
 
 
 cdef void sum_partials(floating* dw, floating* db, const floating* parts, index_t n_parts,
@@ -436,7 +461,7 @@ def conv2d_backward(const floating[:, :, :, ::1] dout, const floating[:, :, :, :
     """(dx, dw, db) of conv2d for checked C-contiguous arguments."""
     cdef ConvPlan p = make_plan((x.shape[0], x.shape[1], x.shape[2], x.shape[3]),
                                 (w.shape[0], w.shape[1], w.shape[2], w.shape[3]), stride, padding, dilation,
-                                num_threads)
+                                num_threads, sizeof(floating))
     dtype = np.float32 if floating is float else np.float64
     dx_array = np.empty((p.n_images, p.g.channels, p.g.height, p.g.width), dtype=dtype)
     dw_array = np.empty((p.filters, p.g.channels, p.g.kernel_h, p.g.kernel_w), dtype=dtype)
@@ -466,7 +491,7 @@ def conv2d_backward(const floating[:, :, :, ::1] dout, const floating[:, :, :, :
     if batch_mode:
         n_chunks = min(p.n_images, MAX_CHUNKS)
         n_parts = n_chunks - 1               # chunk 0 writes straight into dw/db
-        per_thread = 0 if p.pointwise else round_up(p.ckk * p.ohw, vec)
+        per_thread = 0 if p.pointwise else round_up(p.ckk * p.block_cols, vec)
         threads = <int>clamp_threads(p.threads, n_chunks)
     else:
         blocks_per_part = ceil_div(p.n_images * p.col_blocks, MAX_WEIGHT_PARTIALS)
@@ -478,7 +503,7 @@ def conv2d_backward(const floating[:, :, :, ::1] dout, const floating[:, :, :, :
         channel_blocks = ceil_div(p.g.channels, block_channels)
         per_thread = 0
         if not p.pointwise:
-            per_thread = round_up(max(p.ckk * p.block_cols, block_channels * kk * p.ohw), vec)
+            per_thread = round_up(p.ckk * p.block_cols, vec)
         threads = <int>clamp_threads(p.threads, max(weight_parts, p.n_images * channel_blocks))
     ws = checkout_workspace((n_parts * part_size + threads * per_thread) * itemsize)
     parts = <floating*>aligned(ws)

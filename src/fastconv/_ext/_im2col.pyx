@@ -85,37 +85,48 @@ cdef void im2col_image(const floating* x, floating* cols, const Window2D* g,
                     dst += ow_end - z
 
 
-cdef void col2im_image(const floating* cols, floating* x, const Window2D* g) noexcept nogil:
-    """Fold one image's im2col matrix back: x = sum of every column entry at its input position.
+cdef void col2im_image(const floating* cols, floating* x, const Window2D* g,
+                       index_t col_start, index_t col_stop) noexcept nogil:
+    """Add columns [col_start, col_stop) of one image's im2col matrix back into the image.
 
-    cols: (g.channels*KH*KW, OH*OW). x: (g.channels, H, W), overwritten. Contributions are added
-    in a fixed order (kernel row, kernel column, output position), so results never depend on
-    how images or channels are spread over threads.
+    cols: (g.channels*KH*KW, col_stop - col_start). x: (g.channels, H, W), accumulated into
+    (the caller zeroes it first). Contributions are added in a fixed order (column block,
+    kernel row, kernel column, output position), so results never depend on how images,
+    channels or blocks are spread over threads.
     """
-    cdef index_t OW = g.out_w, SW = g.stride_w, OHW = g.out_h * g.out_w
-    cdef index_t c, i, j, oh, ow, lo, hi, ih, offset
+    cdef index_t ncols = col_stop - col_start
+    cdef index_t OW = g.out_w, SW = g.stride_w
+    cdef index_t oh_first = col_start // OW, oh_last = (col_stop - 1) // OW
+    cdef index_t c, i, j, oh, ow, lo, hi, a, z, ih, offset
     cdef floating* plane
     cdef floating* dst
     cdef const floating* row
-    memset(x, 0, g.channels * g.height * g.width * sizeof(floating))
+    cdef const floating* src
     for c in range(g.channels):
         plane = x + c * g.height * g.width
         for i in range(g.kernel_h):
             for j in range(g.kernel_w):
-                row = cols + ((c * g.kernel_h + i) * g.kernel_w + j) * OHW
+                row = cols + ((c * g.kernel_h + i) * g.kernel_w + j) * ncols
                 valid_columns(g, j, &lo, &hi)
                 offset = j * g.dilation_w - g.pad_w
-                for oh in range(g.out_h):
+                for oh in range(oh_first, oh_last + 1):
                     ih = oh * g.stride_h - g.pad_h + i * g.dilation_h
                     if ih < 0 or ih >= g.height:
                         continue
+                    a = col_start - oh * OW if oh == oh_first else 0
+                    z = col_stop - oh * OW if oh == oh_last else OW
+                    if a < lo:
+                        a = lo
+                    if z > hi:
+                        z = hi
                     dst = plane + ih * g.width + offset
+                    src = row + oh * OW - col_start   # src[ow] is column oh*OW + ow
                     if SW == 1:
-                        for ow in range(lo, hi):
-                            dst[ow] += row[oh * OW + ow]
+                        for ow in range(a, z):
+                            dst[ow] += src[ow]
                     else:
-                        for ow in range(lo, hi):
-                            dst[ow * SW] += row[oh * OW + ow]
+                        for ow in range(a, z):
+                            dst[ow * SW] += src[ow]
 
 
 cdef Window2D make_window(index_t channels, index_t height, index_t width, kernel_size, stride,
@@ -175,7 +186,8 @@ def col2im(const floating[:, :, ::1] cols, input_shape, kernel_size, stride, pad
     cdef index_t KK = g.kernel_h * g.kernel_w, OHW = g.out_h * g.out_w
     cdef index_t HW = g.height * g.width
     cdef index_t tasks = n_images * C, t
-    x_array = np.empty((n_images, C, H, W), dtype=np.float32 if floating is float else np.float64)
+    # Zeroed memory from calloc: col2im_image accumulates.
+    x_array = np.zeros((n_images, C, H, W), dtype=np.float32 if floating is float else np.float64)
     cdef floating[:, :, :, ::1] x = x_array
     cdef const floating* src = &cols[0, 0, 0]
     cdef floating* dst = &x[0, 0, 0, 0]
@@ -187,9 +199,9 @@ def col2im(const floating[:, :, ::1] cols, input_shape, kernel_size, stride, pad
     if threads == 1:
         with nogil:
             for t in range(tasks):
-                col2im_image(src + t * KK * OHW, dst + t * HW, &g)
+                col2im_image(src + t * KK * OHW, dst + t * HW, &g, 0, OHW)
     else:
         with nogil:
             for t in prange(tasks, schedule='static', num_threads=threads):
-                col2im_image(src + t * KK * OHW, dst + t * HW, &g)
+                col2im_image(src + t * KK * OHW, dst + t * HW, &g, 0, OHW)
     return x_array
