@@ -736,7 +736,10 @@ def worker_main(parent_module, address_space):
 
     # Cases pickled by a parent that imported this file under another name refer to it.
     sys.modules.setdefault(parent_module, sys.modules[__name__])
-    if address_space:
+    # AddressSanitizer reserves terabytes of shadow memory up front: under it, a limit on the
+    # address space would fail every later mapping (ASAN_OPTIONS=max_allocation_size_mb bounds
+    # allocations instead, see tools/memcheck.sh).
+    if address_space and "asan" not in os.environ.get("LD_PRELOAD", ""):
         soft, hard = resource.getrlimit(resource.RLIMIT_AS)
         limit = address_space if hard == resource.RLIM_INFINITY else min(address_space, hard)
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
