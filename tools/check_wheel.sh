@@ -174,7 +174,7 @@ import_times=$(cd "$work" && "$work/wheel/bin/python" -X importtime -c "import f
              (t["fastconv"] - t["numpy"] - t["scipy.linalg"]) / 1000}')
 echo "wheel:        $(basename "$repaired")"
 echo "size:         $(( wheel_bytes / 1024 )) KiB ($wheel_bytes bytes)"
-echo "vendored:     $(grep -E '^fastconv\.libs/' "$work/wheel.txt" | tr '\n' ' ')"
+echo "vendored:     $(grep -E '^fastconv\.libs/.' "$work/wheel.txt" | tr '\n' ' ')"
 echo "import time:  $import_times (python -X importtime -c 'import fastconv')"
 echo "sdist:        $(basename "$sdist"), $(( $(wc -c <"$sdist") / 1024 )) KiB"
 echo "check_wheel: all checks passed"
