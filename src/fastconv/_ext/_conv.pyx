@@ -101,6 +101,7 @@ cdef get_threads_fn blas_get_threads = NULL
 cdef int blas_users = 0          # fastconv calls running now (GIL-protected)
 cdef int blas_saved_threads = 1  # BLAS thread count to restore when the last one ends
 _threadpool_limiter = None       # fallback when the functions are not found: threadpoolctl
+_active_limit = None             # the threadpoolctl limit in force while calls run
 
 
 cdef void find_blas_controls():
@@ -121,22 +122,32 @@ cdef void find_blas_controls():
 find_blas_controls()
 
 
-cdef inline void blas_single_thread_enter():
-    global blas_users, blas_saved_threads
+cdef void blas_single_thread_enter() except *:
+    global blas_users, blas_saved_threads, _active_limit
     if blas_set_threads != NULL:
         if blas_users == 0:
             blas_saved_threads = blas_get_threads()
             if blas_saved_threads != 1:
                 blas_set_threads(1)
         blas_users += 1
+    elif _threadpool_limiter is not None:
+        # Slower (tens of microseconds), only where the direct functions are not found.
+        if blas_users == 0:
+            _active_limit = _threadpool_limiter.limit(limits=1)
+        blas_users += 1
 
 
-cdef inline void blas_single_thread_exit():
-    global blas_users
+cdef void blas_single_thread_exit() except *:
+    global blas_users, _active_limit
     if blas_set_threads != NULL:
         blas_users -= 1
         if blas_users == 0 and blas_saved_threads != 1:
             blas_set_threads(blas_saved_threads)
+    elif _threadpool_limiter is not None:
+        blas_users -= 1
+        if blas_users == 0 and _active_limit is not None:
+            _active_limit.restore_original_limits()
+            _active_limit = None
 
 
 def blas_thread_control():
