@@ -6,6 +6,7 @@ dtype, hyper-parameters are tuples of Python ints within range, and every shape 
 every other. Errors name the function, the argument, what was expected and what was given.
 """
 
+import functools
 import math
 import numbers
 import operator
@@ -46,11 +47,26 @@ def _as_array(fname, name, value):
 
 
 def _check_numeric(fname, name, array):
-    if array.dtype.kind not in "fiub":
+    _check_dtype(fname, name, array.dtype)
+
+
+def _check_dtype(fname, name, dtype):
+    if dtype.kind not in "fiub":
         raise TypeError(
-            f"{fname}: {name} must have a real floating, integer or bool dtype, "
-            f"got dtype {array.dtype}"
+            f"{fname}: {name} must have a real floating, integer or bool dtype, got dtype {dtype}"
         )
+
+
+def computation_dtype(dtypes):
+    """float32 when every floating dtype among `dtypes` is float32, else float64.
+
+    Integer and bool inputs do not vote, so an all-integer call computes in float64. Sizes are
+    compared, not dtypes: float32 data in non-native byte order ('>f4') stays float32.
+    """
+    floating = [d for d in dtypes if d.kind == "f"]
+    if floating and all(d.itemsize == 4 for d in floating):
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
 
 
 def float_arrays(fname, named_values, ndims):
@@ -71,11 +87,7 @@ def float_arrays(fname, named_values, ndims):
                 f"of shape {array.shape}"
             )
         arrays.append(array)
-    floating = [a.dtype for a in arrays if a.dtype.kind == "f"]
-    # Compare kind and size, not dtype equality: a non-native byte order float32 ('>f4') is
-    # still float32 data and must not push the computation to float64.
-    all_float32 = floating and all(d.itemsize == 4 for d in floating)
-    dtype = np.dtype(np.float32) if all_float32 else np.dtype(np.float64)
+    dtype = computation_dtype([a.dtype for a in arrays])
     return [np.ascontiguousarray(a, dtype=dtype) for a in arrays], dtype
 
 
@@ -166,11 +178,11 @@ def output_size(fname, nd, in_sizes, kernel, stride, padding, dilation):
     return tuple(out)
 
 
-def check_dout(fname, dout, expected_shape):
-    if dout.shape != tuple(expected_shape):
+def check_dout(fname, dout_shape, expected_shape):
+    if tuple(dout_shape) != tuple(expected_shape):
         raise ValueError(
             f"{fname}: dout must have the forward output's shape {tuple(expected_shape)}, "
-            f"got {dout.shape}"
+            f"got {tuple(dout_shape)}"
         )
 
 
@@ -181,40 +193,61 @@ def check_dout(fname, dout, expected_shape):
 def conv(fname, nd, x, w, b, stride, padding, dilation, dout=None, backward=False):
     """Check a conv{nd}d forward (b) or backward (dout) call.
 
-    Returns (arrays, params, out_shape) where arrays is [x, w, b] or [dout, x, w] and params
-    is (stride, padding, dilation) as nd-tuples.
+    Returns (arrays, params, out_shape) where arrays is [x, w, b] or [dout, x, w] (b may be
+    None) and params is (stride, padding, dilation) as nd-tuples.
     """
-    spatial = _DIM_NAMES[nd]
-    layout_x = ("N", "C") + spatial
-    layout_w = ("F", "C") + tuple("K" + a for a in spatial) if nd == 2 else ("F", "C", "K")
-    if backward:
-        names = [("dout", dout), ("x", x), ("w", w)]
-        ndims = [nd + 2] * 3
+    names = ("dout", "x", "w") if backward else ("x", "w", "b")
+    values = (dout, x, w) if backward else (x, w, b)
+    arrays = [None if v is None and n == "b" else _as_array(fname, n, v) for n, v in zip(names, values)]
+    meta = tuple(None if a is None else (a.shape, a.dtype) for a in arrays)
+    args = (fname, nd, backward, meta, stride, padding, dilation)
+    # Everything but the conversion depends only on shapes, dtypes and hyper-parameters, so
+    # the checks are cached for repeated calls (they cost more than a tiny convolution).
+    # Only plain ints are cached: 2.0 == 2 and True == 1 would otherwise share an entry.
+    if all(_is_plain_ints(p) for p in (stride, padding, dilation)):
+        params, out_shape, dtype = _conv_plan(*args)
     else:
-        names = [("x", x), ("w", w)] + ([("b", b)] if b is not None else [])
-        ndims = [nd + 2, nd + 2, 1]
-    # Shape checks need only the raw arrays; do them before any (possibly large) copy.
-    raw = {}
-    for name, value in names:
-        raw[name] = _as_array(fname, name, value)
-        _check_numeric(fname, name, raw[name])
-    for (name, _), ndim in zip(names, ndims):
-        a = raw[name]
-        if a.ndim != ndim:
-            layout = {"x": layout_x, "w": layout_w, "b": ("F",), "dout": ("N", "F") + spatial}[name]
+        params, out_shape, dtype = _conv_plan.__wrapped__(*args)
+    converted = [None if a is None else np.ascontiguousarray(a, dtype=dtype) for a in arrays]
+    return converted, params, out_shape
+
+
+def _is_plain_ints(value):
+    return type(value) is int or (type(value) is tuple and all(type(v) is int for v in value))
+
+
+@functools.lru_cache(maxsize=512)
+def _conv_plan(fname, nd, backward, meta, stride, padding, dilation):
+    """The checks of conv() on shapes and dtypes: ((stride, padding, dilation), out_shape, dtype)."""
+    spatial = _DIM_NAMES[nd]
+    layouts = {
+        "x": ("N", "C") + spatial,
+        "w": ("F", "C") + (tuple("K" + a for a in spatial) if nd == 2 else ("K",)),
+        "b": ("F",),
+        "dout": ("N", "F") + spatial,
+    }
+    names = ("dout", "x", "w") if backward else ("x", "w", "b")
+    shapes = {}
+    for name, item in zip(names, meta):
+        if item is None:
+            continue
+        shape, dtype = item
+        _check_dtype(fname, name, dtype)
+        if len(shape) != len(layouts[name]):
             raise ValueError(
-                f"{fname}: {name} must be a {ndim}-D array ({', '.join(layout)}), got a "
-                f"{a.ndim}-D array of shape {a.shape}"
+                f"{fname}: {name} must be a {len(layouts[name])}-D array "
+                f"({', '.join(layouts[name])}), got a {len(shape)}-D array of shape {shape}"
             )
-    xs, ws = raw["x"].shape, raw["w"].shape
-    check_nonempty(fname, "x", xs, layout_x)
-    check_nonempty(fname, "w", ws, layout_w)
+        shapes[name] = shape
+    xs, ws = shapes["x"], shapes["w"]
+    check_nonempty(fname, "x", xs, layouts["x"])
+    check_nonempty(fname, "w", ws, layouts["w"])
     if xs[1] != ws[1]:
         raise ValueError(f"{fname}: x has {xs[1]} channels but w expects {ws[1]} (w.shape={ws})")
-    if not backward and b is not None and raw["b"].shape != (ws[0],):
+    if "b" in shapes and shapes["b"] != (ws[0],):
         raise ValueError(
             f"{fname}: b must have shape (F,) = ({ws[0]},) to match w.shape={ws}, "
-            f"got shape {raw['b'].shape}"
+            f"got shape {shapes['b']}"
         )
     stride = int_tuple(fname, "stride", stride, nd, 1)
     padding = int_tuple(fname, "padding", padding, nd, 0)
@@ -235,11 +268,9 @@ def conv(fname, nd, x, w, b, stride, padding, dilation, dout=None, backward=Fals
                 f"padding={padding}, dilation={dilation})"
             )
     if backward:
-        check_dout(fname, raw["dout"], out_shape)
-    arrays, _ = float_arrays(fname, [(n, raw[n]) for n, _ in names], [None] * len(names))
-    if not backward and b is None:
-        arrays.append(None)
-    return arrays, (stride, padding, dilation), out_shape
+        check_dout(fname, shapes["dout"], out_shape)
+    dtype = computation_dtype([item[1] for item in meta if item is not None])
+    return (stride, padding, dilation), out_shape, dtype
 
 
 # ----------------------------------------------------------------------------------------------
@@ -320,7 +351,7 @@ def avg_pool_backward(fname, dout, input_shape, kernel_size, stride, padding):
     params, out_hw = pool_params(fname, shape[2:], kernel_size, stride, padding)
     if raw.ndim != 4:
         raise ValueError(f"{fname}: dout must be a 4-D array, got shape {raw.shape}")
-    check_dout(fname, raw, shape[:2] + out_hw)
+    check_dout(fname, raw.shape, shape[:2] + out_hw)
     (dout,), _ = float_arrays(fname, [("dout", raw)], [4])
     return dout, shape, params
 
