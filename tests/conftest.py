@@ -52,6 +52,13 @@ def backend(request):
 
 
 @pytest.fixture(params=AVAILABLE_BACKENDS)
+def active_backend(request):
+    """Each available backend in turn, made the active one for the test."""
+    with fastconv.use_backend(request.param):
+        yield request.param
+
+
+@pytest.fixture(params=AVAILABLE_BACKENDS)
 def kernel_module(request):
     """A backend's kernel module (the interface documented in fastconv._backend)."""
     return _backend._modules[request.param]

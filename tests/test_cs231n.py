@@ -7,18 +7,8 @@ F = torch.nn.functional
 
 import fastconv
 from fastconv import cs231n
+from helpers import randn
 
-BACKENDS = [b for b in ("cython", "reference") if b in fastconv._backend._modules]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    with fastconv.use_backend(request.param):
-        yield request.param
-
-
-def randn(*shape, seed=0, dtype=np.float64):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
 
 
 def distinct(*shape, seed=0):
@@ -51,7 +41,7 @@ CONV_CASES = [
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("x_shape, w_shape, stride, pad", CONV_CASES)
-def test_conv_forward_backward_match_torch(backend, x_shape, w_shape, stride, pad, dtype):
+def test_conv_forward_backward_match_torch(active_backend, x_shape, w_shape, stride, pad, dtype):
     x, w, b = randn(*x_shape, dtype=dtype), randn(*w_shape, seed=1, dtype=dtype), randn(w_shape[0], seed=2, dtype=dtype)
     out, cache = cs231n.conv_forward_fast(x, w, b, {"stride": stride, "pad": pad})
     dout = randn(*out.shape, seed=3, dtype=dtype)
@@ -120,7 +110,7 @@ POOL_CASES = [
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("x_shape, ph, pw, stride", POOL_CASES)
-def test_max_pool_matches_torch(backend, x_shape, ph, pw, stride, dtype):
+def test_max_pool_matches_torch(active_backend, x_shape, ph, pw, stride, dtype):
     x = distinct(*x_shape).astype(dtype)
     out, cache = cs231n.max_pool_forward_fast(x, {"pool_height": ph, "pool_width": pw, "stride": stride})
     dout = randn(*out.shape, seed=4, dtype=dtype)
@@ -150,7 +140,7 @@ def test_aliases_are_the_fast_functions():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_conv_relu_and_conv_relu_pool_match_torch(backend, dtype):
+def test_conv_relu_and_conv_relu_pool_match_torch(active_backend, dtype):
     x, w, b = randn(2, 3, 7, 7, dtype=dtype), randn(4, 3, 3, 3, seed=1, dtype=dtype), randn(4, seed=2, dtype=dtype)
     conv_param, pool_param = {"stride": 1, "pad": 1}, {"pool_height": 2, "pool_width": 2, "stride": 2}
 

@@ -6,18 +6,8 @@ torch = pytest.importorskip("torch")
 
 import fastconv
 from fastconv import nn
+from helpers import randn
 
-BACKENDS = [b for b in ("cython", "reference") if b in fastconv._backend._modules]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    with fastconv.use_backend(request.param):
-        yield request.param
-
-
-def randn(*shape, seed=0, dtype=np.float64):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
 
 
 def away_from_zero(*shape, seed=0):
@@ -69,7 +59,7 @@ GRADCHECK_CASES = [
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("name, make_layer, make_x", GRADCHECK_CASES, ids=[c[0] for c in GRADCHECK_CASES])
-def test_gradients_match_central_differences(backend, name, make_layer, make_x, mode):
+def test_gradients_match_central_differences(active_backend, name, make_layer, make_x, mode):
     layer = make_layer()
     if "batchnorm" in name:
         # Non-trivial running statistics and affine parameters, so eval mode is not identity.
@@ -192,7 +182,7 @@ TORCH_CASES = [
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name, ours, theirs, shape", TORCH_CASES, ids=[c[0] for c in TORCH_CASES])
-def test_layer_matches_torch(backend, name, ours, theirs, shape, dtype):
+def test_layer_matches_torch(active_backend, name, ours, theirs, shape, dtype):
     layer = ours(dtype)
     module = theirs().to(torch.float64 if dtype == np.float64 else torch.float32)
     _copy_params(layer, module)
@@ -356,7 +346,7 @@ def test_parameters_triples_and_sequential_names():
     assert all(layer.training for layer in model)
 
 
-def test_sequential_forward_backward_matches_torch(backend):
+def test_sequential_forward_backward_matches_torch(active_backend):
     ours = nn.Sequential(nn.Conv2D(2, 4, 3, padding=1, rng=0, **F64), nn.BatchNorm2D(4, **F64), nn.ReLU(**F64),
                          nn.MaxPool2D(2, **F64), nn.Flatten(**F64), nn.Linear(16, 3, rng=1, **F64))
     theirs = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),

@@ -7,18 +7,8 @@ F = torch.nn.functional
 
 import fastconv
 from fastconv import nn
+from helpers import randn
 
-BACKENDS = [b for b in ("cython", "reference") if b in fastconv._backend._modules]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    with fastconv.use_backend(request.param):
-        yield request.param
-
-
-def randn(*shape, seed=0, dtype=np.float64):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -123,7 +113,7 @@ OPTIMIZERS = [
 
 
 @pytest.mark.parametrize("name, kwargs, make_torch", OPTIMIZERS, ids=[o[0] for o in OPTIMIZERS])
-def test_optimizer_matches_torch_over_several_steps(backend, name, kwargs, make_torch):
+def test_optimizer_matches_torch_over_several_steps(active_backend, name, kwargs, make_torch):
     ours, theirs = _twin_models()
     opt = (nn.SGD if name.startswith("sgd") else nn.Adam)(ours, **kwargs)
     topt = make_torch(theirs.parameters())
@@ -179,7 +169,7 @@ def test_optimizer_errors():
 # A short training run
 # ----------------------------------------------------------------------------------------------
 
-def test_short_training_run_reduces_loss(backend):
+def test_short_training_run_reduces_loss(active_backend):
     """Separate two classes of 6x6 images (a bright top half vs a bright bottom half)."""
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 64)
