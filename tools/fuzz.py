@@ -863,6 +863,8 @@ def main(argv=None):
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per case before it is a hang")
     parser.add_argument("--functions", default=",".join(FUNCTIONS), help="comma-separated names")
     parser.add_argument("--backends", default=None, help="comma-separated (default: those available)")
+    parser.add_argument("--huge-functions", default=",".join(FUNCTIONS),
+                        help="functions that sometimes get hyper-parameters near 2**31 (comma-separated)")
     parser.add_argument("--verbose", action="store_true", help="print every case")
     parser.add_argument("--address-space", type=float, default=WORKER_ADDRESS_SPACE / 2**30,
                         help="GiB of address space per worker (0: no limit, needed under ASan)")
@@ -895,7 +897,7 @@ def main(argv=None):
                 break
             if opts.seconds is not None and time.monotonic() - start >= opts.seconds:
                 break
-            case = generate_case(src, names, backends)
+            case = generate_case(src, names, backends, tuple(opts.huge_functions.split(",")))
             status, detail = runner.run(case)
             counts["cases"] += 1
             counts[status] += 1
