@@ -153,10 +153,6 @@ def _run_isolated(code, timeout):
 
 
 @needs_compiled
-@pytest.mark.xfail(strict=True, reason=(
-    "compiled avg pooling loops over all KW kernel columns per output row, including the "
-    "~2**31 that only meet padding (about 30 s per call); fix: clip the `for j in range(KW)` "
-    "loops of _avg_pool_forward/_avg_pool_backward to [max(0, PW - (OW-1)*SW), min(KW, W + PW))"))
 @pytest.mark.parametrize("func", ["avg_pool2d", "avg_pool2d_backward"])
 def test_avg_pool_huge_kernel_width_is_fast(func):
     """A kernel ~2**31 wide over a 1-pixel input has one output, reading one real element."""

@@ -314,6 +314,9 @@ cdef void _avg_pool_forward(
     cdef floating* out
     # Divide (not multiply by a reciprocal) so the result matches sum / (KH*KW) exactly.
     cdef floating divisor = <floating>(KH * KW)
+    # Kernel columns outside [j_lo, j_hi) read only padding for every output: skip them (a
+    # kernel 2**31 wide over a narrow plane would otherwise loop for seconds doing nothing).
+    cdef Py_ssize_t j_lo = max(0, PW - (OW - 1) * SW), j_hi = min(KW, W + PW)
     cdef int nt = _threads_for(rows, NC * H * W, num_threads)
     for r in prange(rows, schedule='static', num_threads=nt):
         p = r // OH
@@ -328,7 +331,7 @@ cdef void _avg_pool_forward(
         for ow in range(OW):
             out[ow] = 0
         for h in range(hs, he):
-            for j in range(KW):
+            for j in range(j_lo, j_hi):
                 lo = _first_output(j, SW, PW)
                 hi = _end_output(j, W, OW, SW, PW)
                 # Input column of output lo (never left of the plane, unlike that of output 0).
@@ -359,6 +362,7 @@ cdef void _avg_pool_backward(
     cdef floating* dst
     cdef const floating* g
     cdef floating divisor = <floating>(KH * KW)
+    cdef Py_ssize_t j_lo = max(0, PW - (OW - 1) * SW), j_hi = min(KW, W + PW)  # as in forward
     cdef int nt = _threads_for(NC, NC * H * W, num_threads)
     for p in prange(NC, schedule='static', num_threads=nt):
         memset(dx + p * H * W, 0, H * W * sizeof(floating))
@@ -371,7 +375,7 @@ cdef void _avg_pool_backward(
             if he > H:
                 he = H
             for h in range(hs, he):
-                for j in range(KW):
+                for j in range(j_lo, j_hi):
                     lo = _first_output(j, SW, PW)
                     hi = _end_output(j, W, OW, SW, PW)
                     dst = dx + p * H * W + h * W + lo * SW + j - PW
