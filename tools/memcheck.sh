@@ -28,10 +28,6 @@ KERNEL_TESTS="tests/test_cython_conv.py tests/test_cython_pool.py tests/test_lay
   tests/test_validation.py tests/test_fuzz.py tests/test_size_limits.py tests/test_numerics.py
   tests/test_concurrency.py"
 
-# In-process fuzzing has no time limit per case: leave out of the huge-hyper-parameter cases
-# the average pooling kernels, which loop over every column of a ~2**31-wide kernel (~30 s a
-# call; see tests/test_size_limits.py::test_avg_pool_huge_kernel_width_is_fast).
-HUGE_FUNCTIONS=conv2d,conv2d_backward,conv1d,conv1d_backward,im2col,col2im,max_pool2d,max_pool2d_backward
 
 log() { printf '\n=== memcheck: %s ===\n' "$*"; }
 
@@ -180,7 +176,7 @@ for check in "${checks[@]}"; do
         (cd "$work/asan" \
             && LD_PRELOAD="$libasan" PYTHONPATH="$work/asan/src" "$PYTHON" "$work/driver.py" \
             && LD_PRELOAD="$libasan" PYTHONPATH="$work/asan/src" "$PYTHON" tools/fuzz.py --in-process \
-                --cases 4000 --seed 1 --huge-functions "$HUGE_FUNCTIONS" \
+                --cases 4000 --seed 1 \
                 2> >(grep -v "AddressSanitizer failed to allocate" >&2) \
             && LD_PRELOAD="$libasan" PYTHONPATH="$work/asan/src" "$PYTHON" -m pytest -q -p no:cacheprovider \
                 $KERNEL_TESTS) || status=1
