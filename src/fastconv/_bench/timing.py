@@ -55,13 +55,15 @@ def plan(estimates, repeat=None, min_repeat=5, max_repeat=200, target_seconds=2.
 
 
 def measure(impls, repeat=None, min_repeat=5, max_repeat=200, target_seconds=2.0,
-            min_sample_seconds=0.002, gap_seconds=0.001, on_repetition=None, on_plan=None):
+            min_sample_seconds=0.002, gap_seconds=0.001, max_gap_seconds=0.1, on_repetition=None, on_plan=None):
     """Time each of `impls` (name -> (forward, backward)) round-robin.
 
     Returns name -> {"total", "forward", "backward"}: dicts of median/min/max milliseconds per
     call, plus "samples" (per-call total ms of each repetition) and "number" (calls per sample).
-    The short sleep (`gap_seconds`) between implementations lets the spinning worker threads
-    of the previous one (OpenMP, OpenBLAS) go idle before the next starts.
+    A sleep between implementations lets the spinning worker threads of the previous one
+    (OpenMP, OpenBLAS) go idle before the next starts: as long as the previous sample took,
+    between `gap_seconds` and `max_gap_seconds` (OpenBLAS workers spin for tens of ms after a
+    large GEMM and otherwise steal the cores from whatever runs next).
     """
     names = list(impls)
     estimates = {}
@@ -87,10 +89,13 @@ def measure(impls, repeat=None, min_repeat=5, max_repeat=200, target_seconds=2.0
     try:
         for rep in range(reps):
             start = rep % len(names)
+            gap = gap_seconds
             for name in names[start:] + names[:start]:
-                if gap_seconds:
-                    time.sleep(gap_seconds)
+                if gap:
+                    time.sleep(gap)
                 samples[name].append(_sample(*impls[name], number[name]))
+                took = number[name] * sum(samples[name][-1])
+                gap = min(max_gap_seconds, max(gap_seconds, took)) if gap_seconds else 0.0
             if on_repetition is not None:
                 on_repetition()
     finally:
