@@ -6,6 +6,8 @@ from typing import Any
 
 from numpy.typing import ArrayLike
 
+from fastconv import cs231n as cs231n
+from fastconv import nn as nn
 from fastconv import reference as reference
 from fastconv._typing import FloatArray, IndexArray, IntOrPair, IntOrSingle, Shape4D
 
