@@ -273,6 +273,19 @@ cdef inline index_t clamp_threads(index_t threads, index_t tasks) noexcept nogil
     return threads if threads < tasks else tasks
 
 
+cdef inline const floating* column_block(const ConvPlan* p, const floating* x, index_t n,
+                                         floating* buf, index_t start, index_t stop,
+                                         int* ld) noexcept nogil:
+    """Columns [start, stop) of image n's im2col matrix, and their leading dimension in *ld: the
+    input plane itself for a pointwise convolution, otherwise im2col written into buf."""
+    if p.pointwise:
+        ld[0] = <int>p.ohw
+        return x + n * p.ckk * p.hw + start
+    im2col_image(x + n * p.g.channels * p.hw, buf, &p.g, start, stop)
+    ld[0] = <int>(stop - start)
+    return buf
+
+
 # ----------------------------------------------------------------------------------------------
 # Forward
 # ----------------------------------------------------------------------------------------------
@@ -294,13 +307,7 @@ cdef void forward_task(const ConvPlan* p, index_t task, const floating* x, const
             for q in range(stop - start):
                 out[f * p.ohw + q] = b[f]
         beta = 1
-    if p.pointwise:
-        cols = x + n * p.ckk * p.hw + start
-        ld = <int>p.ohw
-    else:
-        im2col_image(x + n * p.g.channels * p.hw, buf, &p.g, start, stop)
-        cols = buf
-        ld = <int>(stop - start)
+    cols = column_block(p, x, n, buf, start, stop, &ld)
     gemm(False, False, <int>p.filters, <int>(stop - start), <int>p.ckk, <floating>1, w, <int>p.ckk,
          cols, ld, beta, out, <int>p.ohw)
 
@@ -381,13 +388,7 @@ cdef void backward_chunk_task(const ConvPlan* p, index_t chunk, index_t n_chunks
             width = <int>(stop - start)
             d = dout + n * p.filters * p.ohw + start
             overwrite = n == first and block == 0
-            if p.pointwise:
-                cols = x + n * p.ckk * p.hw + start
-                ld = OHW
-            else:
-                im2col_image(x + n * p.g.channels * p.hw, buf, &p.g, start, stop)
-                cols = buf
-                ld = width
+            cols = column_block(p, x, n, buf, start, stop, &ld)
             gemm(False, True, F, CKK, width, <floating>1, d, OHW, cols, ld,
                  <floating>(0 if overwrite else 1), dw_part, CKK)
             add_row_sums(d, p.filters, width, p.ohw, db_part, overwrite)
@@ -417,13 +418,7 @@ cdef void weight_block_task(const ConvPlan* p, index_t task, index_t blocks_per_
         start = block * p.block_cols
         stop = min(start + p.block_cols, p.ohw)
         d = dout + n * p.filters * p.ohw + start
-        if p.pointwise:
-            cols = x + n * p.ckk * p.hw + start
-            ld = <int>p.ohw
-        else:
-            im2col_image(x + n * p.g.channels * p.hw, buf, &p.g, start, stop)
-            cols = buf
-            ld = <int>(stop - start)
+        cols = column_block(p, x, n, buf, start, stop, &ld)
         gemm(False, True, <int>p.filters, <int>p.ckk, <int>(stop - start), <floating>1,
              d, <int>p.ohw, cols, ld, <floating>(0 if first else 1), dw_part, <int>p.ckk)
         add_row_sums(d, p.filters, stop - start, p.ohw, db_part, first)
