@@ -17,7 +17,9 @@ from fastconv.nn._base import BackwardBeforeForwardError, Layer
 from fastconv.nn.activations import ReLU, Sigmoid, Tanh
 from fastconv.nn.containers import Sequential
 from fastconv.nn.gradcheck import gradcheck
-from fastconv.nn.layers import AvgPool2D, Conv1D, Conv2D, Flatten, Linear, MaxPool2D
+from fastconv.nn.conv import Conv1D, Conv2D
+from fastconv.nn.linear import Flatten, Linear
+from fastconv.nn.pooling import AvgPool2D, MaxPool2D
 from fastconv.nn.losses import SoftmaxCrossEntropy
 from fastconv.nn.normalization import BatchNorm1D, BatchNorm2D, Dropout
 from fastconv.nn.optim import SGD, Adam, Optimizer

@@ -1,0 +1,66 @@
+"""Dense layers: Linear, and Flatten, which turns feature maps into its input rows."""
+
+import numpy as np
+
+from fastconv.nn._base import Layer, kaiming_uniform, positive_int
+
+
+class Linear(Layer):
+    """Fully connected layer ``y = x @ weight.T + bias`` (``torch.nn.Linear``).
+
+    ``x`` has shape (..., in_features); ``weight`` is (out_features, in_features).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, *, dtype=np.float32, rng=None):
+        super().__init__(dtype=dtype, rng=rng)
+        self.in_features = positive_int("Linear", "in_features", in_features)
+        self.out_features = positive_int("Linear", "out_features", out_features)
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"Linear: bias must be True or False, got {bias!r}")
+        shape = (self.out_features, self.in_features)
+        self._add_param("weight", kaiming_uniform(self.rng, shape, self.in_features, self.dtype))
+        if bias:
+            self._add_param("bias", kaiming_uniform(self.rng, (self.out_features,), self.in_features, self.dtype))
+
+    def forward(self, x):
+        x = self._input(x)
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"Linear.forward: x must have shape (..., in_features={self.in_features}), "
+                f"got {x.shape}"
+            )
+        y = x @ self.params["weight"].T
+        if "bias" in self.params:
+            y += self.params["bias"]
+        self._cache = (x, y.shape)
+        return y
+
+    def backward(self, dout):
+        x, out_shape = self._need_cache()
+        dout = self._dout(dout, out_shape)
+        x2 = x.reshape(-1, self.in_features)
+        d2 = dout.reshape(-1, self.out_features)
+        self.grads["weight"] += d2.T @ x2
+        if "bias" in self.grads:
+            self.grads["bias"] += d2.sum(axis=0)
+        return dout @ self.params["weight"]
+
+    def _extra_repr(self):
+        return f"{self.in_features}, {self.out_features}, bias={'bias' in self.params}"
+
+
+class Flatten(Layer):
+    """Flatten every dimension after the batch: (N, ...) -> (N, prod(...)) (``torch.nn.Flatten``)."""
+
+    def forward(self, x):
+        x = self._input(x)
+        if x.ndim < 1:
+            raise ValueError("Flatten.forward: x must have a batch dimension, got a 0-D array")
+        self._cache = x.shape
+        # An explicit size (not -1) so an empty batch reshapes too.
+        return x.reshape(x.shape[0], int(np.prod(x.shape[1:], dtype=np.int64)))
+
+    def backward(self, dout):
+        in_shape = self._need_cache()
+        dout = self._dout(dout, (in_shape[0], int(np.prod(in_shape[1:], dtype=np.int64))))
+        return dout.reshape(in_shape)
