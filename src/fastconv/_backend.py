@@ -23,12 +23,15 @@ import os
 import threading
 import warnings
 
+from fastconv import _threads
+
 BACKENDS = ("cython", "reference")
 
 _modules = {"reference": importlib.import_module("fastconv.reference._vectorised")}
 extension_error = None  # why the compiled backend is missing, when it is
 try:
-    _modules["cython"] = importlib.import_module("fastconv._cython_backend")
+    with _threads.openmp_spin_policy():
+        _modules["cython"] = importlib.import_module("fastconv._cython_backend")
 except ImportError as exc:
     extension_error = exc
     warnings.warn(

@@ -47,6 +47,7 @@ def show_config():
     config.update(
         {
             "num_threads": _threads.get_num_threads(),
+            "openmp_wait_policy": _threads.wait_policy if config["openmp"] else None,
             "blas": _blas_info(),
             "python": sys.version.split()[0],
             "numpy": np.__version__,
