@@ -107,7 +107,11 @@ class BuildExtWithOpenMP(build_ext):
                 use_openmp = False
         else:
             print("fastconv: FASTCONV_USE_OPENMP=0, building without OpenMP", file=sys.stderr)
-        opt = ["/O2"] if self.compiler.compiler_type == "msvc" else ["-O3"]
+        # -ffp-contract=off: a*b + c stays two rounded operations (GCC contracts it into one FMA
+        # wherever the target has FMA, e.g. every aarch64 build), so that the kernels compute the
+        # same bits as the NumPy twins they are tested against. Micro-kernels that want FMA ask
+        # for it with intrinsics.
+        opt = ["/O2"] if self.compiler.compiler_type == "msvc" else ["-O3", "-ffp-contract=off"]
         if self.compiler.compiler_type != "msvc" and not _env_flag("FASTCONV_DEBUG_CYTHON"):
             # Python's own CFLAGS often carry -g: debug info would make each module ~5x larger
             # (a 2.7 MB wheel instead of well under 1 MB). A debug build keeps it.

@@ -3,7 +3,7 @@
 Arguments arrive checked; this module only adds the thread count and allocates nothing itself.
 """
 
-from fastconv._ext import _conv, _im2col, _pool
+from fastconv._ext import _conv, _dense, _im2col, _optim, _pool
 from fastconv._threads import get_num_threads
 
 # --- convolution and im2col/col2im (fastconv._ext._conv, fastconv._ext._im2col) ---------------
@@ -51,3 +51,27 @@ def avg_pool2d_backward(dout, input_shape, kernel_size, stride, padding):
     return _pool.avg_pool2d_backward(
         dout, tuple(input_shape), kernel_size, stride, padding, get_num_threads()
     )
+
+# --- fastconv.nn's dense layers and optimizers (fastconv._ext._dense, _optim) -----------------
+
+def linear(x, w, b):
+    """y (M, N) = x (M, K) @ w.T (+ b) on fastconv's threads."""
+    return _dense.linear_forward(x, w, b, get_num_threads())
+
+
+def linear_backward(dout, x, w, grad_w, grad_b):
+    """dx = dout @ w; adds dout.T @ x into grad_w and dout.sum(0) into grad_b (may be None)."""
+    return _dense.linear_backward(dout, x, w, grad_w, grad_b, get_num_threads())
+
+
+def sgd_update(param, grad, momentum_buffer, lr, momentum, weight_decay, nesterov, first):
+    """In-place SGD step on flat C-contiguous arrays (see fastconv.nn.optim.SGD)."""
+    _optim.sgd_update(param, grad, momentum_buffer, lr, momentum, weight_decay, nesterov, first,
+                      get_num_threads())
+
+
+def adam_update(param, grad, exp_avg, exp_avg_sq, step_size, beta1, beta2, bias_correction2_sqrt,
+                eps, weight_decay):
+    """In-place Adam step on flat C-contiguous arrays (see fastconv.nn.optim.Adam)."""
+    _optim.adam_update(param, grad, exp_avg, exp_avg_sq, step_size, beta1, beta2,
+                       bias_correction2_sqrt, eps, weight_decay, get_num_threads())

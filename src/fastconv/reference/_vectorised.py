@@ -123,3 +123,48 @@ def avg_pool2d_backward(dout, input_shape, kernel_size, stride, padding):
     share = dout / dout.dtype.type(kh * kw)
     cols = np.broadcast_to(share[:, :, None, None], (n, c, kh, kw, oh, ow))
     return col2im(cols.reshape(n, c * kh * kw, oh * ow), input_shape, kernel_size, stride, padding, (1, 1))
+
+
+# ----------------------------------------------------------------------------------------------
+# fastconv.nn's dense layers and optimizers (not public functions: the layers check their
+# arguments). The optimizer updates compute per element in the parameter's dtype with every
+# constant rounded to it once, in the compiled kernels' order (fastconv._ext._optim).
+# ----------------------------------------------------------------------------------------------
+
+def linear(x, w, b):
+    y = x @ w.T
+    if b is not None:
+        y += b
+    return y
+
+
+def linear_backward(dout, x, w, grad_w, grad_b):
+    grad_w += dout.T @ x
+    if grad_b is not None:
+        grad_b += dout.sum(axis=0)
+    return dout @ w
+
+
+def sgd_update(param, grad, momentum_buffer, lr, momentum, weight_decay, nesterov, first):
+    t = param.dtype.type
+    g = grad + t(weight_decay) * param if weight_decay else grad
+    if momentum_buffer is not None:
+        if first:
+            momentum_buffer[...] = g
+        else:
+            momentum_buffer *= t(momentum)
+            momentum_buffer += g
+        g = g + t(momentum) * momentum_buffer if nesterov else momentum_buffer
+    param -= t(lr) * g
+
+
+def adam_update(param, grad, exp_avg, exp_avg_sq, step_size, beta1, beta2, bias_correction2_sqrt,
+                eps, weight_decay):
+    t = param.dtype.type
+    g = grad + t(weight_decay) * param if weight_decay else grad
+    exp_avg *= t(beta1)
+    exp_avg += t(1.0 - beta1) * g
+    exp_avg_sq *= t(beta2)
+    exp_avg_sq += t(1.0 - beta2) * g * g
+    denom = np.sqrt(exp_avg_sq) / t(bias_correction2_sqrt) + t(eps)
+    param -= t(step_size) * (exp_avg / denom)
