@@ -26,7 +26,7 @@ trap 'rm -rf "$work"' EXIT
 # Tests that drive the compiled kernels (the rest of the suite exercises Python layers above).
 KERNEL_TESTS="tests/test_cython_conv.py tests/test_cython_pool.py tests/test_layouts.py
   tests/test_validation.py tests/test_fuzz.py tests/test_size_limits.py tests/test_numerics.py
-  tests/test_concurrency.py"
+  tests/test_concurrency.py tests/test_dense_optim.py"
 
 
 log() { printf '\n=== memcheck: %s ===\n' "$*"; }
