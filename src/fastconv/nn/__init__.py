@@ -14,8 +14,8 @@ fastconv backend. Example::
 """
 
 from fastconv.nn._base import BackwardBeforeForwardError, Layer
-from fastconv.nn.activations import ReLU, Sigmoid, Tanh
-from fastconv.nn.containers import Sequential
+from fastconv.nn.activations import LeakyReLU, ReLU, Sigmoid, Tanh
+from fastconv.nn.containers import Identity, Residual, Sequential
 from fastconv.nn.gradcheck import gradcheck
 from fastconv.nn.conv import Conv1D, Conv2D
 from fastconv.nn.linear import Flatten, Linear
@@ -23,10 +23,12 @@ from fastconv.nn.pooling import AvgPool2D, MaxPool2D
 from fastconv.nn.losses import SoftmaxCrossEntropy
 from fastconv.nn.normalization import BatchNorm1D, BatchNorm2D, Dropout
 from fastconv.nn.optim import SGD, Adam, Optimizer
+from fastconv.nn.schedules import CosineAnnealingLR, StepLR
 
 __all__ = [
     "Layer", "BackwardBeforeForwardError",
     "Conv2D", "Conv1D", "MaxPool2D", "AvgPool2D", "ReLU", "Sigmoid", "Tanh", "Flatten",
     "Linear", "BatchNorm1D", "BatchNorm2D", "Dropout", "Sequential",
-    "SoftmaxCrossEntropy", "SGD", "Adam", "Optimizer", "gradcheck",
+    "LeakyReLU", "Identity", "Residual",
+    "SoftmaxCrossEntropy", "SGD", "Adam", "Optimizer", "StepLR", "CosineAnnealingLR", "gradcheck",
 ]

@@ -1,4 +1,6 @@
-"""Elementwise activations: ReLU, Sigmoid, Tanh."""
+"""Elementwise activations: ReLU, Sigmoid, Tanh, LeakyReLU."""
+
+import numbers
 
 import numpy as np
 
@@ -51,3 +53,29 @@ class Tanh(Layer):
         y = self._need_cache()
         dout = self._dout(dout, y.shape)
         return dout * (1 - y * y)
+
+
+class LeakyReLU(Layer):
+    """``x`` where ``x > 0``, else ``negative_slope * x`` (``torch.nn.LeakyReLU``); the gradient
+    is ``negative_slope`` at ``x == 0``, as torch's, and NaN passes through."""
+
+    def __init__(self, negative_slope=0.01, *, dtype=np.float32, rng=None):
+        super().__init__(dtype=dtype, rng=rng)
+        if isinstance(negative_slope, (bool, np.bool_)) or not isinstance(negative_slope, numbers.Real):
+            raise TypeError(f"LeakyReLU: negative_slope must be a real number, got {negative_slope!r}")
+        if not np.isfinite(negative_slope):
+            raise ValueError(f"LeakyReLU: negative_slope must be finite, got {negative_slope!r}")
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x):
+        x = self._input(x)
+        self._cache = x
+        return np.where(x > 0, x, x * self.dtype.type(self.negative_slope))
+
+    def backward(self, dout):
+        x = self._need_cache()
+        dout = self._dout(dout, x.shape)
+        return np.where(x > 0, dout, dout * self.dtype.type(self.negative_slope))
+
+    def _extra_repr(self):
+        return f"negative_slope={self.negative_slope}"

@@ -46,6 +46,15 @@ class Optimizer:
         self.state = {name: {} for name, _, _ in self.parameters}
         self.step_count = 0
 
+    @property
+    def lr(self):
+        """The learning rate; settable (a schedule such as StepLR sets it once per epoch)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = _real(type(self).__name__, "lr", value)
+
     def zero_grad(self):
         """Reset the gradients of every optimised parameter to zero, in place."""
         for _, _, grad in self.parameters:
@@ -71,7 +80,7 @@ class SGD(Optimizer):
 
     def __init__(self, model, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
         super().__init__(model)
-        self.lr = _real("SGD", "lr", lr)
+        self.lr = lr
         self.momentum = _real("SGD", "momentum", momentum)
         self.weight_decay = _real("SGD", "weight_decay", weight_decay)
         self.nesterov = bool(nesterov)
@@ -98,7 +107,7 @@ class Adam(Optimizer):
 
     def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(model)
-        self.lr = _real("Adam", "lr", lr)
+        self.lr = lr
         try:
             beta1, beta2 = betas
         except (TypeError, ValueError):
