@@ -317,12 +317,13 @@ VALID_CALLS = [
 
 @pytest.mark.parametrize("fname, args, kwargs", VALID_CALLS, ids=[c[0] for c in VALID_CALLS])
 def test_kernels_receive_checked_arguments(spy, backend, fname, args, kwargs):
-    """The kernel interface of fastconv._backend: C-contiguous float arrays, int tuples."""
+    """The kernel interface of fastconv._backend: C-contiguous float arrays, int tuples, bool
+    options (ceil_mode, count_include_pad) and divisor_override as None or an int."""
     with pytest.raises(_KernelCalled):
         getattr(fc, fname)(*args, **kwargs, backend=backend)
     assert len(spy.calls) == 1
     name, kernel_args = spy.calls[0]
-    assert name == fname.replace("conv1d", "conv2d")
+    assert name == fname.replace("1d", "2d")  # the 1-D functions run the 2-D kernels
     arrays = [a for a in kernel_args if isinstance(a, np.ndarray)]
     assert arrays
     for a in arrays:
@@ -334,4 +335,4 @@ def test_kernels_receive_checked_arguments(spy, backend, fname, args, kwargs):
         if isinstance(a, tuple):
             assert all(type(v) is int for v in a), a
         else:
-            assert a is None or isinstance(a, np.ndarray), a
+            assert a is None or isinstance(a, np.ndarray) or type(a) in (bool, int), a

@@ -19,7 +19,7 @@ from fastconv.nn.containers import Sequential
 from fastconv.nn.gradcheck import gradcheck
 from fastconv.nn.conv import Conv1D, Conv2D
 from fastconv.nn.linear import Flatten, Linear
-from fastconv.nn.pooling import AvgPool2D, MaxPool2D
+from fastconv.nn.pooling import AdaptiveAvgPool2D, AvgPool1D, AvgPool2D, MaxPool1D, MaxPool2D
 from fastconv.nn.losses import SoftmaxCrossEntropy
 from fastconv.nn.normalization import BatchNorm1D, BatchNorm2D, Dropout
 from fastconv.nn.optim import SGD, Adam, Optimizer
