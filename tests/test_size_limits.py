@@ -203,6 +203,33 @@ def test_avg_pool_huge_kernel_width_is_fast(func):
     assert done.returncode == 0, done.stderr
 
 
+@needs_compiled
+def test_avg_pool_ceil_mode_window_a_huge_stride_away_is_fast():
+    """ceil_mode adds a second output window 2**30 columns after the first; the ~2**30 kernel
+    columns between them, which no output reads, are skipped (found by tools/fuzz.py: the
+    forward and backward took 100 s before). Kernel (3, 2**31 - 2), stride (1, 2**30), padding
+    (1, 2**30 - 1) over 3x3: window 0 covers columns [-(2**30 - 1), 2**30 - 1), window 1
+    [1, 2**31 - 1); divisors (count_include_pad: the extent inside the padded input) are
+    3 * (2**31 - 2) and 3 * (2**30 + 1)."""
+    seconds, done = _run_isolated("""
+        import numpy as np, fastconv as fc
+        x = np.arange(1.0, 19.0).reshape(1, 2, 3, 3)
+        geometry = ((3, 2**31 - 2), (1, 2**30), (1, 2**30 - 1), True)
+        y = fc.avg_pool2d(x, *geometry, backend="cython")
+        assert y.shape == (1, 2, 3, 2), y.shape
+        for oh in range(3):
+            rows = x[:, :, max(oh - 1, 0):oh + 2]
+            np.testing.assert_allclose(y[:, :, oh, 0], rows.sum(axis=(2, 3)) / (3 * (2**31 - 2)), rtol=1e-12)
+            np.testing.assert_allclose(y[:, :, oh, 1], rows[..., 1:].sum(axis=(2, 3)) / (3 * (2**30 + 1)), rtol=1e-12)
+        dx = fc.avg_pool2d_backward(np.ones_like(y), x.shape, *geometry, backend="cython")
+        coverage = np.array([2, 3, 2])[:, None]  # output rows whose window holds each input row
+        share = coverage * (1 / (3 * (2**31 - 2)) + np.array([0, 1, 1]) / (3 * (2**30 + 1)))
+        np.testing.assert_allclose(dx[0, 0], share, rtol=1e-12)
+    """, timeout=6)
+    assert seconds is not None, "did not finish within 6 s"
+    assert done.returncode == 0, done.stderr
+
+
 # ----------------------------------------------------------------------------------------------
 # Refusals, before any large allocation
 # ----------------------------------------------------------------------------------------------

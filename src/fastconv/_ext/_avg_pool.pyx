@@ -107,6 +107,14 @@ cdef inline index_t _columns_hi(const Window2D* g) noexcept nogil:
     return min(g.kernel_w, g.width + g.pad_w)
 
 
+cdef inline index_t _next_column(index_t lo, index_t SW, index_t PW) noexcept nogil:
+    """The next kernel column that some output reads, after one that none does (lo, its
+    _first_output, is then >= 1 and output lo reads right of the plane): the column where
+    output lo - 1 reads input column 0. Such gaps between the columns the outputs read come
+    from ceil_mode's last window, which may start up to a stride (2**31) after the others."""
+    return PW - (lo - 1) * SW
+
+
 # ----------------------------------------------------------------------------------------------
 # Forward
 # ----------------------------------------------------------------------------------------------
@@ -128,9 +136,13 @@ cdef void _avg_forward_row(const floating* plane, floating* out, const Window2D*
     for ow in range(OW):
         out[ow] = 0
     for h in range(hs, he):
-        for j in range(j_lo, j_hi):
+        j = j_lo
+        while j < j_hi:
             lo = _first_output(j, SW, PW)
             hi = _end_output(j, W, OW, SW, PW)
+            if lo >= hi:
+                j = _next_column(lo, SW, PW)
+                continue
             # Input column of output lo (never left of the plane, unlike that of output 0).
             src = plane + h * W + lo * SW + j - PW
             if SW == 2:  # constant stride: vectorised with interleaved loads
@@ -142,6 +154,7 @@ cdef void _avg_forward_row(const floating* plane, floating* out, const Window2D*
             else:
                 for k in range(hi - lo):
                     out[lo + k] = out[lo + k] + src[k * SW]
+            j += 1
     # Divide (not multiply by a reciprocal) so the result matches sum / divisor exactly.
     if div.uniform:
         divisor = <floating>div.uniform
@@ -190,9 +203,13 @@ cdef void _avg_backward_plane(const floating* dout, floating* dx, floating* shar
                 share[ow] = grad[ow] / <floating>(div.rows[oh] * div.cols[ow])
         _window_rows(g, oh, &hs, &he)
         for h in range(hs, he):
-            for j in range(j_lo, j_hi):
+            j = j_lo
+            while j < j_hi:
                 lo = _first_output(j, SW, PW)
                 hi = _end_output(j, W, OW, SW, PW)
+                if lo >= hi:
+                    j = _next_column(lo, SW, PW)
+                    continue
                 dst = dx + h * W + lo * SW + j - PW
                 if SW == 2:
                     for k in range(hi - lo):
@@ -203,6 +220,7 @@ cdef void _avg_backward_plane(const floating* dout, floating* dx, floating* shar
                 else:
                     for k in range(hi - lo):
                         dst[k * SW] += share[lo + k]
+                j += 1
 
 
 cdef void _avg_pool_backward(const floating* dout, floating* dx, floating* shares, const Window2D* g,
