@@ -148,11 +148,11 @@ def _max_pool(fname, nd, x, kernel_size, stride, padding, dilation, ceil_mode, b
                                                   dilation, ceil_mode)
     if x.shape[0] == 0:
         return np.zeros(out_shape, dtype=x.dtype), np.zeros(out_shape, dtype=np.int64)
-    if nd == 1:
-        kernel, stride, padding, dilation, ceil_mode = params
-        params = (*_window_as_2d(kernel, stride, padding), (1,) + dilation, ceil_mode)
-        x = x[:, :, None, :]
-    y, indices = kernels.max_pool2d(x, *params)
+    if nd == 2:
+        return kernels.max_pool2d(x, *params)
+    kernel, stride, padding, dilation, ceil_mode = params
+    y, indices = kernels.max_pool2d(x[:, :, None, :], *_window_as_2d(kernel, stride, padding),
+                                    (1,) + dilation, ceil_mode)
     return y.reshape(out_shape), indices.reshape(out_shape)
 
 
@@ -161,10 +161,10 @@ def _max_pool_backward(fname, nd, dout, indices, input_shape, backend):
     dout, indices, shape = check.max_pool_backward(fname, nd, dout, indices, input_shape)
     if shape[0] == 0:
         return np.zeros(shape, dtype=dout.dtype)
-    plane_shape = shape
-    if nd == 1:
-        dout, indices, plane_shape = dout[:, :, None, :], indices[:, :, None, :], shape[:2] + (1,) + shape[2:]
-    return kernels.max_pool2d_backward(dout, indices, plane_shape).reshape(shape)
+    if nd == 2:
+        return kernels.max_pool2d_backward(dout, indices, shape)
+    dx = kernels.max_pool2d_backward(dout[:, :, None, :], indices[:, :, None, :], shape[:2] + (1,) + shape[2:])
+    return dx.reshape(shape)
 
 
 def _avg_pool(fname, nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
@@ -174,10 +174,9 @@ def _avg_pool(fname, nd, x, kernel_size, stride, padding, ceil_mode, count_inclu
                                                   ceil_mode, count_include_pad, divisor_override)
     if x.shape[0] == 0:
         return np.zeros(out_shape, dtype=x.dtype)
-    if nd == 1:
-        params = (*_window_as_2d(*params[:3]), *params[3:])
-        x = x[:, :, None, :]
-    return kernels.avg_pool2d(x, *params).reshape(out_shape)
+    if nd == 2:
+        return kernels.avg_pool2d(x, *params)
+    return kernels.avg_pool2d(x[:, :, None, :], *_window_as_2d(*params[:3]), *params[3:]).reshape(out_shape)
 
 
 def _avg_pool_backward(fname, nd, dout, input_shape, kernel_size, stride, padding, ceil_mode,
@@ -187,11 +186,11 @@ def _avg_pool_backward(fname, nd, dout, input_shape, kernel_size, stride, paddin
                                                   padding, ceil_mode, count_include_pad, divisor_override)
     if shape[0] == 0:
         return np.zeros(shape, dtype=dout.dtype)
-    plane_shape = shape
-    if nd == 1:
-        params = (*_window_as_2d(*params[:3]), *params[3:])
-        dout, plane_shape = dout[:, :, None, :], shape[:2] + (1,) + shape[2:]
-    return kernels.avg_pool2d_backward(dout, plane_shape, *params).reshape(shape)
+    if nd == 2:
+        return kernels.avg_pool2d_backward(dout, shape, *params)
+    dx = kernels.avg_pool2d_backward(dout[:, :, None, :], shape[:2] + (1,) + shape[2:],
+                                     *_window_as_2d(*params[:3]), *params[3:])
+    return dx.reshape(shape)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *, backend=None):

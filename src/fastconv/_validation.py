@@ -164,18 +164,30 @@ def check_nonempty(fname, name, shape, axes_names):
             )
 
 
-def output_size(fname, nd, in_sizes, kernel, stride, padding, dilation):
-    """Output spatial size; ValueError when the dilated kernel exceeds the padded input."""
+def output_size(fname, nd, in_sizes, kernel, stride, padding, dilation, ceil_mode=False):
+    """Output spatial size; ValueError when the dilated kernel exceeds the padded input.
+
+    ``(size + 2p - span) / s + 1`` rounded down, or up with pooling's ceil_mode, which (as
+    torch) then drops a last window that would start in the right (bottom) padding; the last
+    window may still reach past the padding (the kernels clip it).
+    """
     out = []
     for axis, size, k, s, p, d in zip(_DIM_NAMES[nd], in_sizes, kernel, stride, padding, dilation):
         span = d * (k - 1) + 1
-        if size + 2 * p < span:
+        room = size + 2 * p - span  # how far the window slides inside the padded input
+        if ceil_mode:
+            count = -(-room // s) + 1
+            if (count - 1) * s >= size + p:
+                count -= 1
+        else:
+            count = room // s + 1
+        if count < 1:
             raise ValueError(
                 f"{fname}: the kernel spans {span} along {axis} (size {k}, dilation {d}) but the "
                 f"padded input has only {size + 2 * p} ({axis}={size}, padding={p}); the output "
-                f"would be empty"
+                f"would be empty" + (f" even with ceil_mode=True and stride {s}" if ceil_mode else "")
             )
-        out.append((size + 2 * p - span) // s + 1)
+        out.append(count)
     return tuple(out)
 
 
@@ -340,34 +352,6 @@ def divisor_override(fname, value):
     return value
 
 
-def pool_output_size(fname, nd, in_sizes, kernel, stride, padding, dilation, ceil_mode):
-    """Output sizes of torch's pooling_output_shape; ValueError when one would be < 1.
-
-    ``(size + 2p - span) / s + 1`` rounded down, or up with ceil_mode; with ceil_mode a last
-    window that would start in the right (bottom) padding is dropped, as torch. Such a window
-    may still reach past the padding: the kernels clip it.
-    """
-    out = []
-    for axis, size, k, s, p, d in zip(_DIM_NAMES[nd], in_sizes, kernel, stride, padding, dilation):
-        span = d * (k - 1) + 1
-        room = size + 2 * p - span  # how far the window slides inside the padded input
-        if ceil_mode:
-            count = -(-room // s) + 1
-            if (count - 1) * s >= size + p:
-                count -= 1
-        else:
-            count = room // s + 1
-        if count < 1:
-            kernel_text = f"size {k}, dilation {d}" if d != 1 else f"size {k}"
-            raise ValueError(
-                f"{fname}: the kernel spans {span} along {axis} ({kernel_text}) but the padded "
-                f"input has only {size + 2 * p} ({axis}={size}, padding={p}); the output would be "
-                f"empty" + (f" even with ceil_mode=True and stride {s}" if ceil_mode else "")
-            )
-        out.append(count)
-    return tuple(out)
-
-
 def _check_windows_read_input(fname, nd, in_sizes, kernel, padding, dilation):
     """Refuse a max pooling whose dilated window skips over the whole input.
 
@@ -415,7 +399,7 @@ def pool_params(fname, nd, in_sizes, kernel_size, stride, padding, dilation, cei
     kernel, stride, padding = pool_window(fname, nd, kernel_size, stride, padding)
     dilation = int_tuple(fname, "dilation", dilation, nd, 1)
     ceil_mode = flag(fname, "ceil_mode", ceil_mode)
-    out = pool_output_size(fname, nd, in_sizes, kernel, stride, padding, dilation, ceil_mode)
+    out = output_size(fname, nd, in_sizes, kernel, stride, padding, dilation, ceil_mode)
     if max_pool:
         _check_windows_read_input(fname, nd, in_sizes, kernel, padding, dilation)
     return (kernel, stride, padding, dilation, ceil_mode), out
@@ -441,6 +425,14 @@ def _dout(fname, nd, dout):
 def _converted_dout(fname, raw):
     (dout,), _ = float_arrays(fname, [("dout", raw)], [raw.ndim])
     return dout
+
+
+def _check_planes(fname, shape, dout_shape):
+    """A backward's input_shape and dout must have the same N and C."""
+    if shape[:2] != dout_shape[:2]:
+        raise ValueError(
+            f"{fname}: input_shape {shape} must have the same N and C as dout {dout_shape}"
+        )
 
 
 def max_pool_forward(fname, nd, x, kernel_size, stride, padding, dilation, ceil_mode):
@@ -492,10 +484,7 @@ def max_pool_backward(fname, nd, dout, indices, input_shape):
     if idx.shape != raw.shape:
         raise ValueError(f"{fname}: indices must have dout's shape {raw.shape}, got {idx.shape}")
     shape = input_shape_tuple(fname, input_shape, nd)
-    if shape[:2] != raw.shape[:2]:
-        raise ValueError(
-            f"{fname}: input_shape {shape} must have the same N and C as dout {raw.shape}"
-        )
+    _check_planes(fname, shape, raw.shape)
     plane = math.prod(shape[2:])
     if idx.size:
         # Compare in the indices' own dtype (a uint64 above 2**63 must not wrap to negative).
@@ -568,10 +557,7 @@ def adaptive_pool_backward(fname, dout, input_shape):
     """Returns (dout, input_shape); dout's (OH, OW) is the output size of the forward call."""
     raw = _dout(fname, 2, dout)
     shape = input_shape_tuple(fname, input_shape)
-    if shape[:2] != raw.shape[:2]:
-        raise ValueError(
-            f"{fname}: input_shape {shape} must have the same N and C as dout {raw.shape}"
-        )
+    _check_planes(fname, shape, raw.shape)
     if min(raw.shape[2:]) < 1:
         raise ValueError(
             f"{fname}: dout must have OH, OW >= 1 (the output_size of the forward call), "
