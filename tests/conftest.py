@@ -143,7 +143,7 @@ def pool_configs(draw, max_batch=2, max_channels=3, max_kernel=4, max_extra=5):
     }
 
 
-def _pool_axis_out(size, k, s, p, d, ceil_mode):
+def pool_axis_out(size, k, s, p, d, ceil_mode):
     """One axis of torch's pooling output size (aten's pooling_output_shape), written out here
     independently of fastconv: floor or ceil of (size + 2p - d(k-1) - 1) / s, plus 1; with
     ceil_mode a last window that would start in the right padding is dropped."""
@@ -184,10 +184,10 @@ def pool_option_configs(draw, kind="max", nd=2, max_batch=2, max_channels=3, max
         span = d * (k - 1) + 1
         smallest = max(1, span - 2 * p - (s - 1 if ceil_mode else 0))
         size = draw(st.integers(smallest, smallest + max_extra))
-        out = _pool_axis_out(size, k, s, p, d, ceil_mode)
+        out = pool_axis_out(size, k, s, p, d, ceil_mode)
         while not window_reads_input(size, k, s, p, d, out):  # only max pooling can get here
             size += 1
-            out = _pool_axis_out(size, k, s, p, d, ceil_mode)
+            out = pool_axis_out(size, k, s, p, d, ceil_mode)
         sizes.append(size)
     if nd == 1:
         spell = lambda v: v[0] if draw(st.booleans()) else tuple(v)  # noqa: E731
@@ -217,7 +217,7 @@ def pool_option_out_shape(cfg):
     kernel = norm(cfg["kernel_size"])
     stride = kernel if cfg["stride"] is None else norm(cfg["stride"])
     dilation = norm(cfg.get("dilation", 1))
-    out = [_pool_axis_out(size, k, s, p, d, cfg["ceil_mode"])
+    out = [pool_axis_out(size, k, s, p, d, cfg["ceil_mode"])
            for size, k, s, p, d in zip(sizes, kernel, stride, norm(cfg["padding"]), dilation)]
     return (n, c, *out)
 

@@ -9,6 +9,7 @@ non-contiguous inputs, and bitwise equality of the compiled kernels at 1, 2 and 
 """
 
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ import fastconv as fc
 from fastconv.reference import naive
 from conftest import (
     AVAILABLE_BACKENDS,
+    pool_axis_out,
     pool_option_configs,
     pool_option_out_shape,
     tolerances,
@@ -163,26 +165,27 @@ def test_adaptive_avg_pool2d_matches_torch(backend, cfg, dtype, seed):
 # ----------------------------------------------------------------------------------------------
 
 def _small_geometries():
+    """(size, kernel, stride, padding, dilation, ceil_mode) along one axis, torch's padding limit
+    kept, with whether torch's output-size formula (conftest.pool_axis_out) leaves a window."""
     for size, k, s, d, ceil_mode in itertools.product(range(1, 8), range(1, 5), range(1, 5), range(1, 4),
                                                       (False, True)):
         for p in range(k // 2 + 1):
-            yield size, k, s, p, d, ceil_mode
+            yield (size, k, s, p, d, ceil_mode), pool_axis_out(size, k, s, p, d, ceil_mode) >= 1
 
 
 def test_every_small_max_geometry_as_torch():
-    """Along W (H = 1): fastconv accepts exactly what torch accepts, with torch's output size
-    (ceil_mode's dropped last window included) and indices, except a window of padding alone,
-    which torch answers with -inf and an index outside the input and fastconv refuses."""
+    """Along W (H = 1): torch's output size (ceil_mode's dropped last window included) and
+    indices, except for a window of padding alone, which torch answers with -inf and an index
+    outside the input and fastconv refuses. Geometries without a window: refused."""
     checked = refused_padding_only = 0
-    for size, k, s, p, d, ceil_mode in _small_geometries():
+    for (size, k, s, p, d, ceil_mode), has_window in _small_geometries():
         x = np.arange(1.0, size + 1)[None, None, None, :]
         args = ((1, k), (1, s), (0, p), (1, d), ceil_mode)
-        try:
-            yt, it = F.max_pool2d(tensor(x), *args, return_indices=True)
-        except RuntimeError:
+        if not has_window:
             with pytest.raises(ValueError, match="max_pool2d: .*kernel"):
                 fc.max_pool2d(x, *args, backend="reference")
             continue
+        yt, it = F.max_pool2d(tensor(x), *args, return_indices=True)
         out = yt.shape[-1]
         if not window_reads_input(size, k, s, p, d, out):
             assert float(yt.min()) == -np.inf and int(it.max()) >= size  # torch's garbage
@@ -199,22 +202,39 @@ def test_every_small_max_geometry_as_torch():
 
 
 def test_every_small_avg_geometry_as_torch():
-    """Along H (W = 1): torch's acceptance, output size and divisors for every option."""
+    """Along H (W = 1): torch's output size and divisors for every option; geometries without a
+    window refused."""
     checked = 0
-    for size, k, s, p, _, ceil_mode in _small_geometries():
+    for (size, k, s, p, _, ceil_mode), has_window in _small_geometries():
         x = np.arange(1.0, size + 1)[None, None, :, None] ** 2
         for count_include_pad in (True, False):
             args = ((k, 1), (s, 1), (p, 0), ceil_mode, count_include_pad)
-            try:
-                yt = F.avg_pool2d(tensor(x), *args)
-            except RuntimeError:
+            if not pool_axis_out(size, k, s, p, 1, ceil_mode) >= 1:
                 with pytest.raises(ValueError, match="avg_pool2d: .*kernel"):
                     fc.avg_pool2d(x, *args, backend="reference")
                 continue
+            yt = F.avg_pool2d(tensor(x), *args)
             for backend in AVAILABLE_BACKENDS:
                 np.testing.assert_allclose(fc.avg_pool2d(x, *args, backend=backend), yt.numpy(), rtol=1e-14)
             checked += 1
     assert checked > 500
+
+
+@pytest.mark.skipif("asan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="a C++ exception thrown by torch aborts under a preloaded AddressSanitizer")
+def test_torch_refuses_the_small_geometries_without_a_window():
+    """The other half of the sweeps above: what the formula leaves no window for, torch refuses."""
+    refused = 0
+    for (size, k, s, p, d, ceil_mode), has_window in _small_geometries():
+        if has_window:
+            continue
+        with pytest.raises(RuntimeError, match="Output size is too small"):
+            F.max_pool2d(tensor(np.ones((1, 1, 1, size))), (1, k), (1, s), (0, p), (1, d), ceil_mode)
+        refused += 1
+        if d == 1:
+            with pytest.raises(RuntimeError, match="Output size is too small"):
+                F.avg_pool2d(tensor(np.ones((1, 1, size, 1))), (k, 1), (s, 1), (p, 0), ceil_mode)
+    assert refused > 300
 
 
 def test_max_pool_refuses_exactly_the_padding_only_windows():
@@ -228,10 +248,7 @@ def test_max_pool_refuses_exactly_the_padding_only_windows():
                 y, _ = fc.max_pool2d(x, (1, k), (1, s), (0, p), (1, d), ceil_mode, backend="reference")
             except ValueError as exc:
                 if "reads only padding" in str(exc):
-                    numerator = size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)
-                    out = numerator // s + 1
-                    if ceil_mode and (out - 1) * s >= size + p:
-                        out -= 1
+                    out = pool_axis_out(size, k, s, p, d, ceil_mode)
                     assert not window_reads_input(size, k, s, p, d, out), (size, k, s, p, d, ceil_mode)
                 continue
             assert window_reads_input(size, k, s, p, d, y.shape[-1]), (size, k, s, p, d, ceil_mode)
