@@ -19,6 +19,8 @@ from conftest import AVAILABLE_BACKENDS
 PUBLIC_FUNCTIONS = [
     "conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "im2col", "col2im",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "max_pool1d", "max_pool1d_backward", "avg_pool1d", "avg_pool1d_backward",
+    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
 ]
 
 
@@ -115,7 +117,14 @@ def test_reference_namespace_is_the_reference_backend():
         "max_pool2d_backward": (rng.standard_normal((2, 3, 3, 3)), rng.integers(0, 42, (2, 3, 3, 3)), x.shape),
         "avg_pool2d": (x, 2),
         "avg_pool2d_backward": (rng.standard_normal((2, 3, 3, 3)), x.shape, 2),
+        "max_pool1d": (x1, 3, 2, 1, 2, True),
+        "max_pool1d_backward": (rng.standard_normal((2, 3, 3)), rng.integers(0, 6, (2, 3, 3)), x1.shape),
+        "avg_pool1d": (x1, 3, 2, 1, True, False),
+        "avg_pool1d_backward": (rng.standard_normal((2, 3, 4)), x1.shape, 3, 2, 1, True, False),
+        "adaptive_avg_pool2d": (x, (4, 5)),
+        "adaptive_avg_pool2d_backward": (rng.standard_normal((2, 3, 4, 5)), x.shape),
     }
+    assert sorted(calls) == sorted(PUBLIC_FUNCTIONS)
     for active in AVAILABLE_BACKENDS:
         with fc.use_backend(active):
             for name, args in calls.items():

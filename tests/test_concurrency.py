@@ -45,6 +45,26 @@ def _workload(dtype, seed):
             ("avg_pool2d", (x, k, s, p)),
             ("avg_pool2d_backward", (r(*y.shape), x.shape, k, s, p)),
         ]
+    # The options, 1-D and adaptive pooling (parallel paths: >= 2**15 input elements).
+    for n, c, h, w, k, s, p, d in [(2, 3, 9, 10, 3, 2, 1, 2), (4, 16, 40, 41, (3, 2), (2, 1), 1, (2, 1))]:
+        x, x1 = r(n, c, h, w), r(n, c, 40 * w)
+        y, idx = fc.reference.max_pool2d(x, k, s, p, d, True)
+        y1, idx1 = fc.reference.max_pool1d(x1, 3, 2, 1, 2, True)
+        a = fc.reference.avg_pool2d(x, k, s, p, True, False, 3)
+        a1 = fc.reference.avg_pool1d(x1, 4, 3, 2, True, False)
+        calls += [
+            ("max_pool2d", (x, k, s, p, d, True)),
+            ("max_pool2d_backward", (r(*y.shape), idx, x.shape)),
+            ("avg_pool2d", (x, k, s, p, True, False, 3)),
+            ("avg_pool2d_backward", (r(*a.shape), x.shape, k, s, p, True, False, 3)),
+            ("max_pool1d", (x1, 3, 2, 1, 2, True)),
+            ("max_pool1d_backward", (r(*y1.shape), idx1, x1.shape)),
+            ("avg_pool1d", (x1, 4, 3, 2, True, False)),
+            ("avg_pool1d_backward", (r(*a1.shape), x1.shape, 4, 3, 2, True, False)),
+            ("adaptive_avg_pool2d", (x, (5, 3))),
+            ("adaptive_avg_pool2d_backward", (r(n, c, 5, 3), x.shape)),
+            ("adaptive_avg_pool2d", (x, 1)),
+        ]
     return calls
 
 
@@ -151,6 +171,10 @@ def _small_calls(dtype):
     cols = fc.im2col(x, 3, 1, 1)
     bad_idx = idx.copy()
     bad_idx[0, 0, 0, 0] = 64
+    x1 = x[:, :, 0]
+    y1, idx1 = fc.max_pool1d(x1, 2, dilation=2)
+    a = fc.avg_pool2d(x, 3, 2, 1, True, False, 5)
+    g = fc.adaptive_avg_pool2d(x, (3, 5))
     return [
         lambda be: fc.conv2d(x, w, b, 1, 1, backend=be),
         lambda be: fc.conv2d_backward(dout, x, w, 1, 1, backend=be),
@@ -162,6 +186,14 @@ def _small_calls(dtype):
         lambda be: fc.max_pool2d_backward(y, idx, x.shape, backend=be),
         lambda be: fc.avg_pool2d(x, 3, 2, 1, backend=be),
         lambda be: fc.avg_pool2d_backward(fc.avg_pool2d(x, 3, 2, 1), x.shape, 3, 2, 1, backend=be),
+        lambda be: fc.max_pool2d(x, 3, 2, 1, 2, True, backend=be),
+        lambda be: fc.avg_pool2d_backward(a, x.shape, 3, 2, 1, True, False, 5, backend=be),
+        lambda be: fc.max_pool1d_backward(y1, idx1, x1.shape, backend=be),
+        lambda be: fc.avg_pool1d(x1, 3, 2, 1, True, False, backend=be),
+        lambda be: fc.adaptive_avg_pool2d(x, (3, 5), backend=be),
+        lambda be: fc.adaptive_avg_pool2d_backward(g, x.shape, backend=be),
+        lambda be: _refused(lambda: fc.avg_pool2d(x, 2, divisor_override=0, backend=be)),
+        lambda be: _refused(lambda: fc.adaptive_avg_pool2d(x, 0, backend=be)),
         # Refused calls: the error path must not leak either (exceptions hold frames).
         lambda be: _refused(lambda: fc.max_pool2d_backward(y, bad_idx, x.shape, backend=be)),
         lambda be: _refused(lambda: fc.conv2d(x, w[:, :2], backend=be)),

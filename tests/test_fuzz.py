@@ -31,12 +31,6 @@ _spec.loader.exec_module(fuzz)
 # Seconds a case may take before it counts as a hang (the first case of a fresh worker also
 # pays for importing NumPy and fastconv in it).
 CASE_TIMEOUT = 20.0
-# Average pooling over a kernel of ~2**31 columns loops over every kernel column, even those
-# that only ever meet padding: about 30 s per call. Until the kernel clips that loop (see
-# tests/test_size_limits.py::test_avg_pool_huge_kernel_is_fast) huge hyper-parameters are
-# not drawn for these two here (tools/fuzz.py still draws them, and reports the hang).
-SLOW_WITH_HUGE_KERNELS = {"avg_pool2d", "avg_pool2d_backward"}
-HUGE_NAMES = tuple(n for n in fuzz.FUNCTIONS if n not in SLOW_WITH_HUGE_KERNELS)
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +91,7 @@ def test_harness_detects_a_wrong_result(monkeypatch):
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_fuzz(runner, name, data):
-    case = fuzz.generate_case(fuzz.HypothesisSource(data), (name,), tuple(AVAILABLE_BACKENDS),
-                              huge_names=HUGE_NAMES)
+    case = fuzz.generate_case(fuzz.HypothesisSource(data), (name,), tuple(AVAILABLE_BACKENDS))
     assert_passes(runner, case)
 
 
@@ -125,13 +118,33 @@ def _valid_args(name):
     if name == "col2im":
         return {"cols": rng.standard_normal((2, 18, 25)), "input_shape": (2, 2, 5, 5),
                 "kernel_size": 3, "stride": 1, "padding": 1, "dilation": 1}
-    if name in ("max_pool2d", "avg_pool2d"):
-        return {"x": x, "kernel_size": 3, "stride": 2, "padding": 1}
+    if name == "max_pool2d":
+        return {"x": x, "kernel_size": 3, "stride": 2, "padding": 1, "dilation": 1, "ceil_mode": True}
+    if name == "avg_pool2d":
+        return {"x": x, "kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True,
+                "count_include_pad": False, "divisor_override": 4}
     if name == "max_pool2d_backward":
         return {"dout": rng.standard_normal((2, 2, 3, 3)),
                 "indices": rng.integers(0, 25, (2, 2, 3, 3)), "input_shape": (2, 2, 5, 5)}
-    return {"dout": rng.standard_normal((2, 2, 3, 3)), "input_shape": (2, 2, 5, 5),
-            "kernel_size": 3, "stride": 2, "padding": 1}
+    if name == "avg_pool2d_backward":
+        return {"dout": rng.standard_normal((2, 2, 3, 3)), "input_shape": (2, 2, 5, 5),
+                "kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": False, "count_include_pad": True,
+                "divisor_override": None}
+    if name == "max_pool1d":
+        return {"x": x[:, :, 0], "kernel_size": 3, "stride": 2, "padding": 1, "dilation": 2, "ceil_mode": True}
+    if name == "avg_pool1d":
+        return {"x": x[:, :, 0], "kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True,
+                "count_include_pad": False}
+    if name == "max_pool1d_backward":
+        return {"dout": rng.standard_normal((2, 2, 3)), "indices": rng.integers(0, 5, (2, 2, 3)),
+                "input_shape": (2, 2, 5)}
+    if name == "avg_pool1d_backward":
+        return {"dout": rng.standard_normal((2, 2, 3)), "input_shape": (2, 2, 5), "kernel_size": 3,
+                "stride": 2, "padding": 1, "ceil_mode": True, "count_include_pad": False}
+    if name == "adaptive_avg_pool2d":
+        return {"x": x, "output_size": (3, 7)}
+    assert name == "adaptive_avg_pool2d_backward", name
+    return {"dout": rng.standard_normal((2, 2, 3, 7)), "input_shape": (2, 2, 5, 5)}
 
 
 def _cases_every_dtype():
@@ -163,11 +176,11 @@ ODD_HYPERPARAMETERS = fuzz.WEIRD_INTS + fuzz.WEIRD_OTHERS
 
 @pytest.mark.parametrize("where", AVAILABLE_BACKENDS)
 def test_every_odd_hyperparameter(runner, where):
-    """Each odd value in place of each hyper-parameter (and of input_shape and of one of its
-    entries): a result or a ValueError/TypeError, never anything else."""
+    """Each odd value in place of each hyper-parameter and pooling option (and of input_shape
+    and of one of its entries): a result or a ValueError/TypeError, never anything else."""
     count = 0
     for name in fuzz.FUNCTIONS:
-        keys = [k for k in _valid_args(name) if k in fuzz.HYPER_ARGS or k == "input_shape"]
+        keys = [k for k in _valid_args(name) if k in fuzz.HYPER_ARGS + fuzz.OPTION_ARGS or k == "input_shape"]
         for key in keys:
             for value in ODD_HYPERPARAMETERS:
                 for form in ("whole", "one entry"):
@@ -176,13 +189,13 @@ def test_every_odd_hyperparameter(runner, where):
                         args[key] = value
                     elif key == "input_shape":
                         shape = list(args[key])
-                        shape[count % 4] = value
+                        shape[count % len(shape)] = value
                         args[key] = tuple(shape)
                     else:
                         args[key] = (1, value)
                     assert_passes(runner, fuzz.Case(name, where, args, False, 1 + count % 3))
                     count += 1
-    assert count > 500
+    assert count > 1500
 
 
 @pytest.mark.parametrize("where", AVAILABLE_BACKENDS)

@@ -140,6 +140,40 @@ def test_pooling_with_kernel_height_near_2_31(dtype, stride_w):
                                rtol=1e-5)
 
 
+@needs_compiled
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pooling_options_with_hyperparameters_near_2_31(dtype):
+    """Dilation, stride and kernels of 2**31 - 1 with ceil_mode over tiny inputs: each result
+    worked out by hand from the window positions."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 3, 9)).astype(dtype)
+    # Rows: kernel 2 with dilation 2**31 - 1 and stride 2**31 - 1 under ceil_mode: one output
+    # row, whose taps are rows 0 and 2**31 - 1 (outside). Columns: kernel 2, dilation 2,
+    # padding 1: taps ow - 1 and ow + 1.
+    y, idx = fc.max_pool2d(x, 2, (H31, 1), (0, 1), (H31, 2), ceil_mode=True, backend="cython")
+    assert y.shape == (2, 3, 1, 9)
+    for ow in range(9):
+        exp_y, exp_idx = _window_max(x, [0], [q for q in (ow - 1, ow + 1) if 0 <= q < 9])
+        np.testing.assert_array_equal(y[:, :, 0, ow], exp_y)
+        np.testing.assert_array_equal(idx[:, :, 0, ow], exp_idx)
+    # max_pool1d: a kernel of 2**31 - 1 with padding 2**30 - 1: every window covers all of L.
+    x1 = x[:, :, 0, :4]
+    y1, idx1 = fc.max_pool1d(x1, H31, 1, 2**30 - 1, backend="cython")
+    assert y1.shape == (2, 3, 4)
+    np.testing.assert_array_equal(y1, np.repeat(x1.max(axis=-1, keepdims=True), 4, axis=-1))
+    np.testing.assert_array_equal(idx1, np.repeat(x1.argmax(axis=-1)[..., None], 4, axis=-1))
+    assert fc.max_pool1d_backward(np.ones_like(y1), idx1, x1.shape, backend="cython").sum() == y1.size
+    # avg_pool2d: a window 2**31 - 1 wide under ceil_mode over W = 9 is clipped to the input,
+    # so with count_include_pad its divisor is 9 (the padded extent is the input itself).
+    kernel, stride = (1, H31), (1, H31)
+    a = fc.avg_pool2d(x, kernel, stride, 0, ceil_mode=True, backend="cython")
+    np.testing.assert_allclose(a[..., 0], x.astype(np.float64).mean(axis=-1), rtol=1e-5)
+    a = fc.avg_pool2d(x, kernel, stride, 0, ceil_mode=True, divisor_override=H31, backend="cython")
+    np.testing.assert_allclose(a[..., 0], x.astype(np.float64).sum(axis=-1) / H31, rtol=1e-5)
+    dx = fc.avg_pool2d_backward(np.ones((2, 3, 3, 1), dtype), x.shape, kernel, stride, 0, True, backend="cython")
+    np.testing.assert_allclose(dx, np.full(x.shape, 1 / 9), rtol=1e-6)
+
+
 def _run_isolated(code, timeout):
     """Run code in a fresh interpreter; returns (seconds, CompletedProcess) or (None, None)
     on timeout (the child is killed)."""
@@ -164,6 +198,33 @@ def test_avg_pool_huge_kernel_width_is_fast(func):
         x = np.full((1, 1, 1, 1), 3.0)
         r = {call}
         assert r.shape == (1, 1, 1, 1) and r[0, 0, 0, 0] == 3.0 / K, r
+    """, timeout=6)
+    assert seconds is not None, "did not finish within 6 s"
+    assert done.returncode == 0, done.stderr
+
+
+@needs_compiled
+def test_avg_pool_ceil_mode_window_a_huge_stride_away_is_fast():
+    """ceil_mode adds a second output window 2**30 columns after the first; the ~2**30 kernel
+    columns between them, which no output reads, are skipped (found by tools/fuzz.py: the
+    forward and backward took 100 s before). Kernel (3, 2**31 - 2), stride (1, 2**30), padding
+    (1, 2**30 - 1) over 3x3: window 0 covers columns [-(2**30 - 1), 2**30 - 1), window 1
+    [1, 2**31 - 1); divisors (count_include_pad: the extent inside the padded input) are
+    3 * (2**31 - 2) and 3 * (2**30 + 1)."""
+    seconds, done = _run_isolated("""
+        import numpy as np, fastconv as fc
+        x = np.arange(1.0, 19.0).reshape(1, 2, 3, 3)
+        geometry = ((3, 2**31 - 2), (1, 2**30), (1, 2**30 - 1), True)
+        y = fc.avg_pool2d(x, *geometry, backend="cython")
+        assert y.shape == (1, 2, 3, 2), y.shape
+        for oh in range(3):
+            rows = x[:, :, max(oh - 1, 0):oh + 2]
+            np.testing.assert_allclose(y[:, :, oh, 0], rows.sum(axis=(2, 3)) / (3 * (2**31 - 2)), rtol=1e-12)
+            np.testing.assert_allclose(y[:, :, oh, 1], rows[..., 1:].sum(axis=(2, 3)) / (3 * (2**30 + 1)), rtol=1e-12)
+        dx = fc.avg_pool2d_backward(np.ones_like(y), x.shape, *geometry, backend="cython")
+        coverage = np.array([2, 3, 2])[:, None]  # output rows whose window holds each input row
+        share = coverage * (1 / (3 * (2**31 - 2)) + np.array([0, 1, 1]) / (3 * (2**30 + 1)))
+        np.testing.assert_allclose(dx[0, 0], share, rtol=1e-12)
     """, timeout=6)
     assert seconds is not None, "did not finish within 6 s"
     assert done.returncode == 0, done.stderr
@@ -202,6 +263,18 @@ def refused_calls():
                                                                      1, backend=b), "input_shape"),
         ("indices 2**32 in a 4x4 plane", lambda b: fc.max_pool2d_backward(
             np.ones((1, 1, 1, 1)), np.full((1, 1, 1, 1), 2**32), (1, 1, 4, 4), backend=b), "indices"),
+        # Pooling options and adaptive pooling.
+        ("dilation 2**31 pool", lambda b: fc.max_pool2d(X, 2, dilation=2**31, backend=b), "dilation"),
+        ("max_pool1d kernel 2**31", lambda b: fc.max_pool1d(X[:, :, 0], 2**31, padding=2**30, backend=b),
+         "kernel_size"),
+        ("divisor_override 2**40", lambda b: fc.avg_pool2d(X, 2, divisor_override=2**40, backend=b),
+         "divisor_override"),
+        ("adaptive output_size 2**31", lambda b: fc.adaptive_avg_pool2d(X, 2**31, backend=b), "output_size"),
+        ("adaptive output > 2**60 elements", lambda b: fc.adaptive_avg_pool2d(X, H31, backend=b), "output"),
+        ("adaptive windows beyond 64 bits", lambda b: fc.adaptive_avg_pool2d_backward(
+            np.ones((1, 1, 4096, 1)), (1, 1, 2**50, 1), backend=b), "64-bit"),
+        ("max_pool1d input_shape 2**61", lambda b: fc.max_pool1d_backward(
+            np.ones((1, 1, 1)), np.zeros((1, 1, 1), int), (1, 1, 2**61), backend=b), "input_shape"),
     ]
 
 
@@ -218,7 +291,9 @@ def test_refused_before_allocating(backend, case):
         tracemalloc.stop()
     message = str(info.value)
     assert message.split(":")[0] in {"conv2d", "conv1d", "im2col", "col2im", "max_pool2d", "avg_pool2d",
-                                     "max_pool2d_backward", "avg_pool2d_backward"}, message
+                                     "max_pool2d_backward", "avg_pool2d_backward", "max_pool1d",
+                                     "max_pool1d_backward", "adaptive_avg_pool2d",
+                                     "adaptive_avg_pool2d_backward"}, message
     if word:
         assert word in message, message
     assert peak < 16 << 20, f"{description}: {peak} bytes allocated before refusing"

@@ -21,6 +21,8 @@ DOUT1 = rng.standard_normal((2, 4, 6))
 COLS = rng.standard_normal((2, 27, 16))        # im2col(X, 3)
 POOL_DOUT = rng.standard_normal((2, 3, 3, 3))  # max_pool2d(X, 2)
 IDX = np.zeros((2, 3, 3, 3), dtype=np.int64)
+POOL_DOUT1 = rng.standard_normal((2, 3, 4))    # max_pool1d(X1, 2)
+IDX1 = np.zeros((2, 3, 4), dtype=np.int64)
 
 
 class NotAnArray:
@@ -171,6 +173,83 @@ CASES = [
     ("avg_pool2d_backward", (POOL_DOUT, X.shape, 0), {}, ValueError, "kernel_size"),
     ("avg_pool2d_backward", (POOL_DOUT, X.shape, 2.0), {}, TypeError, "kernel_size"),
     ("avg_pool2d_backward", (POOL_DOUT.astype(np.complex64), X.shape, 2), {}, TypeError, "dout"),
+    # --- pooling options: dilation, ceil_mode, count_include_pad, divisor_override -------------
+    ("max_pool2d", (X, 2), {"dilation": 0}, ValueError, "dilation"),
+    ("max_pool2d", (X, 2), {"dilation": (1, -2)}, ValueError, "dilation"),
+    ("max_pool2d", (X, 2), {"dilation": 1.5}, TypeError, "dilation"),
+    ("max_pool2d", (X, 3), {"dilation": 3}, ValueError, "kernel"),        # dilated kernel spans 7 > 6
+    ("max_pool2d", (X, 3), {"padding": 2, "dilation": 2}, ValueError, "padding"),  # torch: k // 2, undilated
+    ("max_pool2d", (X[:, :, :1], 2), {"padding": 1, "dilation": 2}, ValueError, "padding"),  # padding only
+    ("max_pool2d", (X, 7), {"stride": 1, "ceil_mode": True}, ValueError, "kernel"),
+    ("max_pool2d", (X, 2), {"ceil_mode": 1}, TypeError, "ceil_mode"),
+    ("max_pool2d", (X, 2), {"ceil_mode": "yes"}, TypeError, "ceil_mode"),
+    ("max_pool2d", (X, 2), {"ceil_mode": None}, TypeError, "ceil_mode"),
+    ("avg_pool2d", (X, 2), {"ceil_mode": 0}, TypeError, "ceil_mode"),
+    ("avg_pool2d", (X, 2), {"count_include_pad": 1}, TypeError, "count_include_pad"),
+    ("avg_pool2d", (X, 2), {"count_include_pad": None}, TypeError, "count_include_pad"),
+    ("avg_pool2d", (X, 2), {"divisor_override": 0}, ValueError, "divisor_override"),
+    ("avg_pool2d", (X, 2), {"divisor_override": -3}, ValueError, "divisor_override"),
+    ("avg_pool2d", (X, 2), {"divisor_override": 2**31}, ValueError, "divisor_override"),
+    ("avg_pool2d", (X, 2), {"divisor_override": 1.5}, TypeError, "divisor_override"),
+    ("avg_pool2d", (X, 2), {"divisor_override": True}, TypeError, "divisor_override"),
+    ("avg_pool2d", (X, 2), {"divisor_override": "2"}, TypeError, "divisor_override"),
+    ("avg_pool2d", (X, 7), {"stride": 1, "ceil_mode": True}, ValueError, "kernel"),
+    ("avg_pool2d_backward", (POOL_DOUT, X.shape, 3, 2), {}, ValueError, "dout"),  # 3x3 only with ceil_mode
+    ("avg_pool2d_backward", (POOL_DOUT, X.shape, 2), {"divisor_override": 0}, ValueError, "divisor_override"),
+    ("avg_pool2d_backward", (POOL_DOUT, X.shape, 2), {"count_include_pad": "no"}, TypeError, "count_include_pad"),
+    # --- max_pool1d / max_pool1d_backward ------------------------------------------------------
+    ("max_pool1d", (X, 2), {}, ValueError, "x"),
+    ("max_pool1d", (X1[0], 2), {}, ValueError, "x"),
+    ("max_pool1d", (X1[:, :, :0], 2), {}, ValueError, "x"),
+    ("max_pool1d", (X1, (2, 2)), {}, ValueError, "kernel_size"),
+    ("max_pool1d", (X1, 0), {}, ValueError, "kernel_size"),
+    ("max_pool1d", (X1, 9), {}, ValueError, "kernel"),
+    ("max_pool1d", (X1, 2), {"padding": 2}, ValueError, "padding"),
+    ("max_pool1d", (X1, 2), {"stride": 0}, ValueError, "stride"),
+    ("max_pool1d", (X1, 3), {"dilation": 4}, ValueError, "kernel"),
+    ("max_pool1d", (X1, 2), {"dilation": 2.0}, TypeError, "dilation"),
+    ("max_pool1d", (X1, 2), {"ceil_mode": "True"}, TypeError, "ceil_mode"),
+    ("max_pool1d", (X1.astype(np.complex64), 2), {}, TypeError, "x"),
+    ("max_pool1d_backward", (POOL_DOUT1, IDX1 + 8, X1.shape), {}, ValueError, "indices"),  # == L
+    ("max_pool1d_backward", (POOL_DOUT1, IDX1 - 1, X1.shape), {}, ValueError, "indices"),
+    ("max_pool1d_backward", (POOL_DOUT1, IDX1.astype(np.float32), X1.shape), {}, TypeError, "indices"),
+    ("max_pool1d_backward", (POOL_DOUT1, IDX1[:, :, :3], X1.shape), {}, ValueError, "indices"),
+    ("max_pool1d_backward", (POOL_DOUT1, IDX1, X.shape), {}, ValueError, "input_shape"),
+    ("max_pool1d_backward", (POOL_DOUT1, IDX1, (1, 3, 8)), {}, ValueError, "input_shape"),
+    ("max_pool1d_backward", (POOL_DOUT1, IDX1, (2, 3, 0)), {}, ValueError, "input_shape"),
+    ("max_pool1d_backward", (POOL_DOUT, IDX, X1.shape), {}, ValueError, "dout"),
+    # --- avg_pool1d / avg_pool1d_backward ------------------------------------------------------
+    ("avg_pool1d", (X, 2), {}, ValueError, "x"),
+    ("avg_pool1d", (X1, [2, 2]), {}, ValueError, "kernel_size"),
+    ("avg_pool1d", (X1, 2), {"padding": 2}, ValueError, "padding"),
+    ("avg_pool1d", (X1, 9), {"stride": 1, "ceil_mode": True}, ValueError, "kernel"),
+    ("avg_pool1d", (X1, 2), {"count_include_pad": 0}, TypeError, "count_include_pad"),
+    ("avg_pool1d", (X1.astype(str), 2), {}, TypeError, "x"),
+    ("avg_pool1d_backward", (POOL_DOUT1[:, :, :3], X1.shape, 2), {}, ValueError, "dout"),
+    ("avg_pool1d_backward", (POOL_DOUT1, X1.shape, 2), {"ceil_mode": True, "stride": 3}, ValueError, "dout"),
+    ("avg_pool1d_backward", (POOL_DOUT1, X1.shape[:2], 2), {}, ValueError, "input_shape"),
+    ("avg_pool1d_backward", (POOL_DOUT1[None], X1.shape, 2), {}, ValueError, "dout"),
+    # --- adaptive_avg_pool2d / adaptive_avg_pool2d_backward ----------------------------------------
+    ("adaptive_avg_pool2d", (X, 0), {}, ValueError, "output_size"),
+    ("adaptive_avg_pool2d", (X, (3, 0)), {}, ValueError, "output_size"),
+    ("adaptive_avg_pool2d", (X, [-1, 2]), {}, ValueError, "output_size"),
+    ("adaptive_avg_pool2d", (X, (1, 2, 3)), {}, ValueError, "output_size"),
+    ("adaptive_avg_pool2d", (X, ()), {}, ValueError, "output_size"),
+    ("adaptive_avg_pool2d", (X, 2**31), {}, ValueError, "output_size"),
+    ("adaptive_avg_pool2d", (X, 2.5), {}, TypeError, "output_size"),
+    ("adaptive_avg_pool2d", (X, "3"), {}, TypeError, "output_size"),
+    ("adaptive_avg_pool2d", (X, None), {}, TypeError, "output_size"),
+    ("adaptive_avg_pool2d", (X, (None, 2.0)), {}, TypeError, "output_size"),
+    ("adaptive_avg_pool2d", (X, True), {}, TypeError, "output_size"),
+    ("adaptive_avg_pool2d", (X[0], 2), {}, ValueError, "x"),
+    ("adaptive_avg_pool2d", (X[:, :, :0], 2), {}, ValueError, "x"),
+    ("adaptive_avg_pool2d", (X.astype(np.complex128), 2), {}, TypeError, "x"),
+    ("adaptive_avg_pool2d_backward", (POOL_DOUT[0], X.shape), {}, ValueError, "dout"),
+    ("adaptive_avg_pool2d_backward", (POOL_DOUT[:, :, :0], X.shape), {}, ValueError, "dout"),
+    ("adaptive_avg_pool2d_backward", (POOL_DOUT.astype(np.complex64), X.shape), {}, TypeError, "dout"),
+    ("adaptive_avg_pool2d_backward", (POOL_DOUT, (2, 4, 6, 6)), {}, ValueError, "input_shape"),
+    ("adaptive_avg_pool2d_backward", (POOL_DOUT, X.shape[:3]), {}, ValueError, "input_shape"),
+    ("adaptive_avg_pool2d_backward", (POOL_DOUT, (2, 3, 6.0, 6)), {}, TypeError, "input_shape"),
 ]
 
 
@@ -228,6 +307,20 @@ def test_batch_zero_is_still_validated(backend):
         fc.col2im(np.zeros((0, 27, 15)), (0, 3, 6, 6), 3, backend=backend)
     with pytest.raises(TypeError, match="indices"):
         fc.max_pool2d_backward(np.zeros((0, 3, 3, 3)), np.zeros((0, 3, 3, 3)), (0, 3, 6, 6), backend=backend)
+    with pytest.raises(ValueError, match="padding"):
+        fc.max_pool2d(np.zeros((0, 3, 1, 6)), 2, padding=1, dilation=2, backend=backend)
+    with pytest.raises(TypeError, match="ceil_mode"):
+        fc.max_pool1d(np.zeros((0, 3, 6)), 2, ceil_mode=1, backend=backend)
+    with pytest.raises(ValueError, match="divisor_override"):
+        fc.avg_pool2d(x0, 2, divisor_override=0, backend=backend)
+    with pytest.raises(ValueError, match="dout"):
+        fc.avg_pool1d_backward(np.zeros((0, 3, 2)), (0, 3, 6), 2, backend=backend)
+    with pytest.raises(ValueError, match="indices"):
+        fc.max_pool1d_backward(np.zeros((0, 3, 3)), np.zeros((0, 3, 2), int), (0, 3, 6), backend=backend)
+    with pytest.raises(ValueError, match="output_size"):
+        fc.adaptive_avg_pool2d(x0, 0, backend=backend)
+    with pytest.raises(ValueError, match="input_shape"):
+        fc.adaptive_avg_pool2d_backward(np.zeros((0, 3, 2, 2)), (0, 4, 6, 6), backend=backend)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -300,7 +393,7 @@ def test_no_kernel_runs_on_invalid_input(spy, backend, case):
     assert spy.calls == []
 
 
-VALID_CALLS = [
+VALID_CALLS = [  # odd but valid spellings, layouts and dtypes
     ("conv2d", (X.astype(np.float32)[:, :, ::-1], np.asfortranarray(W.astype(np.float32)), B.astype(np.float32)),
      {"stride": [2, 1], "padding": np.int64(1)}),
     ("conv2d_backward", (DOUT.astype(np.int32), X[..., ::1], W.T.T), {}),
@@ -312,17 +405,30 @@ VALID_CALLS = [
     ("max_pool2d_backward", (POOL_DOUT, IDX.astype(np.uint16), list(X.shape)), {}),
     ("avg_pool2d", (np.asfortranarray(X), (2, 3)), {"padding": (1, 0)}),
     ("avg_pool2d_backward", (POOL_DOUT, X.shape, 2), {}),
+    ("max_pool2d", (X.astype(np.float32), 3), {"stride": 2, "padding": 1, "dilation": (2, 1),
+                                             "ceil_mode": np.bool_(True)}),
+    ("avg_pool2d", (X, 3), {"stride": 2, "ceil_mode": True, "count_include_pad": False,
+                            "divisor_override": np.int64(3)}),
+    ("avg_pool2d_backward", (POOL_DOUT, X.shape, 3, 2), {"ceil_mode": True}),
+    ("max_pool1d", (X1[:, :, ::-1], [2]), {"dilation": np.int64(2), "ceil_mode": True}),
+    ("max_pool1d_backward", (POOL_DOUT1, IDX1.astype(np.int32), list(X1.shape)), {}),
+    ("avg_pool1d", (X1.astype(np.int16), 3), {"padding": 1, "ceil_mode": True}),
+    ("avg_pool1d_backward", (POOL_DOUT1, X1.shape, 2), {"count_include_pad": False}),
+    ("adaptive_avg_pool2d", (np.asfortranarray(X), np.array([2, 5])), {}),
+    ("adaptive_avg_pool2d", (X, (None, 4)), {}),
+    ("adaptive_avg_pool2d_backward", (POOL_DOUT, np.array(X.shape)), {}),
 ]
 
 
 @pytest.mark.parametrize("fname, args, kwargs", VALID_CALLS, ids=[c[0] for c in VALID_CALLS])
 def test_kernels_receive_checked_arguments(spy, backend, fname, args, kwargs):
-    """The kernel interface of fastconv._backend: C-contiguous float arrays, int tuples."""
+    """The kernel interface of fastconv._backend: C-contiguous float arrays, int tuples, bool
+    options (ceil_mode, count_include_pad) and divisor_override as None or an int."""
     with pytest.raises(_KernelCalled):
         getattr(fc, fname)(*args, **kwargs, backend=backend)
     assert len(spy.calls) == 1
     name, kernel_args = spy.calls[0]
-    assert name == fname.replace("conv1d", "conv2d")
+    assert name == fname.replace("1d", "2d")  # the 1-D functions run the 2-D kernels
     arrays = [a for a in kernel_args if isinstance(a, np.ndarray)]
     assert arrays
     for a in arrays:
@@ -334,4 +440,4 @@ def test_kernels_receive_checked_arguments(spy, backend, fname, args, kwargs):
         if isinstance(a, tuple):
             assert all(type(v) is int for v in a), a
         else:
-            assert a is None or isinstance(a, np.ndarray), a
+            assert a is None or isinstance(a, np.ndarray) or type(a) in (bool, int), a

@@ -28,6 +28,17 @@ def typed_usage() -> float:
     dp = fc.max_pool2d_backward(np.ones_like(p), idx, y.shape)
     a = fc.avg_pool2d(y, 3, stride=2, padding=1)
     da = fc.avg_pool2d_backward(np.ones_like(a), y.shape, 3, stride=2, padding=1)
+    pd, _ = fc.max_pool2d(y, (3, 2), dilation=2, ceil_mode=True)
+    ao = fc.avg_pool2d(y, 3, 2, 1, ceil_mode=True, count_include_pad=False, divisor_override=4)
+    dao = fc.avg_pool2d_backward(np.ones_like(ao), y.shape, 3, 2, 1, True, False, 4)
+    seq = y[:, :, 0, :]
+    p1, idx1 = fc.max_pool1d(seq, 2, padding=1, dilation=(2,), ceil_mode=True)
+    dp1 = fc.max_pool1d_backward(np.ones_like(p1), idx1, seq.shape)
+    a1 = fc.avg_pool1d(seq, [3], stride=2, count_include_pad=False)
+    da1 = fc.avg_pool1d_backward(np.ones_like(a1), seq.shape, 3, stride=2, count_include_pad=False)
+    g = fc.adaptive_avg_pool2d(y, (None, 2))
+    dg = fc.adaptive_avg_pool2d_backward(np.ones_like(g), y.shape)
+    gr = reference.adaptive_avg_pool2d(y, 1)
     r = reference.conv2d(x, w, b, padding=1)
 
     name: str = fc.get_backend()
@@ -41,7 +52,7 @@ def typed_usage() -> float:
     assert isinstance(config["openmp"], bool) and version
 
     first_index: int = int(idx.flat[0])
-    total = sum(float(v.sum()) for v in (dx, dw, db, dz[0], back, dp, da, r))
+    total = sum(float(v.sum()) for v in (dx, dw, db, dz[0], back, dp, da, r, pd, dao, dp1, da1, dg, gr))
     return total + first_index
 
 

@@ -4,8 +4,9 @@
 Each case is one call of a public function (``fastconv.<name>`` with ``backend=`` set, the
 active backend, or ``fastconv.reference.<name>``) on arguments built from a valid call by a few
 mutations: wrong ndim and shapes, zero-sized dimensions, every NumPy dtype, non-arrays, huge,
-negative and non-integer hyper-parameters, bad pooling indices and input shapes, mis-shaped
-cols and dout, NaN/inf/denormal data, odd memory layouts.
+negative and non-integer hyper-parameters and pooling options (ceil_mode, count_include_pad,
+divisor_override, output_size), bad pooling indices and input shapes, mis-shaped cols and dout,
+NaN/inf/denormal data, odd memory layouts.
 
 Cases run in a worker process (many cases per worker, for speed). A case passes when the call
 returns normally or raises ValueError/TypeError (MemoryError only for a NumPy allocation of more
@@ -29,6 +30,7 @@ tests/test_fuzz.py drives the same generator from hypothesis.
 import argparse
 import collections
 import faulthandler
+import math
 import os
 import pickle
 import random
@@ -46,7 +48,11 @@ import numpy as np
 FUNCTIONS = (
     "conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "im2col", "col2im",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "max_pool1d", "max_pool1d_backward", "avg_pool1d", "avg_pool1d_backward",
+    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
 )
+# Functions returning (values, int64 indices), whose results are compared exactly.
+MAX_POOLS = ("max_pool2d", "max_pool1d")
 
 # Each worker may use at most this much address space: a request for an enormous array then
 # fails quickly with MemoryError instead of paging the shared machine to death.
@@ -236,29 +242,44 @@ def _convert_dtype(array, dtype):
 # Valid calls (shapes from the formulas of API.md, never from fastconv)
 # ----------------------------------------------------------------------------------------------
 
-def out_size(size, k, s, p, d=1):
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+def out_size(size, k, s, p, d=1, ceil_mode=False):
+    """The output length of API.md; with ceil_mode torch's: rounded up, and a last window that
+    would start in the right padding dropped."""
+    out = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
 
 
-def _small_window(src, nd, pool=False):
-    """(kernel, stride, padding, dilation, input sizes) with an output of at least 1."""
+def windows_read_input(size, k, s, p, d, ceil_mode):
+    """Whether every pooling window along an axis has a tap inside the input."""
+    out = out_size(size, k, s, p, d, ceil_mode)
+    return all(any(0 <= o * s - p + i * d < size for i in range(k)) for o in range(out))
+
+
+def _small_window(src, nd, pool=None, ceil_mode=False, default_stride=False):
+    """(kernel, stride, padding, dilation, input sizes) with an output of at least 1.
+    pool: None (convolution), "max" or "avg"; default_stride: stride = kernel_size."""
     kernel, stride, padding, dilation, sizes = [], [], [], [], []
     for _ in range(nd):
         k = src.int(1, 4)
-        s = src.int(1, 3)
+        s = k if default_stride else src.int(1, 3)
         p = src.int(0, k // 2) if pool else src.int(0, 2)
-        d = 1 if pool else src.int(1, 2)
+        d = src.int(1, 2) if pool in (None, "max") else 1
         span = d * (k - 1) + 1
-        lo = max(1, span - 2 * p)
+        lo = max(1, span - 2 * p - (s - 1 if ceil_mode else 0))
+        size = src.int(lo, lo + 5)
+        while pool == "max" and not windows_read_input(size, k, s, p, d, ceil_mode):
+            size += 1  # fastconv refuses a max-pooling window of padding alone
         kernel.append(k), stride.append(s), padding.append(p), dilation.append(d)
-        sizes.append(src.int(lo, lo + 5))
+        sizes.append(size)
     return kernel, stride, padding, dilation, sizes
 
 
 HUGE = 2**31 - 1  # the largest hyper-parameter fastconv accepts
 
 
-def huge_window(src, nd, pool=False):
+def huge_window(src, nd, pool=None, ceil_mode=False, default_stride=False):
     """Like valid_window, but with hyper-parameters up to 2**31 - 1 and a tiny output: dilated
     kernels (convolution) or kernels (pooling) of ~2**31 over a tiny input, almost all padding.
     Exercises every index product of the kernels near and beyond 2**31 and 2**32."""
@@ -266,11 +287,12 @@ def huge_window(src, nd, pool=False):
     for _ in range(nd):
         size = src.int(1, 4)
         s = src.choice((1, 2, 3, HUGE, 2**30))
-        if pool:
+        if pool:  # every window valid without ceil_mode, hence with it too
             k = src.choice((1, 2, 3, HUGE, HUGE - 1, 2**30, 2**20 + 1))
             d = 1
             # padding <= k // 2 and size + 2p >= k: p = k // 2 - t with 2t <= size - k % 2
             p = k // 2 - src.int(0, min(k // 2, max(0, (size - k % 2) // 2)))
+            s = k if default_stride else s
         else:
             k = src.choice((1, 2, 3))
             d = src.choice((1, 2, HUGE, 2**30 + 1, 2**20)) if k > 1 else src.choice((1, HUGE))
@@ -313,28 +335,55 @@ def valid_call(src, name, huge=False):
         outs = [out_size(*v) for v in zip((h, w_), kernel, stride, padding, dilation)]
         cols = make_array(src, (n, c * kernel[0] * kernel[1], outs[0] * outs[1]), dtype)
         return {"cols": cols, "input_shape": (n, c, h, w_), **hyper}, 2
-    kernel, stride, padding, _, (h, w_) = valid_window(src, 2, pool=True)
-    stride_arg = None if src.int(0, 3) == 0 else spell_pair(src, stride)
-    if stride_arg is None:
-        stride = kernel
-    outs = [out_size(*v) for v in zip((h, w_), kernel, stride, padding)]
-    input_shape = spell_shape(src, (n, c, h, w_))
-    if name == "max_pool2d":
-        return {"x": make_array(src, (n, c, h, w_), dtype), "kernel_size": spell_pair(src, kernel),
-                "stride": stride_arg, "padding": spell_pair(src, padding)}, 2
-    if name == "max_pool2d_backward":
-        dout = make_array(src, (n, c, *outs), dtype)
+    if name.startswith("adaptive"):
+        return adaptive_call(src, name, n, c, dtype), 2
+    nd = 1 if "1d" in name else 2
+    kind = "max" if name.startswith("max") else "avg"
+    ceil_mode, default_stride = src.bool(), src.int(0, 3) == 0
+    kernel, stride, padding, dilation, sizes = valid_window(src, nd, kind, ceil_mode, default_stride)
+    outs = [out_size(*v, ceil_mode) for v in zip(sizes, kernel, stride, padding, dilation)]
+    window = {"kernel_size": spell_pair(src, kernel, nd),
+              "stride": None if default_stride else spell_pair(src, stride, nd),
+              "padding": spell_pair(src, padding, nd)}
+    # Options are left at their defaults now and then, and spelled as bools or NumPy bools.
+    options = {}
+    if kind == "max" and (max(dilation) > 1 or src.bool()):
+        options["dilation"] = spell_pair(src, dilation, nd)
+    if ceil_mode or src.bool():
+        options["ceil_mode"] = np.bool_(ceil_mode) if src.bool() else ceil_mode
+    if kind == "avg":
+        if src.bool():
+            options["count_include_pad"] = src.bool()
+        if nd == 2 and src.bool():
+            options["divisor_override"] = spell_int(src, src.choice((1, 2, 3, 7, HUGE)))
+    input_shape = spell_shape(src, (n, c, *sizes))
+    if name == f"{kind}_pool{nd}d":
+        return {"x": make_array(src, (n, c, *sizes), dtype), **window, **options}, nd
+    dout = make_array(src, (n, c, *outs), dtype)
+    if kind == "max":
         rng = np.random.default_rng(src.int(0, 2**32 - 1))
         idx_dtype = src.choice((np.int64, np.int64, np.int32, np.uint8, np.uint64, np.intp))
-        top = min(h * w_, np.iinfo(idx_dtype).max + 1)
+        top = min(math.prod(sizes), np.iinfo(idx_dtype).max + 1)
         indices = relayout(src, rng.integers(0, top, size=dout.shape).astype(idx_dtype))
-        return {"dout": dout, "indices": indices, "input_shape": input_shape}, 2
-    if name == "avg_pool2d":
-        return {"x": make_array(src, (n, c, h, w_), dtype), "kernel_size": spell_pair(src, kernel),
-                "stride": stride_arg, "padding": spell_pair(src, padding)}, 2
-    dout = make_array(src, (n, c, *outs), dtype)
-    return {"dout": dout, "input_shape": input_shape, "kernel_size": spell_pair(src, kernel),
-            "stride": stride_arg, "padding": spell_pair(src, padding)}, 2
+        return {"dout": dout, "indices": indices, "input_shape": input_shape}, nd
+    return {"dout": dout, "input_shape": input_shape, **window, **options}, nd
+
+
+def adaptive_call(src, name, n, c, dtype):
+    """A valid adaptive_avg_pool2d (or backward) call: outputs smaller and larger than the
+    input, None entries (the input size) in the forward."""
+    h, w_ = src.int(1, 9), src.int(1, 9)
+    oh, ow = src.choice((1, 2, 3, 5, 12)), src.choice((1, 2, 4, 7, 16))
+    if name == "adaptive_avg_pool2d_backward":
+        return {"dout": make_array(src, (n, c, oh, ow), dtype), "input_shape": spell_shape(src, (n, c, h, w_))}
+    form = src.choice(("pair", "int", "none_h", "none_w"))
+    if form == "int":
+        output_size = spell_int(src, oh)
+    elif form == "pair":
+        output_size = spell_pair(src, (oh, ow))
+    else:
+        output_size = (None, spell_int(src, ow)) if form == "none_h" else [spell_int(src, oh), None]
+    return {"x": make_array(src, (n, c, h, w_), dtype), "output_size": output_size}
 
 
 def spell_shape(src, shape):
@@ -353,12 +402,14 @@ def spell_shape(src, shape):
 # ----------------------------------------------------------------------------------------------
 
 ARRAY_ARGS = ("x", "w", "b", "dout", "cols", "indices")
-HYPER_ARGS = ("kernel_size", "stride", "padding", "dilation")
+HYPER_ARGS = ("kernel_size", "stride", "padding", "dilation", "output_size")  # ints or pairs of ints
+OPTION_ARGS = ("ceil_mode", "count_include_pad", "divisor_override")           # bools, None or an int
 
 
 def mutate(src, name, args, nd):
     arrays = [k for k in args if k in ARRAY_ARGS and isinstance(args[k], np.ndarray)]
     hypers = [k for k in args if k in HYPER_ARGS]
+    options = [k for k in args if k in OPTION_ARGS]
     kind = src.choice((
         "dtype", "ndim", "dim", "zero_dim", "not_array", "hyper", "hyper", "hyper_big",
         "input_shape", "indices", "special", "layout", "valid_spelling",
@@ -400,8 +451,8 @@ def mutate(src, name, args, nd):
             args[key] = src.choice([None, 3.0, "abc", [[1.0, 2.0], [3.0]], {"a": 1}, NotAnArray(),
                                     [], [[[[]]]], np.float64(2.0), b"xy"])
             return False
-    if kind in ("hyper", "hyper_big") and hypers:
-        key = src.choice(hypers)
+    if kind in ("hyper", "hyper_big") and hypers + options:
+        key = src.choice(hypers + options)
         if kind == "hyper_big":
             value = src.choice(WEIRD_INTS)
             if src.bool():
@@ -413,21 +464,22 @@ def mutate(src, name, args, nd):
     if kind == "input_shape" and _is_shape(args.get("input_shape")):
         shape = [int(v) for v in args["input_shape"]]
         how = src.choice(("len", "neg", "zero", "huge", "float", "string", "dim", "nested"))
+        last = len(shape) - 1
         if how == "len":
-            shape = shape + [1] if src.bool() else shape[:3]
+            shape = shape + [1] if src.bool() else shape[:last]
         elif how == "neg":
-            shape[src.int(0, 3)] = -src.int(1, 3)
+            shape[src.int(0, last)] = -src.int(1, 3)
         elif how == "zero":
-            shape[src.int(1, 3)] = 0
+            shape[src.int(1, last)] = 0
         elif how == "huge":
-            shape[src.int(0, 3)] = src.choice((2**31, 2**32 + 3, 2**62, 2**63, 2**64, 10**30))
+            shape[src.int(0, last)] = src.choice((2**31, 2**32 + 3, 2**62, 2**63, 2**64, 10**30))
         elif how == "float":
-            shape[src.int(0, 3)] = 2.0
+            shape[src.int(0, last)] = 2.0
         elif how == "string":
             args["input_shape"] = "1,1,4,4"
             return False
         elif how == "dim":
-            axis = src.int(0, 3)
+            axis = src.int(0, last)
             shape[axis] += src.choice((-1, 1, 3))
             args["input_shape"] = tuple(shape)
             return None  # may or may not stay valid (e.g. H + 1 with a stride of 2)
@@ -438,14 +490,14 @@ def mutate(src, name, args, nd):
         return False
     if kind == "indices" and isinstance(args.get("indices"), np.ndarray) and args["indices"].ndim:
         idx = np.array(args["indices"])
-        n, c, h, w = [int(v) for v in args["input_shape"]] if _is_shape(args["input_shape"]) else (1, 1, 1, 1)
+        plane = math.prod(int(v) for v in args["input_shape"][2:]) if _is_shape(args["input_shape"]) else 1
         how = src.choice(("too_big", "negative", "float", "bool", "uint64", "shape", "object", "int8"))
         if idx.dtype.kind not in "iufb":
             return False
         if how in ("too_big", "negative") and idx.size:
             flat = idx.astype(np.int64).reshape(-1)
             pos = src.int(0, flat.size - 1)
-            flat[pos] = (h * w + src.choice((0, 1, 2**31, 2**40))) if how == "too_big" else -src.choice((1, 2**31, 2**63))
+            flat[pos] = (plane + src.choice((0, 1, 2**31, 2**40))) if how == "too_big" else -src.choice((1, 2**31, 2**63))
             args["indices"] = flat.reshape(idx.shape)
         elif how == "float":
             args["indices"] = idx.astype(np.float64)
@@ -477,7 +529,7 @@ def mutate(src, name, args, nd):
 
 def _is_shape(value):
     try:
-        return len(value) == 4 and all(isinstance(v, (int, np.integer)) for v in value)
+        return len(value) in (3, 4) and all(isinstance(v, (int, np.integer)) for v in value)
     except TypeError:
         return False
 
@@ -651,10 +703,10 @@ def run_case(case):
         if any(np.shares_memory(out, a) for a in inputs):
             return "wrong", "result shares memory with an input"
     dtype = _expected_dtype(case)
-    float_outs = outputs if case.name != "max_pool2d" else outputs[:1]
+    float_outs = outputs if case.name not in MAX_POOLS else outputs[:1]
     if any(o.dtype != dtype for o in float_outs):
         return "wrong", f"result dtype {[o.dtype for o in outputs]}, expected {np.dtype(dtype)}"
-    if case.name == "max_pool2d" and outputs[1].dtype != np.int64:
+    if case.name in MAX_POOLS and outputs[1].dtype != np.int64:
         return "wrong", f"indices dtype {outputs[1].dtype}"
     # The oracle: the same call on the reference backend (skipped when it would be too slow,
     # e.g. a huge padding that the reference materialises).
@@ -677,7 +729,7 @@ def run_case(case):
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         tame = _tame(case)
-        exact = case.name in ("max_pool2d", "im2col")  # no arithmetic: bitwise equal
+        exact = case.name in MAX_POOLS + ("im2col",)  # no arithmetic: bitwise equal
         for k, (a, b) in enumerate(zip(outputs, expected)):
             if not _close(a, b, dtype, tame, exact):
                 return "wrong", f"output {k} differs from the reference (max |diff| {_maxdiff(a, b)})"

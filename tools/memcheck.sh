@@ -24,9 +24,9 @@ checks=("$@")
 work=$(mktemp -d "${TMPDIR:-/tmp}/fastconv-memcheck.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 # Tests that drive the compiled kernels (the rest of the suite exercises Python layers above).
-KERNEL_TESTS="tests/test_cython_conv.py tests/test_cython_pool.py tests/test_layouts.py
-  tests/test_validation.py tests/test_fuzz.py tests/test_size_limits.py tests/test_numerics.py
-  tests/test_concurrency.py tests/test_dense_optim.py"
+KERNEL_TESTS="tests/test_cython_conv.py tests/test_cython_pool.py tests/test_pool_options.py
+  tests/test_layouts.py tests/test_validation.py tests/test_fuzz.py tests/test_size_limits.py
+  tests/test_numerics.py tests/test_concurrency.py tests/test_dense_optim.py"
 
 
 log() { printf '\n=== memcheck: %s ===\n' "$*"; }
@@ -107,6 +107,18 @@ if not quick:
 H31 = 2**31 - 1
 huge_pool = [(1, 2, 3, 4, (H31, 3), (1, 2), (H31 // 2, 1)), (2, 1, 2, 4, (3, 2**20 + 1), (2, 2), (1, 2**19)),
              (1, 1, 4, 3, (2**30, H31), (H31, 1), (2**29, 2**30 - 1))]
+# (N, C, H, W, kernel, stride, padding, dilation): ceil_mode windows reaching past the padding,
+# dilations larger than the input, SIMD interiors (stride 1 and 2) and scalar edges.
+option_shapes = [
+    (1, 1, 1, 1, 1, 1, 0, 1), (2, 3, 5, 7, 2, 3, 1, 2), (1, 2, 7, 5, 3, 2, 1, (2, 1)),
+    (2, 1, 9, 11, (3, 2), (1, 2), (1, 1), (1, 3)), (1, 1, 4, 13, (1, 5), (3, 2), (0, 2), 1),
+    (3, 2, 8, 8, 4, 3, 2, 2), (1, 3, 2, 2, 3, 2, 0, 1),
+]
+if not quick:
+    option_shapes += [(4, 16, 56, 57, 3, 2, 1, 2), (2, 8, 33, 64, 2, 2, 1, (1, 2)), (1, 32, 30, 35, (3, 5), 1, (1, 2), 1)]
+# Dilation and stride of 2**31 - 1 with ceil_mode over tiny inputs (one output row, whose second
+# tap is far outside), and ceil_mode's second window a 2**30 stride after the first.
+huge_options = [(1, 2, 3, 9, 2, (H31, 1), (0, 1), (H31, 2)), (1, 2, 3, 3, (3, 2**31 - 2), (1, 2**30), (1, 2**30 - 1), 1)]
 huge_conv = [(1, 2, 3, 4, 2, 2, 2, (1, H31), (2**30, 2**30), (H31, H31)), (2, 1, 2, 2, 1, 3, 1, H31, (2**30 + 2, 0), (2**30 + 1, 1))]
 
 for dtype, threads in itertools.product((np.float32, np.float64), (1, 2)):
@@ -150,6 +162,47 @@ for dtype, threads in itertools.product((np.float32, np.float64), (1, 2)):
                 fc.avg_pool2d(x, k, s, p, backend="cython")
                 fc.avg_pool2d_backward(y, x.shape, k, s, p, backend="cython")
             count += 1
+    # Pooling options (dilation, ceil_mode: windows reaching past the padding, count_include_pad,
+    # divisor_override), 1-D pooling and adaptive average pooling.
+    for n, c, h, w, k, s, p, d in option_shapes:
+        x = rng.standard_normal((n, c, h, w)).astype(dtype)
+        if dtype == np.float64:
+            x.reshape(-1)[::7] = np.nan
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (np.broadcast_to(v, 2) for v in (k, s, p, d))
+        for ceil_mode in (False, True):
+            try:
+                y, idx = fc.max_pool2d(x, k, s, p, d, ceil_mode, backend="cython")
+                run("max_pool2d", x, k, s, p, d, ceil_mode, exact=True)
+                run("max_pool2d_backward", rng.standard_normal(y.shape).astype(dtype), idx, x.shape)
+                y1, idx1 = fc.max_pool1d(x[:, :, 0], kw, sw, pw, dw, ceil_mode, backend="cython")
+                run("max_pool1d", x[:, :, 0], kw, sw, pw, dw, ceil_mode, exact=True)
+                run("max_pool1d_backward", rng.standard_normal(y1.shape).astype(dtype), idx1, y1.shape[:2] + (w,))
+            except ValueError:  # refused geometry (a dilated window of padding alone, or no
+                pass            # window without ceil_mode): the tests check the refusals
+            xf = np.nan_to_num(x)
+            for count_include_pad, divisor in ((True, None), (False, None), (True, 3)):
+                try:
+                    a = fc.avg_pool2d(xf, k, s, p, ceil_mode, count_include_pad, divisor, backend="cython")
+                except ValueError:
+                    continue
+                run("avg_pool2d", xf, k, s, p, ceil_mode, count_include_pad, divisor)
+                run("avg_pool2d_backward", rng.standard_normal(a.shape).astype(dtype), x.shape, k, s, p, ceil_mode,
+                    count_include_pad, divisor)
+                a1 = fc.avg_pool1d(xf[:, :, 0], kw, sw, pw, ceil_mode, count_include_pad, backend="cython")
+                run("avg_pool1d", xf[:, :, 0], kw, sw, pw, ceil_mode, count_include_pad)
+                run("avg_pool1d_backward", rng.standard_normal(a1.shape).astype(dtype), a1.shape[:2] + (w,), kw, sw,
+                    pw, ceil_mode, count_include_pad)
+        xf = np.nan_to_num(x)
+        for out in ((1, 1), (3, 2), (h + 3, max(w - 1, 1)), (2 * h + 1, 3 * w)):
+            run("adaptive_avg_pool2d", xf, out)
+            run("adaptive_avg_pool2d_backward", rng.standard_normal((n, c) + out).astype(dtype), x.shape)
+    for n, c, h, w, k, s, p, d in huge_options:  # compiled only: the index arithmetic
+        x = rng.standard_normal((n, c, h, w)).astype(dtype)
+        y, idx = fc.max_pool2d(x, k, s, p, d, True, backend="cython")
+        fc.max_pool2d_backward(y, idx, x.shape, backend="cython")
+        a = fc.avg_pool2d(x, k, s, p, True, False, H31, backend="cython")
+        fc.avg_pool2d_backward(a, x.shape, k, s, p, True, False, H31, backend="cython")
+        count += 4
 print(f"driver: {count} kernel calls checked")
 EOF
 }

@@ -1,13 +1,18 @@
 """fastconv: fast, exact convolution and pooling kernels for NumPy.
 
 Compiled Cython kernels (OpenMP threads, BLAS GEMM) for conv1d/conv2d forward and backward,
-im2col/col2im, max and average pooling, each checked against the pure-NumPy implementation of
-the same name in :mod:`fastconv.reference`. Layers and training live in :mod:`fastconv.nn`,
-the CS231n ``fast_layers`` names in :mod:`fastconv.cs231n`.
+im2col/col2im, 1-D and 2-D max and average pooling and adaptive average pooling, each checked
+against the pure-NumPy implementation of the same name in :mod:`fastconv.reference`. Layers
+and training live in :mod:`fastconv.nn`, the CS231n ``fast_layers`` names in
+:mod:`fastconv.cs231n`.
 """
 
 from fastconv._version import __version__
 from fastconv._api import (
+    adaptive_avg_pool2d,
+    adaptive_avg_pool2d_backward,
+    avg_pool1d,
+    avg_pool1d_backward,
     avg_pool2d,
     avg_pool2d_backward,
     col2im,
@@ -16,6 +21,8 @@ from fastconv._api import (
     conv2d,
     conv2d_backward,
     im2col,
+    max_pool1d,
+    max_pool1d_backward,
     max_pool2d,
     max_pool2d_backward,
 )
@@ -29,6 +36,8 @@ __all__ = [
     "conv2d", "conv2d_backward", "conv1d", "conv1d_backward",
     "im2col", "col2im",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "max_pool1d", "max_pool1d_backward", "avg_pool1d", "avg_pool1d_backward",
+    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
     "get_backend", "set_backend", "use_backend",
     "get_num_threads", "set_num_threads", "show_config",
     "reference", "nn", "cs231n",

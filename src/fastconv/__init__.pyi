@@ -9,7 +9,15 @@ from numpy.typing import ArrayLike
 from fastconv import cs231n as cs231n
 from fastconv import nn as nn
 from fastconv import reference as reference
-from fastconv._typing import FloatArray, IndexArray, IntOrPair, IntOrSingle, Shape4D
+from fastconv._typing import (
+    FloatArray,
+    IndexArray,
+    IntOrPair,
+    IntOrSingle,
+    OutputSize,
+    Shape3D,
+    Shape4D,
+)
 
 __version__: str
 __all__: list[str]
@@ -78,6 +86,8 @@ def max_pool2d(
     kernel_size: IntOrPair,
     stride: IntOrPair | None = None,
     padding: IntOrPair = 0,
+    dilation: IntOrPair = 1,
+    ceil_mode: bool = False,
     *,
     backend: str | None = None,
 ) -> tuple[FloatArray, IndexArray]: ...
@@ -93,6 +103,9 @@ def avg_pool2d(
     kernel_size: IntOrPair,
     stride: IntOrPair | None = None,
     padding: IntOrPair = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
     *,
     backend: str | None = None,
 ) -> FloatArray: ...
@@ -102,6 +115,59 @@ def avg_pool2d_backward(
     kernel_size: IntOrPair,
     stride: IntOrPair | None = None,
     padding: IntOrPair = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+    *,
+    backend: str | None = None,
+) -> FloatArray: ...
+def max_pool1d(
+    x: ArrayLike,
+    kernel_size: IntOrSingle,
+    stride: IntOrSingle | None = None,
+    padding: IntOrSingle = 0,
+    dilation: IntOrSingle = 1,
+    ceil_mode: bool = False,
+    *,
+    backend: str | None = None,
+) -> tuple[FloatArray, IndexArray]: ...
+def max_pool1d_backward(
+    dout: ArrayLike,
+    indices: ArrayLike,
+    input_shape: Shape3D,
+    *,
+    backend: str | None = None,
+) -> FloatArray: ...
+def avg_pool1d(
+    x: ArrayLike,
+    kernel_size: IntOrSingle,
+    stride: IntOrSingle | None = None,
+    padding: IntOrSingle = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    *,
+    backend: str | None = None,
+) -> FloatArray: ...
+def avg_pool1d_backward(
+    dout: ArrayLike,
+    input_shape: Shape3D,
+    kernel_size: IntOrSingle,
+    stride: IntOrSingle | None = None,
+    padding: IntOrSingle = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    *,
+    backend: str | None = None,
+) -> FloatArray: ...
+def adaptive_avg_pool2d(
+    x: ArrayLike,
+    output_size: OutputSize,
+    *,
+    backend: str | None = None,
+) -> FloatArray: ...
+def adaptive_avg_pool2d_backward(
+    dout: ArrayLike,
+    input_shape: Shape4D,
     *,
     backend: str | None = None,
 ) -> FloatArray: ...

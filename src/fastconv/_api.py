@@ -134,48 +134,290 @@ def col2im(cols, input_shape, kernel_size, stride=1, padding=0, dilation=1, *, b
 # ----------------------------------------------------------------------------------------------
 # Pooling
 # ----------------------------------------------------------------------------------------------
+# The 1-D functions run the 2-D kernels on (N, C, 1, L) views: a window of height 1, stride 1,
+# no padding along H, so 2-D indices h*W + w are the 1-D positions.
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, *, backend=None):
-    """2-D max pooling with argmax, as ``torch.nn.functional.max_pool2d(return_indices=True)``.
+def _window_as_2d(kernel, stride, padding):
+    """A 1-D pooling window as a 2-D one of height 1 (stride 1, no padding along H)."""
+    return (1,) + kernel, (1,) + stride, (0,) + padding
 
-    Returns ``(y, indices)``; ``indices`` (int64, ``y.shape``) holds ``h*W + w``, the flat
-    position of each maximum in the unpadded input plane. Padding is -inf and never selected;
-    ties go to the first maximum in row-major window order; NaN counts as the maximum.
-    ``stride=None`` means ``stride = kernel_size``; padding may be at most kernel_size // 2.
-    """
+
+def _max_pool(fname, nd, x, kernel_size, stride, padding, dilation, ceil_mode, backend):
     kernels = _kernels(backend)
-    x, params, out_shape = check.pool_forward("max_pool2d", x, kernel_size, stride, padding)
+    x, params, out_shape = check.max_pool_forward(fname, nd, x, kernel_size, stride, padding,
+                                                  dilation, ceil_mode)
     if x.shape[0] == 0:
         return np.zeros(out_shape, dtype=x.dtype), np.zeros(out_shape, dtype=np.int64)
-    return kernels.max_pool2d(x, *params)
+    if nd == 2:
+        return kernels.max_pool2d(x, *params)
+    kernel, stride, padding, dilation, ceil_mode = params
+    y, indices = kernels.max_pool2d(x[:, :, None, :], *_window_as_2d(kernel, stride, padding),
+                                    (1,) + dilation, ceil_mode)
+    return y.reshape(out_shape), indices.reshape(out_shape)
+
+
+def _max_pool_backward(fname, nd, dout, indices, input_shape, backend):
+    kernels = _kernels(backend)
+    dout, indices, shape = check.max_pool_backward(fname, nd, dout, indices, input_shape)
+    if shape[0] == 0:
+        return np.zeros(shape, dtype=dout.dtype)
+    if nd == 2:
+        return kernels.max_pool2d_backward(dout, indices, shape)
+    dx = kernels.max_pool2d_backward(dout[:, :, None, :], indices[:, :, None, :], shape[:2] + (1,) + shape[2:])
+    return dx.reshape(shape)
+
+
+def _avg_pool(fname, nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+              divisor_override, backend):
+    kernels = _kernels(backend)
+    x, params, out_shape = check.avg_pool_forward(fname, nd, x, kernel_size, stride, padding,
+                                                  ceil_mode, count_include_pad, divisor_override)
+    if x.shape[0] == 0:
+        return np.zeros(out_shape, dtype=x.dtype)
+    if nd == 2:
+        return kernels.avg_pool2d(x, *params)
+    return kernels.avg_pool2d(x[:, :, None, :], *_window_as_2d(*params[:3]), *params[3:]).reshape(out_shape)
+
+
+def _avg_pool_backward(fname, nd, dout, input_shape, kernel_size, stride, padding, ceil_mode,
+                       count_include_pad, divisor_override, backend):
+    kernels = _kernels(backend)
+    dout, shape, params = check.avg_pool_backward(fname, nd, dout, input_shape, kernel_size, stride,
+                                                  padding, ceil_mode, count_include_pad, divisor_override)
+    if shape[0] == 0:
+        return np.zeros(shape, dtype=dout.dtype)
+    if nd == 2:
+        return kernels.avg_pool2d_backward(dout, shape, *params)
+    dx = kernels.avg_pool2d_backward(dout[:, :, None, :], shape[:2] + (1,) + shape[2:],
+                                     *_window_as_2d(*params[:3]), *params[3:])
+    return dx.reshape(shape)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *, backend=None):
+    """2-D max pooling with argmax, as ``torch.nn.functional.max_pool2d(return_indices=True)``.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W)
+    kernel_size : int or (int, int)
+    stride : int or (int, int), optional
+        Default (None): equal to ``kernel_size``.
+    padding : int or (int, int)
+        Implicit -inf padding on both sides, at most ``kernel_size // 2``; never selected.
+    dilation : int or (int, int)
+        Spacing between the taps of a window: it spans ``dilation*(kernel_size-1) + 1``.
+    ceil_mode : bool
+        Round the output size up instead of down (a window that would start in the right or
+        bottom padding is still dropped, as torch).
+    backend : {"cython", "reference"}, optional
+        Run this call on the given backend instead of the active one.
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, OH, OW)
+        ``OH = (H + 2*ph - dh*(KH-1) - 1) / sh + 1``, rounded down (up with ceil_mode).
+    indices : ndarray of int64, shape (N, C, OH, OW)
+        ``h*W + w``, the flat position of each maximum in the unpadded input plane. Ties go to
+        the first maximum in row-major window order; NaN counts as the maximum.
+
+    A dilated window that would read only padding (possible when the dilation exceeds the
+    input size) is refused with a ValueError; PyTorch returns -inf and an index outside the
+    input there.
+    """
+    return _max_pool("max_pool2d", 2, x, kernel_size, stride, padding, dilation, ceil_mode, backend)
 
 
 def max_pool2d_backward(dout, indices, input_shape, *, backend=None):
-    """Gradient of :func:`max_pool2d`: scatter-add ``dout`` at ``indices`` into zeros of
-    ``input_shape``. Indices must be integers of dout's shape inside [0, H*W)."""
-    kernels = _kernels(backend)
-    dout, indices, shape = check.max_pool_backward("max_pool2d_backward", dout, indices, input_shape)
-    if shape[0] == 0:
-        return np.zeros(shape, dtype=dout.dtype)
-    return kernels.max_pool2d_backward(dout, indices, shape)
+    """Gradient of :func:`max_pool2d`: scatter-add ``dout`` at ``indices`` into zeros.
+
+    Parameters
+    ----------
+    dout : array_like, shape (N, C, OH, OW)
+    indices : array_like of integers, dout's shape
+        As returned by :func:`max_pool2d`; each must lie in ``[0, H*W)``.
+    input_shape : (N, C, H, W)
+    backend : {"cython", "reference"}, optional
+
+    Returns
+    -------
+    dx : ndarray of ``input_shape``; positions shared by several windows add up.
+    """
+    return _max_pool_backward("max_pool2d_backward", 2, dout, indices, input_shape, backend)
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, *, backend=None):
-    """2-D average pooling, as ``torch.nn.functional.avg_pool2d`` (padded zeros are counted
-    in the divisor: ``count_include_pad=True``). ``stride=None`` means ``stride = kernel_size``."""
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None, *, backend=None):
+    """2-D average pooling, as ``torch.nn.functional.avg_pool2d``.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W)
+    kernel_size : int or (int, int)
+    stride : int or (int, int), optional
+        Default (None): equal to ``kernel_size``.
+    padding : int or (int, int)
+        Implicit zero padding on both sides, at most ``kernel_size // 2``.
+    ceil_mode : bool
+        Round the output size up (a window that would start in the padding is dropped). The
+        last window may then reach past the padding; that part is never counted.
+    count_include_pad : bool
+        Divide by the window size including its padded zeros (True, torch's default) or by
+        the number of input elements in the window (False).
+    divisor_override : int >= 1, optional
+        Divide every window's sum by this instead.
+    backend : {"cython", "reference"}, optional
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, OH, OW)
+        ``OH = (H + 2*ph - KH) / sh + 1``, rounded down (up with ceil_mode).
+    """
+    return _avg_pool("avg_pool2d", 2, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override, backend)
+
+
+def avg_pool2d_backward(dout, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
+                        count_include_pad=True, divisor_override=None, *, backend=None):
+    """Gradient of :func:`avg_pool2d` for upstream gradient ``dout``.
+
+    Parameters
+    ----------
+    dout : array_like, shape (N, C, OH, OW)
+        The forward output's shape for ``input_shape`` and the hyper-parameters.
+    input_shape : (N, C, H, W)
+    kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+        Those of the forward call.
+    backend : {"cython", "reference"}, optional
+
+    Returns
+    -------
+    dx : ndarray of ``input_shape``: each ``dout`` divided by its window's divisor, added
+        over the window's input elements.
+    """
+    return _avg_pool_backward("avg_pool2d_backward", 2, dout, input_shape, kernel_size, stride, padding,
+                              ceil_mode, count_include_pad, divisor_override, backend)
+
+
+def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *, backend=None):
+    """1-D max pooling with argmax, as ``torch.nn.functional.max_pool1d(return_indices=True)``.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, L)
+    kernel_size, stride, padding, dilation : int
+        As :func:`max_pool2d` along L (a 1-sequence is accepted too); ``stride=None`` means
+        ``kernel_size``.
+    ceil_mode : bool
+    backend : {"cython", "reference"}, optional
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, OL)
+    indices : ndarray of int64, shape (N, C, OL)
+        Positions of the maxima in ``[0, L)``.
+    """
+    return _max_pool("max_pool1d", 1, x, kernel_size, stride, padding, dilation, ceil_mode, backend)
+
+
+def max_pool1d_backward(dout, indices, input_shape, *, backend=None):
+    """Gradient of :func:`max_pool1d`: scatter-add ``dout`` (N, C, OL) at ``indices`` (positions
+    in ``[0, L)``) into zeros of ``input_shape`` (N, C, L).
+
+    Parameters
+    ----------
+    dout : array_like, shape (N, C, OL)
+    indices : array_like of integers, dout's shape
+    input_shape : (N, C, L)
+    backend : {"cython", "reference"}, optional
+
+    Returns
+    -------
+    dx : ndarray of ``input_shape``
+    """
+    return _max_pool_backward("max_pool1d_backward", 1, dout, indices, input_shape, backend)
+
+
+def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               *, backend=None):
+    """1-D average pooling, as ``torch.nn.functional.avg_pool1d``.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, L)
+    kernel_size, stride, padding : int
+        As :func:`avg_pool2d` along L; ``stride=None`` means ``kernel_size``.
+    ceil_mode, count_include_pad : bool
+        As :func:`avg_pool2d`.
+    backend : {"cython", "reference"}, optional
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, OL)
+    """
+    return _avg_pool("avg_pool1d", 1, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     None, backend)
+
+
+def avg_pool1d_backward(dout, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
+                        count_include_pad=True, *, backend=None):
+    """Gradient of :func:`avg_pool1d` for upstream gradient ``dout`` (N, C, OL).
+
+    Parameters
+    ----------
+    dout : array_like, shape (N, C, OL)
+    input_shape : (N, C, L)
+    kernel_size, stride, padding, ceil_mode, count_include_pad
+        Those of the forward call.
+    backend : {"cython", "reference"}, optional
+
+    Returns
+    -------
+    dx : ndarray of ``input_shape``
+    """
+    return _avg_pool_backward("avg_pool1d_backward", 1, dout, input_shape, kernel_size, stride, padding,
+                              ceil_mode, count_include_pad, None, backend)
+
+
+def adaptive_avg_pool2d(x, output_size, *, backend=None):
+    """Adaptive 2-D average pooling, as ``torch.nn.functional.adaptive_avg_pool2d``.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W)
+    output_size : int or (int, int)
+        ``(OH, OW)``, each >= 1 (an int means both); a None entry keeps that input size, as
+        torch. ``1`` is global average pooling.
+    backend : {"cython", "reference"}, optional
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, OH, OW)
+        Output ``(i, j)`` is the mean of rows ``floor(i*H/OH)`` to ``ceil((i+1)*H/OH) - 1``
+        and columns ``floor(j*W/OW)`` to ``ceil((j+1)*W/OW) - 1`` (windows may overlap).
+    """
     kernels = _kernels(backend)
-    x, params, out_shape = check.pool_forward("avg_pool2d", x, kernel_size, stride, padding)
+    x, output_size, out_shape = check.adaptive_pool_forward("adaptive_avg_pool2d", x, output_size)
     if x.shape[0] == 0:
         return np.zeros(out_shape, dtype=x.dtype)
-    return kernels.avg_pool2d(x, *params)
+    return kernels.adaptive_avg_pool2d(x, output_size)
 
 
-def avg_pool2d_backward(dout, input_shape, kernel_size, stride=None, padding=0, *, backend=None):
-    """Gradient of :func:`avg_pool2d` for upstream gradient ``dout`` (the forward's shape)."""
+def adaptive_avg_pool2d_backward(dout, input_shape, *, backend=None):
+    """Gradient of :func:`adaptive_avg_pool2d`; the output size is ``dout``'s (OH, OW).
+
+    Parameters
+    ----------
+    dout : array_like, shape (N, C, OH, OW)
+    input_shape : (N, C, H, W)
+    backend : {"cython", "reference"}, optional
+
+    Returns
+    -------
+    dx : ndarray of ``input_shape``: each ``dout`` divided by its window's size, added over
+        the window.
+    """
     kernels = _kernels(backend)
-    dout, shape, params = check.avg_pool_backward(
-        "avg_pool2d_backward", dout, input_shape, kernel_size, stride, padding
-    )
+    dout, shape = check.adaptive_pool_backward("adaptive_avg_pool2d_backward", dout, input_shape)
     if shape[0] == 0:
         return np.zeros(shape, dtype=dout.dtype)
-    return kernels.avg_pool2d_backward(dout, shape, *params)
+    return kernels.adaptive_avg_pool2d_backward(dout, shape)

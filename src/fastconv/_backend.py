@@ -8,10 +8,17 @@ non-empty batch, hyper-parameters as (h, w) tuples of ints) and returning new ar
     conv2d_backward(dout, x, w, stride, padding, dilation) -> (dx, dw, db)
     im2col(x, kernel_size, stride, padding, dilation) -> cols
     col2im(cols, input_shape, kernel_size, stride, padding, dilation) -> x
-    max_pool2d(x, kernel_size, stride, padding) -> (y, indices)
+    max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode) -> (y, indices)
     max_pool2d_backward(dout, indices, input_shape) -> dx
-    avg_pool2d(x, kernel_size, stride, padding) -> y
-    avg_pool2d_backward(dout, input_shape, kernel_size, stride, padding) -> dx
+    avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+               divisor_override) -> y                       (divisor_override may be None)
+    avg_pool2d_backward(dout, input_shape, kernel_size, stride, padding, ceil_mode,
+                        count_include_pad, divisor_override) -> dx
+    adaptive_avg_pool2d(x, output_size) -> y                 (output_size: (OH, OW))
+    adaptive_avg_pool2d_backward(dout, input_shape) -> dx
+
+ceil_mode and count_include_pad are bools, divisor_override None or an int >= 1. The 1-D
+functions reach the 2-D kernels with H = 1 (conv1d as conv2d, max_pool1d as max_pool2d, ...).
 
 FASTCONV_BACKEND selects the backend at import. When the extension cannot be imported,
 fastconv still works on the reference backend and warns once.

@@ -3,7 +3,7 @@
 Arguments arrive checked; this module only adds the thread count and allocates nothing itself.
 """
 
-from fastconv._ext import _conv, _dense, _im2col, _optim, _pool
+from fastconv._ext import _adaptive_pool, _avg_pool, _conv, _dense, _im2col, _max_pool, _optim
 from fastconv._threads import get_num_threads
 
 # --- convolution and im2col/col2im (fastconv._ext._conv, fastconv._ext._im2col) ---------------
@@ -29,28 +29,40 @@ def col2im(cols, input_shape, kernel_size, stride, padding, dilation):
     return _im2col.col2im(cols, tuple(input_shape), kernel_size, stride, padding, dilation,
                           get_num_threads())
 
-# --- pooling (fastconv._ext._pool) -------------------------------------------------------------
+# --- pooling (fastconv._ext._max_pool, _avg_pool, _adaptive_pool) -----------------------------
 
-def max_pool2d(x, kernel_size, stride, padding):
+def max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode):
     """(y, indices) of 2-D max pooling; indices are int64 h*W + w in the unpadded plane."""
-    return _pool.max_pool2d(x, kernel_size, stride, padding, get_num_threads())
+    return _max_pool.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, get_num_threads())
 
 
 def max_pool2d_backward(dout, indices, input_shape):
     """Scatter-add dout at indices into zeros of input_shape."""
-    return _pool.max_pool2d_backward(dout, indices, tuple(input_shape), get_num_threads())
+    return _max_pool.max_pool2d_backward(dout, indices, tuple(input_shape), get_num_threads())
 
 
-def avg_pool2d(x, kernel_size, stride, padding):
-    """2-D average pooling; the divisor is always KH*KW (count_include_pad=True)."""
-    return _pool.avg_pool2d(x, kernel_size, stride, padding, get_num_threads())
+def avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    """2-D average pooling with torch's ceil_mode, count_include_pad and divisor_override."""
+    return _avg_pool.avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                divisor_override, get_num_threads())
 
 
-def avg_pool2d_backward(dout, input_shape, kernel_size, stride, padding):
-    """Gradient of avg_pool2d: dout / (KH*KW) added over each window."""
-    return _pool.avg_pool2d_backward(
-        dout, tuple(input_shape), kernel_size, stride, padding, get_num_threads()
-    )
+def avg_pool2d_backward(dout, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                        divisor_override):
+    """Gradient of avg_pool2d: each output's dout / divisor added over its window."""
+    return _avg_pool.avg_pool2d_backward(dout, tuple(input_shape), kernel_size, stride, padding, ceil_mode,
+                                         count_include_pad, divisor_override, get_num_threads())
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """Adaptive average pooling to output_size (OH, OW), torch's windows."""
+    return _adaptive_pool.adaptive_avg_pool2d(x, output_size, get_num_threads())
+
+
+def adaptive_avg_pool2d_backward(dout, input_shape):
+    """Gradient of adaptive_avg_pool2d; the output size is dout's."""
+    return _adaptive_pool.adaptive_avg_pool2d_backward(dout, tuple(input_shape), get_num_threads())
+
 
 # --- fastconv.nn's dense layers and optimizers (fastconv._ext._dense, _optim) -----------------
 

@@ -9,8 +9,11 @@ from numpy.typing import NDArray
 IntOrPair: TypeAlias = int | tuple[int, int] | Sequence[int]
 # A 1-D hyper-parameter: an int or a 1-tuple.
 IntOrSingle: TypeAlias = int | tuple[int] | Sequence[int]
-# (N, C, H, W) of the input a gradient or col2im result is shaped like.
+# (N, C, H, W) of the input a gradient or col2im result is shaped like; (N, C, L) for 1-D.
 Shape4D: TypeAlias = tuple[int, int, int, int] | Sequence[int]
+Shape3D: TypeAlias = tuple[int, int, int] | Sequence[int]
+# Adaptive pooling's (OH, OW): an int for both, or a pair whose None entries keep the input size.
+OutputSize: TypeAlias = int | tuple[int | None, int | None] | Sequence[int | None]
 # Results are float32 when every floating input is float32, otherwise float64.
 FloatArray: TypeAlias = NDArray[np.floating[Any]]
 IndexArray: TypeAlias = NDArray[np.int64]

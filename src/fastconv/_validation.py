@@ -122,17 +122,18 @@ def int_tuple(fname, name, value, nd, minimum):
     return result
 
 
-def input_shape_tuple(fname, value):
-    """The full (N, C, H, W) input shape of a backward or col2im call."""
-    description = "a sequence of 4 ints (N, C, H, W)"
+def input_shape_tuple(fname, value, nd=2):
+    """The full input shape of a backward or col2im call: (N, C, H, W), or (N, C, L) for nd=1."""
+    axes = ("N", "C") + _DIM_NAMES[nd]
+    description = f"a sequence of {len(axes)} ints ({', '.join(axes)})"
     # Nested sequences are refused by _int below (np.ndim would choke on ragged ones).
     if (not isinstance(value, (tuple, list, np.ndarray))
-            or (isinstance(value, np.ndarray) and value.ndim != 1) or len(value) != 4):
+            or (isinstance(value, np.ndarray) and value.ndim != 1) or len(value) != len(axes)):
         raise ValueError(f"{fname}: input_shape must be {description}, got {_describe(value)}")
     shape = tuple(_int(fname, "input_shape", v, description) for v in value)
     if shape[0] < 0 or min(shape[1:]) < 1:
         raise ValueError(
-            f"{fname}: input_shape must have N >= 0 and C, H, W >= 1, got {shape}"
+            f"{fname}: input_shape must have N >= 0 and {', '.join(axes[1:])} >= 1, got {shape}"
         )
     # The result is allocated with this shape: refuse sizes no array can have (and whose
     # flat indices would overflow 64 bits in a kernel) with a clear message.
@@ -163,18 +164,30 @@ def check_nonempty(fname, name, shape, axes_names):
             )
 
 
-def output_size(fname, nd, in_sizes, kernel, stride, padding, dilation):
-    """Output spatial size; ValueError when the dilated kernel exceeds the padded input."""
+def output_size(fname, nd, in_sizes, kernel, stride, padding, dilation, ceil_mode=False):
+    """Output spatial size; ValueError when the dilated kernel exceeds the padded input.
+
+    ``(size + 2p - span) / s + 1`` rounded down, or up with pooling's ceil_mode, which (as
+    torch) then drops a last window that would start in the right (bottom) padding; the last
+    window may still reach past the padding (the kernels clip it).
+    """
     out = []
     for axis, size, k, s, p, d in zip(_DIM_NAMES[nd], in_sizes, kernel, stride, padding, dilation):
         span = d * (k - 1) + 1
-        if size + 2 * p < span:
+        room = size + 2 * p - span  # how far the window slides inside the padded input
+        if ceil_mode:
+            count = -(-room // s) + 1
+            if (count - 1) * s >= size + p:
+                count -= 1
+        else:
+            count = room // s + 1
+        if count < 1:
             raise ValueError(
                 f"{fname}: the kernel spans {span} along {axis} (size {k}, dilation {d}) but the "
                 f"padded input has only {size + 2 * p} ({axis}={size}, padding={p}); the output "
-                f"would be empty"
+                f"would be empty" + (f" even with ceil_mode=True and stride {s}" if ceil_mode else "")
             )
-        out.append((size + 2 * p - span) // s + 1)
+        out.append(count)
     return tuple(out)
 
 
@@ -320,11 +333,52 @@ def col2im(fname, cols, input_shape, kernel_size, stride, padding, dilation):
 # Pooling
 # ----------------------------------------------------------------------------------------------
 
-def pool_params(fname, in_hw, kernel_size, stride, padding):
-    """Normalise pooling hyper-parameters and return them with the output size."""
-    kernel = int_tuple(fname, "kernel_size", kernel_size, 2, 1)
-    stride = kernel if stride is None else int_tuple(fname, "stride", stride, 2, 1)
-    padding = int_tuple(fname, "padding", padding, 2, 0)
+def flag(fname, name, value):
+    """A bool option (ceil_mode, count_include_pad): True, False or a NumPy bool, as torch."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{fname}: {name} must be True or False, got {_describe(value)}")
+
+
+def divisor_override(fname, value):
+    """None or an int >= 1 (torch refuses 0; a negative divisor is refused here as well)."""
+    if value is None:
+        return None
+    value = _int(fname, "divisor_override", value, "None or an int")
+    if not 1 <= value <= MAX_HYPERPARAMETER:
+        raise ValueError(
+            f"{fname}: divisor_override must be None or an int in [1, {MAX_HYPERPARAMETER}], got {value}"
+        )
+    return value
+
+
+def _check_windows_read_input(fname, nd, in_sizes, kernel, padding, dilation):
+    """Refuse a max pooling whose dilated window skips over the whole input.
+
+    Only the first window can: a window starting at or right of position 0 starts inside
+    the input (the output size guarantees it, ceil_mode's too), and one starting in the left
+    padding (at most kernel // 2 before the input) has a tap in [0, d): inside, unless the
+    dilation exceeds the input size, and then the output size leaves only the first window
+    starting in the padding (tests/test_pool_options.py checks this against every window of
+    small configurations). PyTorch returns -inf and an index outside the input for such a
+    window.
+    """
+    for axis, size, k, p, d in zip(_DIM_NAMES[nd], in_sizes, kernel, padding, dilation):
+        first_tap = -(-p // d)  # the first of the first window's taps at or right of 0
+        if first_tap >= k or first_tap * d - p >= size:
+            raise ValueError(
+                f"{fname}: the first window along {axis} reads only padding: its taps at "
+                f"{-p}, {d - p}, ... skip over the input ({axis}={size}, kernel_size={k}, "
+                f"padding={p}, dilation={d}); a smaller dilation or padding is needed"
+            )
+
+
+def pool_window(fname, nd, kernel_size, stride, padding):
+    """(kernel, stride, padding) as nd-tuples; stride None means kernel_size, and padding may be
+    at most half the (undilated) kernel, as torch."""
+    kernel = int_tuple(fname, "kernel_size", kernel_size, nd, 1)
+    stride = kernel if stride is None else int_tuple(fname, "stride", stride, nd, 1)
+    padding = int_tuple(fname, "padding", padding, nd, 0)
     for k, p in zip(kernel, padding):
         if p > k // 2:
             raise ValueError(
@@ -332,54 +386,183 @@ def pool_params(fname, in_hw, kernel_size, stride, padding):
                 f"(kernel_size={kernel}, so padding <= {tuple(k // 2 for k in kernel)}), "
                 f"got padding={padding}"
             )
-    out_hw = output_size(fname, 2, in_hw, kernel, stride, padding, (1, 1))
-    return (kernel, stride, padding), out_hw
+    return kernel, stride, padding
 
 
-def pool_forward(fname, x, kernel_size, stride, padding):
-    (x,), _ = float_arrays(fname, [("x", x)], [4])
-    check_nonempty(fname, "x", x.shape, ("N", "C", "H", "W"))
-    params, out_hw = pool_params(fname, x.shape[2:], kernel_size, stride, padding)
-    check_size(fname, "the output of shape", x.shape[:2] + out_hw)
-    return x, params, x.shape[:2] + out_hw
+def pool_params(fname, nd, in_sizes, kernel_size, stride, padding, dilation, ceil_mode, *, max_pool):
+    """Normalise pooling hyper-parameters.
+
+    Returns ((kernel, stride, padding, dilation, ceil_mode), out_sizes): pool_window's checks,
+    an output of at least one window of the dilated kernel, and for max pooling no window made
+    of padding alone.
+    """
+    kernel, stride, padding = pool_window(fname, nd, kernel_size, stride, padding)
+    dilation = int_tuple(fname, "dilation", dilation, nd, 1)
+    ceil_mode = flag(fname, "ceil_mode", ceil_mode)
+    out = output_size(fname, nd, in_sizes, kernel, stride, padding, dilation, ceil_mode)
+    if max_pool:
+        _check_windows_read_input(fname, nd, in_sizes, kernel, padding, dilation)
+    return (kernel, stride, padding, dilation, ceil_mode), out
 
 
-def avg_pool_backward(fname, dout, input_shape, kernel_size, stride, padding):
+def _image(fname, nd, x):
+    """x as a checked (N, C, *spatial) array of the computation dtype."""
+    (x,), _ = float_arrays(fname, [("x", x)], [nd + 2])
+    check_nonempty(fname, "x", x.shape, ("N", "C") + _DIM_NAMES[nd])
+    return x
+
+
+def _dout(fname, nd, dout):
+    """dout, unconverted (its shape is checked before a copy is made), of ndim nd + 2."""
     raw = _as_array(fname, "dout", dout)
     _check_numeric(fname, "dout", raw)
-    shape = input_shape_tuple(fname, input_shape)
-    params, out_hw = pool_params(fname, shape[2:], kernel_size, stride, padding)
-    if raw.ndim != 4:
-        raise ValueError(f"{fname}: dout must be a 4-D array, got shape {raw.shape}")
-    check_dout(fname, raw.shape, shape[:2] + out_hw)
-    (dout,), _ = float_arrays(fname, [("dout", raw)], [4])
-    return dout, shape, params
+    if raw.ndim != nd + 2:
+        axes = ", ".join(("N", "C") + tuple("O" + a for a in _DIM_NAMES[nd]))
+        raise ValueError(f"{fname}: dout must be a {nd + 2}-D array ({axes}), got shape {raw.shape}")
+    return raw
 
 
-def max_pool_backward(fname, dout, indices, input_shape):
-    raw = _as_array(fname, "dout", dout)
-    _check_numeric(fname, "dout", raw)
-    if raw.ndim != 4:
-        raise ValueError(f"{fname}: dout must be a 4-D array (N, C, OH, OW), got shape {raw.shape}")
+def _converted_dout(fname, raw):
+    (dout,), _ = float_arrays(fname, [("dout", raw)], [raw.ndim])
+    return dout
+
+
+def _check_planes(fname, shape, dout_shape):
+    """A backward's input_shape and dout must have the same N and C."""
+    if shape[:2] != dout_shape[:2]:
+        raise ValueError(
+            f"{fname}: input_shape {shape} must have the same N and C as dout {dout_shape}"
+        )
+
+
+def max_pool_forward(fname, nd, x, kernel_size, stride, padding, dilation, ceil_mode):
+    """Returns (x, (kernel, stride, padding, dilation, ceil_mode), out_shape)."""
+    x = _image(fname, nd, x)
+    params, out = pool_params(fname, nd, x.shape[2:], kernel_size, stride, padding, dilation,
+                              ceil_mode, max_pool=True)
+    check_size(fname, "the output of shape", x.shape[:2] + out)
+    return x, params, x.shape[:2] + out
+
+
+def _avg_params(fname, nd, in_sizes, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                divisor):
+    """((kernel, stride, padding, ceil_mode, count_include_pad, divisor_override), out_sizes)."""
+    (kernel, stride, padding, _, ceil_mode), out = pool_params(
+        fname, nd, in_sizes, kernel_size, stride, padding, 1, ceil_mode, max_pool=False
+    )
+    options = (flag(fname, "count_include_pad", count_include_pad), divisor_override(fname, divisor))
+    return (kernel, stride, padding, ceil_mode) + options, out
+
+
+def avg_pool_forward(fname, nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor):
+    """Returns (x, (kernel, stride, padding, ceil_mode, count_include_pad, divisor_override),
+    out_shape)."""
+    x = _image(fname, nd, x)
+    params, out = _avg_params(fname, nd, x.shape[2:], kernel_size, stride, padding, ceil_mode,
+                              count_include_pad, divisor)
+    check_size(fname, "the output of shape", x.shape[:2] + out)
+    return x, params, x.shape[:2] + out
+
+
+def avg_pool_backward(fname, nd, dout, input_shape, kernel_size, stride, padding, ceil_mode,
+                      count_include_pad, divisor):
+    """Returns (dout, input_shape, params) with params as avg_pool_forward's."""
+    raw = _dout(fname, nd, dout)
+    shape = input_shape_tuple(fname, input_shape, nd)
+    params, out = _avg_params(fname, nd, shape[2:], kernel_size, stride, padding, ceil_mode,
+                              count_include_pad, divisor)
+    check_dout(fname, raw.shape, shape[:2] + out)
+    return _converted_dout(fname, raw), shape, params
+
+
+def max_pool_backward(fname, nd, dout, indices, input_shape):
+    """Returns (dout, int64 indices, input_shape); every index inside its input plane."""
+    raw = _dout(fname, nd, dout)
     idx = _as_array(fname, "indices", indices)
     if idx.dtype.kind not in "iu":
         raise TypeError(f"{fname}: indices must be an integer array, got dtype {idx.dtype}")
     if idx.shape != raw.shape:
         raise ValueError(f"{fname}: indices must have dout's shape {raw.shape}, got {idx.shape}")
-    shape = input_shape_tuple(fname, input_shape)
-    if shape[:2] != raw.shape[:2]:
-        raise ValueError(
-            f"{fname}: input_shape {shape} must have the same N and C as dout {raw.shape}"
-        )
-    plane = shape[2] * shape[3]
+    shape = input_shape_tuple(fname, input_shape, nd)
+    _check_planes(fname, shape, raw.shape)
+    plane = math.prod(shape[2:])
     if idx.size:
         # Compare in the indices' own dtype (a uint64 above 2**63 must not wrap to negative).
         lo, hi = idx.min(), idx.max()
         if lo < 0 or hi >= plane:
             bad = lo if lo < 0 else hi
+            extent = "L" if nd == 1 else "H*W"
             raise ValueError(
-                f"{fname}: indices must lie in [0, H*W) = [0, {plane}) for input_shape={shape}, "
+                f"{fname}: indices must lie in [0, {extent}) = [0, {plane}) for input_shape={shape}, "
                 f"got {int(bad)}"
             )
-    (dout,), _ = float_arrays(fname, [("dout", raw)], [4])
-    return dout, np.ascontiguousarray(idx, dtype=np.int64), shape
+    return _converted_dout(fname, raw), np.ascontiguousarray(idx, dtype=np.int64), shape
+
+
+# Adaptive pooling: the window of output i spans input positions floor(i*H/OH) to
+# ceil((i+1)*H/OH) - 1; the kernels compute (i+1)*H + OH in 64 bits.
+_ADAPTIVE_PRODUCT_LIMIT = 2**62
+
+
+def adaptive_output_spec(fname, value):
+    """output_size as (OH, OW), each an int >= 1 or None (None keeps that input size, as torch)."""
+    description = "an int or a sequence of 2 ints or Nones (None keeps the input size)"
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, (tuple, list, np.ndarray)):
+        if len(value) != 2:
+            raise ValueError(f"{fname}: output_size must be {description}, got {_describe(value)}")
+        entries = tuple(value)
+    else:
+        entries = (value, value)
+    spec = []
+    for v in entries:
+        if v is None and isinstance(value, (tuple, list)):
+            spec.append(None)
+            continue
+        v = _int(fname, "output_size", v, description)
+        if v < 1:
+            raise ValueError(f"{fname}: output_size must be >= 1, got {value!r}")
+        if v > MAX_HYPERPARAMETER:
+            raise ValueError(f"{fname}: output_size must be <= {MAX_HYPERPARAMETER}, got {value!r}")
+        spec.append(v)
+    return tuple(spec)
+
+
+def adaptive_output_size(fname, value, in_hw):
+    """output_size as (OH, OW) for an input of spatial size in_hw."""
+    out = tuple(size if o is None else o for o, size in zip(adaptive_output_spec(fname, value), in_hw))
+    for axis, size, o in zip(("H", "W"), in_hw, out):
+        check_adaptive_product(fname, axis, size, o)
+    return out
+
+
+def check_adaptive_product(fname, axis, size, out):
+    if (size + 1) * (out + 1) > _ADAPTIVE_PRODUCT_LIMIT:
+        raise ValueError(
+            f"{fname}: an input size {axis}={size} with an output size of {out} is beyond the "
+            f"64-bit window arithmetic (their product must stay below {_ADAPTIVE_PRODUCT_LIMIT})"
+        )
+
+
+def adaptive_pool_forward(fname, x, output_size):
+    """Returns (x, (OH, OW), out_shape)."""
+    x = _image(fname, 2, x)
+    out = adaptive_output_size(fname, output_size, x.shape[2:])
+    check_size(fname, "the output of shape", x.shape[:2] + out)
+    return x, out, x.shape[:2] + out
+
+
+def adaptive_pool_backward(fname, dout, input_shape):
+    """Returns (dout, input_shape); dout's (OH, OW) is the output size of the forward call."""
+    raw = _dout(fname, 2, dout)
+    shape = input_shape_tuple(fname, input_shape)
+    _check_planes(fname, shape, raw.shape)
+    if min(raw.shape[2:]) < 1:
+        raise ValueError(
+            f"{fname}: dout must have OH, OW >= 1 (the output_size of the forward call), "
+            f"got shape {raw.shape}"
+        )
+    for axis, size, o in zip(("H", "W"), shape[2:], raw.shape[2:]):
+        check_adaptive_product(fname, axis, size, o)
+    return _converted_dout(fname, raw), shape

@@ -1,8 +1,9 @@
 """python -m fastconv check: cross-check the compiled kernels against fastconv.reference.
 
-Draws random configurations (shapes, strides, paddings, dilations, both dtypes), runs every
-public function on both backends and compares: max pooling exactly (values and indices), the
-rest within a tolerance of the dtype. Also checks that the compiled results are bitwise
+Draws random configurations (shapes, strides, paddings, dilations, pooling's ceil_mode,
+count_include_pad, divisor_override and adaptive output sizes, both dtypes), runs every public
+function on both backends and compares: max pooling exactly (values and indices), the rest
+within a tolerance of the dtype. Also checks that the compiled results are bitwise
 identical at one thread and at several. Prints a table; exits 1 on any mismatch.
 """
 
@@ -17,7 +18,10 @@ TOLERANCE = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
 FUNCTIONS = (
     "conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "im2col", "col2im",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "max_pool1d", "max_pool1d_backward", "avg_pool1d", "avg_pool1d_backward",
+    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
 )
+EXACT = ("max_pool2d", "max_pool1d")  # no arithmetic: values and indices must be identical
 
 
 def add_arguments(parser):
@@ -41,14 +45,26 @@ def _draw_conv(rng, nd):
             return (int(n), int(c)) + size, (int(f), int(c)) + kernel, stride, padding, dilation
 
 
-def _draw_pool(rng):
+def _draw_pool(rng, nd, kind):
+    """A random valid call of fastconv.{kind}_pool{nd}d: (shape, keyword arguments)."""
+    forward = getattr(fastconv.reference, f"{kind}_pool{nd}d")
     while True:
-        shape = (int(rng.integers(1, 5)), int(rng.integers(1, 5))) + tuple(int(v) for v in rng.integers(1, 13, 2))
-        kernel = tuple(int(v) for v in rng.integers(1, 5, 2))
-        stride = tuple(int(v) for v in rng.integers(1, 4, 2))
-        padding = tuple(int(rng.integers(0, k // 2 + 1)) for k in kernel)
-        if all(s + 2 * p >= k for s, k, p in zip(shape[2:], kernel, padding)):
-            return shape, kernel, stride, padding
+        shape = (int(rng.integers(1, 5)), int(rng.integers(1, 5))) + tuple(int(v) for v in rng.integers(1, 13, nd))
+        kernel = tuple(int(v) for v in rng.integers(1, 5, nd))
+        params = dict(kernel_size=kernel, stride=tuple(int(v) for v in rng.integers(1, 4, nd)),
+                      padding=tuple(int(rng.integers(0, k // 2 + 1)) for k in kernel),
+                      ceil_mode=bool(rng.integers(2)))
+        if kind == "max":
+            params["dilation"] = tuple(int(v) for v in rng.integers(1, 3, nd))
+        else:
+            params["count_include_pad"] = bool(rng.integers(2))
+            if nd == 2 and rng.integers(2):
+                params["divisor_override"] = int(rng.integers(1, 10))
+        try:  # the validation knows torch's limits (ceil_mode, max-pooling windows of padding alone)
+            forward(np.zeros(shape), **params)
+        except ValueError:
+            continue
+        return shape, params
 
 
 def _calls(name, rng, dtype):
@@ -75,15 +91,22 @@ def _calls(name, rng, dtype):
             return (data(xs),), params
         cols_shape = fastconv.reference.im2col(np.zeros(xs, dtype), **params).shape
         return (data(cols_shape), xs), params
-    shape, kernel, stride, padding = _draw_pool(rng)
-    params = dict(kernel_size=kernel, stride=stride, padding=padding)
+    if name.startswith("adaptive"):
+        shape = (int(rng.integers(1, 5)), int(rng.integers(1, 5))) + tuple(int(v) for v in rng.integers(1, 13, 2))
+        output_size = tuple(int(v) for v in rng.integers(1, 15, 2))
+        if name == "adaptive_avg_pool2d":
+            return (data(shape),), dict(output_size=output_size)
+        return (data(shape[:2] + output_size), shape), {}
+    nd = 1 if "1d" in name else 2
+    kind = "max" if name.startswith("max") else "avg"
+    shape, params = _draw_pool(rng, nd, kind)
+    forward = getattr(fastconv.reference, f"{kind}_pool{nd}d")
     x = data(shape)
-    if name == "max_pool2d_backward":
-        y, idx = fastconv.reference.max_pool2d(x, **params)
+    if name == f"max_pool{nd}d_backward":
+        y, idx = forward(x, **params)
         return (data(y.shape), idx, shape), {}
-    if name == "avg_pool2d_backward":
-        y = fastconv.reference.avg_pool2d(x, **params)
-        return (data(y.shape), shape), params
+    if name == f"avg_pool{nd}d_backward":
+        return (data(forward(x, **params).shape), shape), params
     return (x,), params
 
 
@@ -97,7 +120,7 @@ def _error(name, dtype, got, want):
     for g, r in zip(_as_tuple(got), _as_tuple(want)):
         if g.shape != r.shape or g.dtype != r.dtype:
             return np.inf
-        if name == "max_pool2d" or g.dtype.kind == "i":
+        if name in EXACT or g.dtype.kind == "i":
             if not np.array_equal(g, r, equal_nan=True):
                 return np.inf
             continue
@@ -117,7 +140,8 @@ def run(args):
     many = max(threads, 3)
     print(f"fastconv {fastconv.__version__}: compiled vs reference, {configs} random configurations "
           f"per row, seed {args.seed}; determinism: 1 vs {many} threads")
-    header = f"{'function':<22}{'dtype':<9}{'max rel. error':>16}{'tolerance':>12}{'1 vs n threads':>16}  result"
+    width = max(map(len, FUNCTIONS)) + 2
+    header = f"{'function':<{width}}{'dtype':<9}{'max rel. error':>16}{'tolerance':>12}{'1 vs n threads':>16}  result"
     print(header)
     print("-" * len(header))
     failures = 0
@@ -141,7 +165,7 @@ def run(args):
                     )
                 ok = worst <= tolerance and deterministic
                 failures += not ok
-                print(f"{name:<22}{np.dtype(dtype).name:<9}{worst:>16.2e}{tolerance:>12.0e}"
+                print(f"{name:<{width}}{np.dtype(dtype).name:<9}{worst:>16.2e}{tolerance:>12.0e}"
                       f"{'identical' if deterministic else 'DIFFERENT':>16}  {'ok' if ok else 'MISMATCH'}")
     finally:
         fastconv.set_num_threads(threads)

@@ -19,7 +19,7 @@ from fastconv.nn.containers import Identity, Residual, Sequential
 from fastconv.nn.gradcheck import gradcheck
 from fastconv.nn.conv import Conv1D, Conv2D
 from fastconv.nn.linear import Flatten, Linear
-from fastconv.nn.pooling import AvgPool2D, MaxPool2D
+from fastconv.nn.pooling import AdaptiveAvgPool2D, AvgPool1D, AvgPool2D, MaxPool1D, MaxPool2D
 from fastconv.nn.losses import SoftmaxCrossEntropy
 from fastconv.nn.normalization import BatchNorm1D, BatchNorm2D, Dropout
 from fastconv.nn.optim import SGD, Adam, Optimizer
@@ -29,6 +29,6 @@ __all__ = [
     "Layer", "BackwardBeforeForwardError",
     "Conv2D", "Conv1D", "MaxPool2D", "AvgPool2D", "ReLU", "Sigmoid", "Tanh", "Flatten",
     "Linear", "BatchNorm1D", "BatchNorm2D", "Dropout", "Sequential",
-    "LeakyReLU", "Identity", "Residual",
+    "LeakyReLU", "Identity", "Residual", "MaxPool1D", "AvgPool1D", "AdaptiveAvgPool2D",
     "SoftmaxCrossEntropy", "SGD", "Adam", "Optimizer", "StepLR", "CosineAnnealingLR", "gradcheck",
 ]

@@ -39,9 +39,9 @@ def col2im(cols, input_shape, kernel_size, stride=1, padding=0, dilation=1):
     return _api.col2im(cols, input_shape, kernel_size, stride, padding, dilation, backend="reference")
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0):
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
     """:func:`fastconv.max_pool2d` on the reference backend."""
-    return _api.max_pool2d(x, kernel_size, stride, padding, backend="reference")
+    return _api.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, backend="reference")
 
 
 def max_pool2d_backward(dout, indices, input_shape):
@@ -49,17 +49,55 @@ def max_pool2d_backward(dout, indices, input_shape):
     return _api.max_pool2d_backward(dout, indices, input_shape, backend="reference")
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0):
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
     """:func:`fastconv.avg_pool2d` on the reference backend."""
-    return _api.avg_pool2d(x, kernel_size, stride, padding, backend="reference")
+    return _api.avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
+                           backend="reference")
 
 
-def avg_pool2d_backward(dout, input_shape, kernel_size, stride=None, padding=0):
+def avg_pool2d_backward(dout, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
+                        count_include_pad=True, divisor_override=None):
     """:func:`fastconv.avg_pool2d_backward` on the reference backend."""
-    return _api.avg_pool2d_backward(dout, input_shape, kernel_size, stride, padding, backend="reference")
+    return _api.avg_pool2d_backward(dout, input_shape, kernel_size, stride, padding, ceil_mode,
+                                    count_include_pad, divisor_override, backend="reference")
+
+
+def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """:func:`fastconv.max_pool1d` on the reference backend."""
+    return _api.max_pool1d(x, kernel_size, stride, padding, dilation, ceil_mode, backend="reference")
+
+
+def max_pool1d_backward(dout, indices, input_shape):
+    """:func:`fastconv.max_pool1d_backward` on the reference backend."""
+    return _api.max_pool1d_backward(dout, indices, input_shape, backend="reference")
+
+
+def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    """:func:`fastconv.avg_pool1d` on the reference backend."""
+    return _api.avg_pool1d(x, kernel_size, stride, padding, ceil_mode, count_include_pad, backend="reference")
+
+
+def avg_pool1d_backward(dout, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
+                        count_include_pad=True):
+    """:func:`fastconv.avg_pool1d_backward` on the reference backend."""
+    return _api.avg_pool1d_backward(dout, input_shape, kernel_size, stride, padding, ceil_mode,
+                                    count_include_pad, backend="reference")
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """:func:`fastconv.adaptive_avg_pool2d` on the reference backend."""
+    return _api.adaptive_avg_pool2d(x, output_size, backend="reference")
+
+
+def adaptive_avg_pool2d_backward(dout, input_shape):
+    """:func:`fastconv.adaptive_avg_pool2d_backward` on the reference backend."""
+    return _api.adaptive_avg_pool2d_backward(dout, input_shape, backend="reference")
 
 
 __all__ = [
     "conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "im2col", "col2im",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "max_pool1d", "max_pool1d_backward", "avg_pool1d", "avg_pool1d_backward",
+    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
 ]

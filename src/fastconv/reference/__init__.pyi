@@ -1,7 +1,15 @@
 # Type stubs for fastconv.reference: the same functions as fastconv, always on NumPy.
 from numpy.typing import ArrayLike
 
-from fastconv._typing import FloatArray, IndexArray, IntOrPair, IntOrSingle, Shape4D
+from fastconv._typing import (
+    FloatArray,
+    IndexArray,
+    IntOrPair,
+    IntOrSingle,
+    OutputSize,
+    Shape3D,
+    Shape4D,
+)
 
 __all__: list[str]
 
@@ -57,13 +65,22 @@ def max_pool2d(
     kernel_size: IntOrPair,
     stride: IntOrPair | None = None,
     padding: IntOrPair = 0,
+    dilation: IntOrPair = 1,
+    ceil_mode: bool = False,
 ) -> tuple[FloatArray, IndexArray]: ...
-def max_pool2d_backward(dout: ArrayLike, indices: ArrayLike, input_shape: Shape4D) -> FloatArray: ...
+def max_pool2d_backward(
+    dout: ArrayLike,
+    indices: ArrayLike,
+    input_shape: Shape4D,
+) -> FloatArray: ...
 def avg_pool2d(
     x: ArrayLike,
     kernel_size: IntOrPair,
     stride: IntOrPair | None = None,
     padding: IntOrPair = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
 ) -> FloatArray: ...
 def avg_pool2d_backward(
     dout: ArrayLike,
@@ -71,4 +88,45 @@ def avg_pool2d_backward(
     kernel_size: IntOrPair,
     stride: IntOrPair | None = None,
     padding: IntOrPair = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> FloatArray: ...
+def max_pool1d(
+    x: ArrayLike,
+    kernel_size: IntOrSingle,
+    stride: IntOrSingle | None = None,
+    padding: IntOrSingle = 0,
+    dilation: IntOrSingle = 1,
+    ceil_mode: bool = False,
+) -> tuple[FloatArray, IndexArray]: ...
+def max_pool1d_backward(
+    dout: ArrayLike,
+    indices: ArrayLike,
+    input_shape: Shape3D,
+) -> FloatArray: ...
+def avg_pool1d(
+    x: ArrayLike,
+    kernel_size: IntOrSingle,
+    stride: IntOrSingle | None = None,
+    padding: IntOrSingle = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+) -> FloatArray: ...
+def avg_pool1d_backward(
+    dout: ArrayLike,
+    input_shape: Shape3D,
+    kernel_size: IntOrSingle,
+    stride: IntOrSingle | None = None,
+    padding: IntOrSingle = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+) -> FloatArray: ...
+def adaptive_avg_pool2d(
+    x: ArrayLike,
+    output_size: OutputSize,
+) -> FloatArray: ...
+def adaptive_avg_pool2d_backward(
+    dout: ArrayLike,
+    input_shape: Shape4D,
 ) -> FloatArray: ...

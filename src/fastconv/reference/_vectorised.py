@@ -24,11 +24,12 @@ def _out_hw(hw, kernel, stride, padding, dilation):
     )
 
 
-def _pad(x, padding, value=0.0):
-    ph, pw = padding
-    if ph == 0 and pw == 0:
+def _pad(x, padding, value=0.0, extra=(0, 0)):
+    """x padded by `padding` on both sides, plus `extra` more at the bottom and right."""
+    (ph, pw), (eh, ew) = padding, extra
+    if ph == pw == eh == ew == 0:
         return x
-    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph + eh), (pw, pw + ew)), constant_values=value)
 
 
 def im2col(x, kernel_size, stride, padding, dilation):
@@ -76,19 +77,42 @@ def conv2d_backward(dout, x, w, stride, padding, dilation):
     return dx, np.ascontiguousarray(dw), db
 
 
-def max_pool2d(x, kernel_size, stride, padding):
+# ----------------------------------------------------------------------------------------------
+# Pooling
+# ----------------------------------------------------------------------------------------------
+
+def _pool_out_size(size, k, s, p, d, ceil_mode):
+    """torch's pooling_output_shape (arguments already checked: the result is >= 1)."""
+    room = size + 2 * p - d * (k - 1) - 1
+    if not ceil_mode:
+        return room // s + 1
+    out = -(-room // s) + 1
+    return out - 1 if (out - 1) * s >= size + p else out
+
+
+def _pool_geometry(hw, kernel_size, stride, padding, dilation, ceil_mode):
+    """(OH, OW) and the extra (bottom, right) padding that ceil_mode's last windows reach into."""
+    out, extra = [], []
+    for size, k, s, p, d in zip(hw, kernel_size, stride, padding, dilation):
+        o = _pool_out_size(size, k, s, p, d, ceil_mode)
+        out.append(o)
+        extra.append(max(0, (o - 1) * s + d * (k - 1) + 1 - (size + 2 * p)))
+    return tuple(out), tuple(extra)
+
+
+def max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode):
     n, c, h, w = x.shape
-    (kh, kw), (ph, pw) = kernel_size, padding
-    oh, ow = _out_hw((h, w), kernel_size, stride, padding, (1, 1))
-    xp = _pad(x, padding, value=-np.inf)
+    (kh, kw), (ph, pw), (dh, dw) = kernel_size, padding, dilation
+    (oh, ow), extra = _pool_geometry((h, w), kernel_size, stride, padding, dilation, ceil_mode)
+    xp = _pad(x, padding, -np.inf, extra)
     best = np.full((n, c, oh, ow), -np.inf, dtype=x.dtype)
     index = np.full((n, c, oh, ow), -1, dtype=np.int64)
     rows = np.arange(oh)[:, None] * stride[0] - ph  # input row of window offset 0
     cols = np.arange(ow)[None, :] * stride[1] - pw
     for i in range(kh):
         for j in range(kw):
-            value = xp[(slice(None), slice(None)) + _window_slices(i, j, (oh, ow), stride)]
-            r, q = rows + i, cols + j
+            value = xp[(slice(None), slice(None)) + _window_slices(i * dh, j * dw, (oh, ow), stride)]
+            r, q = rows + i * dh, cols + j * dw
             inside = (r >= 0) & (r < h) & (q >= 0) & (q < w)  # (OH, OW): not padding
             # As PyTorch: the first real element starts the window, then a strictly larger
             # value or any NaN takes over (ties keep the earlier position).
@@ -106,23 +130,86 @@ def max_pool2d_backward(dout, indices, input_shape):
     return dx.reshape(input_shape)
 
 
-def avg_pool2d(x, kernel_size, stride, padding):
+def _window_counts(size, out, k, s, p, count_include_pad):
+    """Divisor factor of each output along one axis: the window's length inside the padded
+    input (count_include_pad) or inside the input itself."""
+    starts = np.arange(out, dtype=np.int64) * s - p
+    ends = starts + k
+    if count_include_pad:
+        return np.minimum(ends, size + p) - starts
+    return np.minimum(ends, size) - np.maximum(starts, 0)
+
+
+def _avg_divisors(hw, out_hw, kernel_size, stride, padding, count_include_pad, divisor_override, dtype):
+    """(OH, OW) array of every output's divisor, as the product of its row and column counts."""
+    if divisor_override is not None:
+        return np.full(out_hw, divisor_override, dtype=np.int64).astype(dtype)
+    rows, cols = (_window_counts(*axis, count_include_pad)
+                  for axis in zip(hw, out_hw, kernel_size, stride, padding))
+    return (rows[:, None] * cols[None, :]).astype(dtype)
+
+
+def avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
     (kh, kw) = kernel_size
-    oh, ow = _out_hw(x.shape[2:], kernel_size, stride, padding, (1, 1))
-    xp = _pad(x, padding)
-    total = np.zeros(x.shape[:2] + (oh, ow), dtype=x.dtype)
+    out_hw, extra = _pool_geometry(x.shape[2:], kernel_size, stride, padding, (1, 1), ceil_mode)
+    xp = _pad(x, padding, 0.0, extra)
+    total = np.zeros(x.shape[:2] + out_hw, dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            total += xp[(slice(None), slice(None)) + _window_slices(i, j, (oh, ow), stride)]
-    return total / x.dtype.type(kh * kw)
+            total += xp[(slice(None), slice(None)) + _window_slices(i, j, out_hw, stride)]
+    return total / _avg_divisors(x.shape[2:], out_hw, kernel_size, stride, padding, count_include_pad,
+                                 divisor_override, x.dtype)
 
 
-def avg_pool2d_backward(dout, input_shape, kernel_size, stride, padding):
-    (kh, kw) = kernel_size
-    n, c, oh, ow = dout.shape
-    share = dout / dout.dtype.type(kh * kw)
-    cols = np.broadcast_to(share[:, :, None, None], (n, c, kh, kw, oh, ow))
-    return col2im(cols.reshape(n, c * kh * kw, oh * ow), input_shape, kernel_size, stride, padding, (1, 1))
+def avg_pool2d_backward(dout, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                        divisor_override):
+    n, c, h, w = input_shape
+    (kh, kw), (ph, pw) = kernel_size, padding
+    out_hw, (eh, ew) = _pool_geometry((h, w), kernel_size, stride, padding, (1, 1), ceil_mode)
+    share = dout / _avg_divisors((h, w), out_hw, kernel_size, stride, padding, count_include_pad,
+                                 divisor_override, dout.dtype)
+    dxp = np.zeros((n, c, h + 2 * ph + eh, w + 2 * pw + ew), dtype=dout.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dxp[(slice(None), slice(None)) + _window_slices(i, j, out_hw, stride)] += share
+    return np.ascontiguousarray(dxp[:, :, ph : ph + h, pw : pw + w])
+
+
+def _adaptive_windows(size, out):
+    """[start, end) of each of torch's adaptive windows along one axis."""
+    i = np.arange(out, dtype=np.int64)
+    return (i * size) // out, ((i + 1) * size + out - 1) // out
+
+
+def adaptive_avg_pool2d(x, output_size):
+    # Separable: sum each window's rows (for every column), then each window's columns, both in
+    # increasing position order (the compiled kernel's order); then divide by the window size.
+    (oh, ow), (h, w) = output_size, x.shape[2:]
+    (h0, h1), (w0, w1) = _adaptive_windows(h, oh), _adaptive_windows(w, ow)
+    row_sums = np.zeros(x.shape[:2] + (oh, w), dtype=x.dtype)
+    for i in range(oh):
+        for r in range(h0[i], h1[i]):
+            row_sums[:, :, i] += x[:, :, r]
+    total = np.zeros(x.shape[:2] + (oh, ow), dtype=x.dtype)
+    for j in range(ow):
+        for q in range(w0[j], w1[j]):
+            total[:, :, :, j] += row_sums[:, :, :, q]
+    return total / ((h1 - h0)[:, None] * (w1 - w0)[None, :]).astype(x.dtype)
+
+
+def adaptive_avg_pool2d_backward(dout, input_shape):
+    n, c, h, w = input_shape
+    oh, ow = dout.shape[2:]
+    (h0, h1), (w0, w1) = _adaptive_windows(h, oh), _adaptive_windows(w, ow)
+    share = dout / ((h1 - h0)[:, None] * (w1 - w0)[None, :]).astype(dout.dtype)
+    # Spread each share over its window's columns, then each such row over the window's rows.
+    spread = np.zeros((n, c, oh, w), dtype=dout.dtype)
+    for j in range(ow):
+        spread[:, :, :, w0[j]:w1[j]] += share[:, :, :, j, None]
+    dx = np.zeros(input_shape, dtype=dout.dtype)
+    for i in range(oh):
+        dx[:, :, h0[i]:h1[i]] += spread[:, :, i, None]
+    return dx
 
 
 # ----------------------------------------------------------------------------------------------

@@ -162,10 +162,22 @@ def col2im(cols, input_shape, kernel_size, stride, padding, dilation):
 
 
 # ----------------------------------------------------------------------------------------------
-# Pooling (window of output (oh, ow) = rows oh*sh - ph + i, columns ow*sw - pw + j)
+# Pooling (window of output (oh, ow) = rows oh*sh - ph + i*dh, columns ow*sw - pw + j*dw)
 # ----------------------------------------------------------------------------------------------
 
-def max_pool2d(x, kernel_size, stride, padding):
+def _pool_out_size(size, k, s, p, d, ceil_mode):
+    """torch's pooling output length: (size + 2p - d(k-1) - 1) / s + 1 rounded down, or up with
+    ceil_mode, where a last window starting in the right padding is dropped."""
+    room = size + 2 * p - d * (k - 1) - 1
+    if not ceil_mode:
+        return room // s + 1
+    out = -(-room // s) + 1  # rounded up
+    if (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode):
     """Max pooling with the flat argmax h*W + v in the unpadded plane, exactly as PyTorch:
 
     the padding is -inf and never selected; the window is scanned in row-major order and the
@@ -175,8 +187,8 @@ def max_pool2d(x, kernel_size, stride, padding):
     [1, nan, 3, nan] gives index 3).
     """
     N, C, H, W = x.shape
-    (KH, KW), (sh, sw), (ph, pw) = kernel_size, stride, padding
-    OH, OW = _out_size(H, KH, sh, ph, 1), _out_size(W, KW, sw, pw, 1)
+    (KH, KW), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    OH, OW = _pool_out_size(H, KH, sh, ph, dh, ceil_mode), _pool_out_size(W, KW, sw, pw, dw, ceil_mode)
     xs = x.tolist()
     y = np.empty((N, C, OH, OW), dtype=x.dtype)
     indices = np.empty((N, C, OH, OW), dtype=np.int64)
@@ -187,13 +199,13 @@ def max_pool2d(x, kernel_size, stride, padding):
                     best, best_index = -math.inf, None
                     for i in range(KH):
                         for j in range(KW):
-                            h, v = oh * sh - ph + i, ow * sw - pw + j
+                            h, v = oh * sh - ph + i * dh, ow * sw - pw + j * dw
                             if not _inside(h, v, H, W):
                                 continue
                             value = xs[n][c][h][v]
                             if best_index is None or value > best or math.isnan(value):
                                 best, best_index = value, h * W + v
-                    # Padding <= kernel // 2 guarantees a real element in every window.
+                    # Validation refuses windows without a real element.
                     y[n, c, oh, ow] = best
                     indices[n, c, oh, ow] = best_index
     return y, indices
@@ -213,11 +225,28 @@ def max_pool2d_backward(dout, indices, input_shape):
     return np.array(total, dtype=dout.dtype).reshape(N, C, H, W)
 
 
-def avg_pool2d(x, kernel_size, stride, padding):
-    """Mean of each window, padded zeros included in the count (count_include_pad=True)."""
+def _avg_divisor(oh, ow, H, W, kernel_size, stride, padding, count_include_pad, divisor_override):
+    """The divisor of output (oh, ow): divisor_override, else the number of window positions
+    inside the padded input (count_include_pad; ceil_mode's last windows may reach past the
+    padding) or inside the input."""
+    if divisor_override is not None:
+        return divisor_override
+    (KH, KW), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    lo_h, lo_w = (-ph, -pw) if count_include_pad else (0, 0)
+    hi_h, hi_w = (H + ph, W + pw) if count_include_pad else (H, W)
+    count = 0
+    for i in range(KH):
+        for j in range(KW):
+            h, v = oh * sh - ph + i, ow * sw - pw + j
+            count += lo_h <= h < hi_h and lo_w <= v < hi_w
+    return count
+
+
+def avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    """Sum of each window's input elements (padding adds zeros) over its divisor (_avg_divisor)."""
     N, C, H, W = x.shape
     (KH, KW), (sh, sw), (ph, pw) = kernel_size, stride, padding
-    OH, OW = _out_size(H, KH, sh, ph, 1), _out_size(W, KW, sw, pw, 1)
+    OH, OW = _pool_out_size(H, KH, sh, ph, 1, ceil_mode), _pool_out_size(W, KW, sw, pw, 1, ceil_mode)
     xs = x.tolist()
     y = np.empty((N, C, OH, OW), dtype=x.dtype)
     for n in range(N):
@@ -230,16 +259,20 @@ def avg_pool2d(x, kernel_size, stride, padding):
                             h, v = oh * sh - ph + i, ow * sw - pw + j
                             if _inside(h, v, H, W):
                                 total += xs[n][c][h][v]
-                    y[n, c, oh, ow] = total / (KH * KW)
+                    y[n, c, oh, ow] = total / _avg_divisor(oh, ow, H, W, kernel_size, stride, padding,
+                                                           count_include_pad, divisor_override)
     return y
 
 
-def avg_pool2d_backward(dout, input_shape, kernel_size, stride, padding):
-    """dx[n, c, h, v] = sum over the windows that contain (h, v) of dout / (KH*KW)."""
+def avg_pool2d_backward(dout, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                        divisor_override):
+    """dx[n, c, h, v] = sum over the windows (oh, ow) that contain (h, v) of dout / divisor."""
     N, C, H, W = input_shape
     _, _, OH, OW = dout.shape
     (KH, KW), (sh, sw), (ph, pw) = kernel_size, stride, padding
     gs = dout.tolist()
+    divisors = [[_avg_divisor(oh, ow, H, W, kernel_size, stride, padding, count_include_pad, divisor_override)
+                 for ow in range(OW)] for oh in range(OH)]
     dx = np.empty(input_shape, dtype=dout.dtype)
     for n in range(N):
         for c in range(C):
@@ -250,6 +283,45 @@ def avg_pool2d_backward(dout, input_shape, kernel_size, stride, padding):
                         for ow in range(OW):
                             i, j = h - (oh * sh - ph), v - (ow * sw - pw)
                             if 0 <= i < KH and 0 <= j < KW:
-                                total += gs[n][c][oh][ow]
-                    dx[n, c, h, v] = total / (KH * KW)
+                                total += gs[n][c][oh][ow] / divisors[oh][ow]
+                    dx[n, c, h, v] = total
     return dx
+
+
+def _adaptive_window(i, out, size):
+    """torch's adaptive window of output i: input positions floor(i*size/out) to
+    ceil((i+1)*size/out) - 1, as a range."""
+    return range((i * size) // out, -(-((i + 1) * size) // out))
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """Mean of each adaptive window (rows and columns as _adaptive_window)."""
+    N, C, H, W = x.shape
+    OH, OW = output_size
+    xs = x.tolist()
+    y = np.empty((N, C, OH, OW), dtype=x.dtype)
+    for n in range(N):
+        for c in range(C):
+            for oh in range(OH):
+                for ow in range(OW):
+                    rows, cols = _adaptive_window(oh, OH, H), _adaptive_window(ow, OW, W)
+                    total = sum(xs[n][c][h][v] for h in rows for v in cols)
+                    y[n, c, oh, ow] = total / (len(rows) * len(cols))
+    return y
+
+
+def adaptive_avg_pool2d_backward(dout, input_shape):
+    """dx[n, c, h, v] = sum over the adaptive windows that contain (h, v) of dout / window size."""
+    N, C, H, W = input_shape
+    _, _, OH, OW = dout.shape
+    gs = dout.tolist()
+    total = [[[[0.0] * W for _ in range(H)] for _ in range(C)] for _ in range(N)]
+    for n in range(N):
+        for c in range(C):
+            for oh in range(OH):
+                for ow in range(OW):
+                    rows, cols = _adaptive_window(oh, OH, H), _adaptive_window(ow, OW, W)
+                    for h in rows:
+                        for v in cols:
+                            total[n][c][h][v] += gs[n][c][oh][ow] / (len(rows) * len(cols))
+    return np.array(total, dtype=dout.dtype).reshape(input_shape)
