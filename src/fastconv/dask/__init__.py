@@ -49,9 +49,11 @@ from fastconv.dask._functions import (
     max_pool2d,
     max_pool2d_backward,
 )
+from fastconv.dask._parallel import DataParallel
 
 __all__ = [
     "conv2d", "conv2d_backward", "conv1d", "conv1d_backward",
     "im2col", "col2im",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "DataParallel",
 ]

@@ -23,6 +23,8 @@ import dask
 import dask.array as da
 import numpy as np
 
+import fastconv
+
 # Chunk sums are added two at a time: the order is then fixed by the chunking alone.
 SPLIT_EVERY = 2
 
@@ -59,8 +61,9 @@ class Whole:
 class BatchShape:
     """Marks an ``input_shape`` argument: ``(N,) + rest``, where each chunk gets its own N."""
 
-    def __init__(self, rest):
-        self.rest = tuple(rest)
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+        self.rest = self.shape[1:]
 
 
 def _describe(value):
@@ -73,10 +76,11 @@ def batched(fname, name, value):
     """``value`` as a :class:`Batched` argument, after checking that it is a dask array whose
     only chunked axis is the batch (axis 0) and whose chunk sizes are known."""
     if not isinstance(value, da.Array):
+        in_memory = f"fastconv.{fname} takes in-memory arrays; " if hasattr(fastconv, fname) else ""
         raise TypeError(
             f"{fname}: {name} must be a dask array chunked along the batch (axis 0), got "
-            f"{_describe(value)}; use fastconv.{fname} for in-memory arrays, or wrap it with "
-            f"dask.array.from_array({name}, chunks=(n, -1, ...))"
+            f"{_describe(value)} ({in_memory}dask.array.from_array({name}, chunks=(n, -1, ...)) "
+            f"makes one of n images per chunk)"
         )
     if value.ndim == 0:
         raise ValueError(f"{fname}: {name} must have a batch axis (axis 0), got a 0-d dask array")
@@ -132,16 +136,20 @@ def batch_shape(fname, input_shape, batch, batch_name):
             f"{fname}: input_shape must start with {batch_name}'s batch size {batch}, "
             f"got input_shape={tuple(input_shape)!r}"
         )
-    return BatchShape(input_shape[1:])
+    return BatchShape(input_shape)
+
+
+class ChunkIndex:
+    """Marks an argument that receives the chunk's position along the batch (0, 1, ...)."""
 
 
 def _empty_batch(array):
     return np.empty((0,) + array.shape[1:], dtype=array.dtype)
 
 
-def _probe(fname, function, args, kwargs):
+def check_on_empty_batch(fname, function, args, kwargs):
     """Call ``function`` on an empty batch of the arguments' shapes: the in-memory checks, and
-    the results' shapes and dtypes. Returns a tuple of empty-batch results."""
+    the results' shapes and dtypes without computing anything. Returns a tuple of results."""
     probe_args = []
     for arg in args:
         if isinstance(arg, Batched):
@@ -150,6 +158,8 @@ def _probe(fname, function, args, kwargs):
             probe_args.append(arg.probe_value())
         elif isinstance(arg, BatchShape):
             probe_args.append((0,) + arg.rest)
+        elif isinstance(arg, ChunkIndex):
+            probe_args.append(0)
         else:
             probe_args.append(arg)
     try:
@@ -160,6 +170,9 @@ def _probe(fname, function, args, kwargs):
         shown = [
             f"{arg.name}.shape={arg.array.shape}" for arg, probe in zip(args, probe_args)
             if isinstance(arg, Batched) and str(probe.shape) in text
+        ] + [
+            f"input_shape={arg.shape}" for arg, probe in zip(args, probe_args)
+            if isinstance(arg, BatchShape) and str(probe) in text
         ]
         if not shown or type(exc) not in (TypeError, ValueError):
             raise
@@ -173,16 +186,19 @@ def _probe(fname, function, args, kwargs):
 def _call_on_chunk(function, template, kwargs, *inputs):
     """The task of one chunk: rebuild ``function``'s arguments and call it.
 
-    ``template`` holds one (role, value) per positional argument: ("input", k) for the k-th
-    task input (a chunk of a batched array, or a whole argument), ("shape", rest) for an
-    input_shape completed with the chunk's batch size, ("value", v) for a constant. Returns a
-    tuple of results.
+    ``template`` holds one (role, value) per positional argument: ("batch", k) for the chunk
+    of a batched array that is the k-th task input, ("input", k) for a whole argument,
+    ("chunk", k) for the chunk's position (a one-element block of an arange), ("shape", rest)
+    for an input_shape completed with the chunk's batch size, ("value", v) for a constant.
+    Returns a tuple of results.
     """
     batch = next(inputs[k].shape[0] for role, k in template if role == "batch")
     args = []
     for role, value in template:
         if role in ("batch", "input"):
             args.append(inputs[value])
+        elif role == "chunk":
+            args.append(int(inputs[value][0]))
         elif role == "shape":
             args.append((batch,) + value)
         else:
@@ -191,12 +207,12 @@ def _call_on_chunk(function, template, kwargs, *inputs):
     return result if isinstance(result, tuple) else (result,)
 
 
-def _as_partial_sum(index, parts):
-    """Result ``index`` of a chunk with a leading axis of length 1, for the sum over chunks."""
-    return parts[index][None]
+def _with_chunk_axis(index, parts):
+    """Result ``index`` of a chunk with a leading axis of length 1 (one entry per chunk)."""
+    return np.asarray(parts[index])[None]
 
 
-def map_batches(fname, function, args, kwargs, summed=()):
+def map_batches(fname, function, args, kwargs, summed=(), per_chunk=()):
     """Apply the in-memory ``function`` to every batch chunk of its batched arguments, lazily.
 
     Parameters
@@ -204,26 +220,35 @@ def map_batches(fname, function, args, kwargs, summed=()):
     fname : str
         The public name, for error messages and task names.
     function : callable
-        An in-memory fastconv function (``fastconv.conv2d``, ...).
+        An in-memory fastconv function (``fastconv.conv2d``, ...), or any function of a
+        chunk that handles an empty batch.
     args : list
-        ``function``'s positional arguments, each a :class:`Batched`, :class:`Whole` or
-        :class:`BatchShape`, or a constant passed to every chunk as it is. At least one is
-        Batched, and all Batched ones have the same batch chunks.
+        ``function``'s positional arguments, each a :class:`Batched`, :class:`Whole`,
+        :class:`BatchShape` or :class:`ChunkIndex`, or a constant passed to every chunk as it
+        is. At least one is Batched, and all Batched ones have the same batch chunks (checked
+        by :func:`same_batch_chunks`).
     kwargs : dict
         Keyword arguments passed to every call as they are.
     summed : sequence of int
         Indices of the results that are sums over the batch (dw, db): they are summed over the
         chunks in the fixed order of the module docstring and returned as single-chunk arrays.
+    per_chunk : sequence of int
+        Indices of the results that are one value per chunk: stacked along a new leading axis
+        with one entry per chunk (chunks of 1).
         Every other result is per image and keeps the batch chunks.
 
     Returns
     -------
     dask.array.Array or tuple of them, as ``function`` returns one array or a tuple.
     """
-    probes = _probe(fname, function, args, kwargs)
+    probes = check_on_empty_batch(fname, function, args, kwargs)
+    batch_chunks = next(arg.array.chunks[0] for arg in args if isinstance(arg, Batched))
 
     # Task inputs: batch chunks of each Batched argument (its other axes are single chunks,
-    # contracted away: the task gets the chunk itself) and one Delayed per Whole argument.
+    # contracted away: the task gets the chunk itself), one Delayed per Whole argument, and
+    # an arange with one block per chunk for ChunkIndex. Blocks are matched by position along
+    # the batch (align_arrays=False: the arange's chunks are not the images' chunks, and the
+    # images' chunks were checked to agree).
     template, inputs = [], []
     for position, arg in enumerate(args):
         if isinstance(arg, Batched):
@@ -237,30 +262,38 @@ def map_batches(fname, function, args, kwargs, summed=()):
             template.append(("value", None))
         elif isinstance(arg, BatchShape):
             template.append(("shape", arg.rest))
+        elif isinstance(arg, ChunkIndex):
+            template.append(("chunk", len(inputs)))
+            inputs.append((da.arange(len(batch_chunks), chunks=1), ("batch",)))
         else:
             template.append(("value", arg))
     task = partial(_call_on_chunk, function, tuple(template), dict(kwargs))
     pairs = [item for pair in inputs for item in pair]
     parts = da.blockwise(
-        task, ("batch",), *pairs, concatenate=True, dtype=object,
-        meta=np.empty((0,), dtype=object), token=f"fastconv-{fname}",
+        task, ("batch",), *pairs, concatenate=True, align_arrays=False,
+        adjust_chunks={"batch": batch_chunks}, dtype=object, meta=np.empty((0,), dtype=object),
+        token=f"fastconv-{fname}",
     )
 
     results = []
     for index, probe in enumerate(probes):
-        axes = tuple(f"out{index}.{axis}" for axis in range(probe.ndim if index in summed else probe.ndim - 1))
-        meta = np.empty((0,) * (len(axes) + 1), dtype=probe.dtype)
-        if index in summed:
-            partial_sums = da.blockwise(
-                partial(_as_partial_sum, index), ("batch",) + axes, parts, ("batch",),
+        probe = np.asarray(probe)
+        if index in summed or index in per_chunk:
+            axes = tuple(f"out{index}.{axis}" for axis in range(probe.ndim))
+            stacked = da.blockwise(
+                partial(_with_chunk_axis, index), ("batch",) + axes, parts, ("batch",),
                 new_axes=dict(zip(axes, probe.shape)), adjust_chunks={"batch": 1},
-                dtype=probe.dtype, meta=meta, token=f"fastconv-{fname}-chunk-sums",
+                dtype=probe.dtype, meta=np.empty((0,) * (probe.ndim + 1), dtype=probe.dtype),
+                token=f"fastconv-{fname}-per-chunk",
             )
-            results.append(partial_sums.sum(axis=0, split_every=SPLIT_EVERY, dtype=probe.dtype))
+            if index in summed:
+                stacked = stacked.sum(axis=0, split_every=SPLIT_EVERY, dtype=probe.dtype)
+            results.append(stacked)
         else:
+            axes = tuple(f"out{index}.{axis}" for axis in range(1, probe.ndim))
             results.append(da.blockwise(
                 operator.itemgetter(index), ("batch",) + axes, parts, ("batch",),
-                new_axes=dict(zip(axes, probe.shape[1:])), dtype=probe.dtype, meta=meta,
-                token=f"fastconv-{fname}-result",
+                new_axes=dict(zip(axes, probe.shape[1:])), dtype=probe.dtype,
+                meta=np.empty((0,) * probe.ndim, dtype=probe.dtype), token=f"fastconv-{fname}-result",
             ))
     return results[0] if len(results) == 1 else tuple(results)
