@@ -292,6 +292,22 @@ def test_nothing_is_computed_until_asked():
     assert sorted(_calls) == [4, 6]
 
 
+def test_computing_dx_dw_db_together_runs_each_chunk_once(monkeypatch):
+    calls = []
+    in_memory = fastconv.conv2d_backward
+
+    def counted(dout, *args, **kwargs):
+        calls.append(dout.shape[0])
+        return in_memory(dout, *args, **kwargs)
+
+    monkeypatch.setattr(fastconv, "conv2d_backward", counted)
+    x, w = randn((10, 2, 6, 6), 43), randn((3, 2, 3, 3), 44)
+    lazy = fcd.conv2d_backward(as_dask(randn((10, 3, 4, 4), 45), (3, 7)), as_dask(x, (3, 7)), w)
+    assert calls == [0]  # the eager check on an empty batch
+    compute(*lazy)
+    assert sorted(calls) == [0, 3, 7]
+
+
 def test_numpy_weights_are_embedded_once():
     w = randn((64, 64, 3, 3), 19, np.float32)  # 144 KiB
     x = da.zeros((64, 64, 6, 6), chunks=(2, 64, 6, 6), dtype=np.float32)  # 32 chunks, no data

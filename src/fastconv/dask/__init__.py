@@ -7,6 +7,7 @@ the same batch chunks. Nothing is computed until asked (``.compute()``, ``dask.c
 ``da.store``, ``.to_zarr``), on whatever scheduler dask uses: threads by default, processes,
 or a dask.distributed cluster::
 
+    import dask
     import dask.array as da
     import fastconv.dask as fcd
     from dask.distributed import Client
@@ -17,12 +18,15 @@ or a dask.distributed cluster::
     dx, dw, db = fcd.conv2d_backward(dout, x, w, padding=1)
     dx, dw, db = dask.compute(dx, dw, db)               # one backward pass per chunk
 
-Per-image results (``y``, ``dx``, pooling) equal the in-memory functions' bit for bit. Sums over
-the batch (``dw``, ``db``) are the chunks' sums added in a fixed order that depends only on the
-chunking (neighbours in chunk order, two at a time, level by level: dask's tree reduction with
-``split_every=2``), so they are bitwise identical whatever the scheduler and however many
-workers run them. An array chunked along another axis is refused with the ``rechunk`` call
-that fixes it: fastconv.dask never moves data behind the caller's back.
+Each chunk's per-image results (``y``, ``dx``, pooling, im2col) are those of the in-memory
+function called on that chunk, bit for bit. (The in-memory convolution kernels choose how to
+split their work from the batch size, so the same images in one whole-batch call can differ
+in the last bits.) Sums over the batch (``dw``, ``db``) are the chunks' sums added in a fixed
+order that depends only on the chunking (neighbours in chunk order, two at a time, level by
+level: dask's tree reduction with ``split_every=2``), so they are bitwise identical whatever
+the scheduler, however many workers run them, and when a worker dies and dask reruns its
+tasks. An array chunked along another axis than the batch is refused with the ``rechunk`` call
+that fixes it: rechunking moves data, which fastconv.dask leaves to the caller to decide.
 
 :class:`DataParallel` trains a :mod:`fastconv.nn` model on batches held as dask arrays: every
 chunk of a batch gets a replica of the model, gradients are reduced in the same fixed order
