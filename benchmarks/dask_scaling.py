@@ -123,7 +123,7 @@ def cluster_figures(args, workers):
     import fastconv.dask as fcd
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
         # Inputs made on the workers (random, like conv_data's), kept in their memory.
         rng = da.random.default_rng(0)
         w = conv_data(1)[1]

@@ -13,7 +13,7 @@ memory of the dask workers that process it, with fastconv.dask.
    shows the tasks. Nothing is ever loaded whole: each task reads one chunk.
 
     python examples/dask_images.py --small                # a quick run (~32 MiB)
-    python examples/dask_images.py                        # 2 GiB, 2 workers of 384 MiB each
+    python examples/dask_images.py                        # 2 GiB, 2 workers of 512 MiB each
     python examples/dask_images.py --scheduler tcp://10.0.0.5:8786   # an existing cluster
 
 Needs ``pip install "fastconv[examples]"`` (scikit-learn, dask, distributed, zarr). The data
@@ -45,7 +45,9 @@ def parse_args(argv=None):
     parser.add_argument("--small", action="store_true", help="a 32 MiB collection, for a quick run")
     parser.add_argument("--chunk", type=int, default=4096, help="images per chunk (default 4096)")
     parser.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
-    parser.add_argument("--memory-limit", default="384MiB", help="memory limit of each worker (default 384MiB)")
+    parser.add_argument("--memory-limit", default="512MiB",
+                        help="memory limit of each worker (default 512MiB; an idle worker process "
+                             "takes about 100 MiB of it)")
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
                         help="use the dask.distributed scheduler at ADDRESS instead of a LocalCluster")
     parser.add_argument("--path", default=None, help="directory for the Zarr store (default: a temporary one)")
@@ -71,10 +73,16 @@ def load_digits():
     return (digits.images / 16.0).astype(np.float32), digits.target.astype(np.int8)
 
 
+def pick_digits(rng, count, n):
+    """The first draw of make_images: which of the `count` digits each image shows."""
+    return rng.integers(0, count, n)
+
+
 def make_images(digits, labels, n, seed):
-    """n noisy digits: a random digit, shifted by up to one pixel, scaled, plus noise."""
+    """n noisy digits and their labels: a random digit, shifted by up to one pixel, scaled,
+    plus noise."""
     rng = np.random.default_rng(seed)
-    pick = rng.integers(0, len(digits), n)
+    pick = pick_digits(rng, len(digits), n)
     shifts = rng.integers(-1, 2, (n, 2))
     images = np.zeros((n, 1, 8, 8), dtype=np.float32)
     for (dy, dx) in {tuple(s) for s in shifts}:
@@ -95,21 +103,25 @@ def _chunk_of_images(digits, labels, seed, block_id=None, block_info=None):
     return make_images(digits, labels, n, (seed, 0, block_id[0]))[0]
 
 
-def _chunk_of_labels(digits, labels, seed, block_id=None, block_info=None):
+def _chunk_of_labels(labels, seed, block_id=None, block_info=None):
+    # The labels of _chunk_of_images' chunk: the same seed, the same first draw.
     n = block_info[None]["chunk-shape"][0]
-    return make_images(digits, labels, n, (seed, 0, block_id[0]))[1]
+    return labels[pick_digits(np.random.default_rng((seed, 0, block_id[0])), len(labels), n)]
 
 
 def write_collection(client, path, n, chunk, seed):
     """Generate the images and labels chunk by chunk on the workers, straight into Zarr."""
+    import dask
     import dask.array as da
     from distributed import progress
 
-    digits, labels = load_digits()
+    # As Delayed objects the digits travel to each worker once; as plain NumPy arguments of
+    # map_blocks they would travel inside every task (0.5 MB each).
+    digits, labels = (dask.delayed(a) for a in load_digits())
     chunks = (tuple([chunk] * (n // chunk) + ([n % chunk] if n % chunk else [])),)
     images = da.map_blocks(_chunk_of_images, digits, labels, seed, chunks=chunks + ((1,), (8,), (8,)),
                            dtype=np.float32, meta=np.empty((0, 0, 0, 0), np.float32))
-    targets = da.map_blocks(_chunk_of_labels, digits, labels, seed, chunks=chunks, dtype=np.int8,
+    targets = da.map_blocks(_chunk_of_labels, labels, seed, chunks=chunks, dtype=np.int8,
                             meta=np.empty((0,), np.int8))
     stores = [da.to_zarr(images, os.path.join(path, "images"), compute=False, overwrite=True),
               da.to_zarr(targets, os.path.join(path, "labels"), compute=False, overwrite=True)]
@@ -173,6 +185,17 @@ def classify_collection(client, path, model, mean, std):
     return float(accuracy), time.perf_counter() - start, images
 
 
+def _resident_memory():
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def _worker_memory(client):
+    rss = client.run(_resident_memory).values()
+    return "worker processes now at " + ", ".join(f"{r / 2**20:.0f} MiB" for r in rss)
+
+
 def main(argv=None):
     args = parse_args(argv)
     from distributed import Client, LocalCluster
@@ -194,7 +217,7 @@ def main(argv=None):
         # One thread per worker process: fastconv's kernels then run on one core each
         # (distributed starts workers with OMP_NUM_THREADS=1).
         cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                               memory_limit=args.memory_limit, dashboard_address=None)
+                               memory_limit=args.memory_limit)
         client = Client(cluster)
         where = f"a LocalCluster of {args.workers} worker processes with memory_limit={args.memory_limit} each"
     try:
@@ -202,10 +225,11 @@ def main(argv=None):
         print(f"computing on {where} (worker memory in all: {sum(limits) / 2**30:.2f} GiB)")
         start = time.perf_counter()
         write_collection(client, path, n, args.chunk, args.seed)
-        print(f"wrote the collection in {time.perf_counter() - start:.1f} s")
+        print(f"wrote the collection in {time.perf_counter() - start:.1f} s; {_worker_memory(client)}")
         accuracy, seconds, images = classify_collection(client, path, model, mean, std)
         print(f"classified {n:,} images ({images.nbytes / 2**30:.2f} GiB, {images.npartitions} chunks) "
               f"in {seconds:.1f} s: {n / seconds:,.0f} images/s, accuracy {accuracy:.2%}")
+        print(_worker_memory(client))
     finally:
         client.close()
         if cluster is not None:

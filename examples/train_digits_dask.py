@@ -88,8 +88,7 @@ def main(argv=None):
         cluster, client = None, Client(args.scheduler)
         where = f"the cluster at {args.scheduler}"
     else:
-        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True)
         client = Client(cluster)
         where = f"a LocalCluster of {args.workers} worker processes"
     try:

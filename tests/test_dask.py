@@ -53,7 +53,7 @@ SCHEDULERS = ["sync", "threads", "processes", "distributed"]
 def client():
     """A LocalCluster of two single-threaded worker processes, closed after the module."""
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",  # any free port
         silence_logs=40,  # logging.ERROR: a worker restart is expected in two tests
     ) as cluster, distributed.Client(cluster, set_as_default=False) as client:
         yield client
@@ -573,6 +573,8 @@ def _bad_calls():
          r"conv2d: x must be chunked along the batch \(axis 0\) only.*x\.rechunk\(\{1: -1\}\)"),
         ("chunked rows", lambda: fcd.im2col(x.rechunk({2: 3, 3: 5}), 3), ValueError, r"x\.rechunk\(\{2: -1, 3: -1\}\)"),
         ("unknown chunks", lambda: fcd.conv2d(unknown, w), ValueError, r"conv2d: x has unknown chunk sizes"),
+        ("unknown w", lambda: fcd.conv2d(x, da.from_array(w)[da.from_array(w)[:, 0, 0, 0] > -100]), ValueError,
+         r"conv2d: w has unknown chunk sizes"),
         ("channels", lambda: fcd.conv2d(x, w[:, :2]), ValueError, r"conv2d: x has 3 channels but w expects 2"),
         ("3-d x", lambda: fcd.conv2d(x[:, 0], w), ValueError,
          r"conv2d: x must be a 4-D array.*N shows as 0; x\.shape=\(6, 8, 8\)"),

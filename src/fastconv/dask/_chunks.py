@@ -72,6 +72,22 @@ def _describe(value):
     return f"{type(value).__name__}"
 
 
+def _check_known_chunks(fname, name, value):
+    if any(math.isnan(c) for sizes in value.chunks for c in sizes):
+        raise ValueError(
+            f"{fname}: {name} has unknown chunk sizes (chunks={value.chunks}); call "
+            f"{name}.compute_chunk_sizes() first, fastconv.dask checks shapes before computing"
+        )
+
+
+def whole(fname, name, value):
+    """``value`` (weights, bias, or None) as a :class:`Whole` argument; a dask array must have
+    known chunk sizes (its shape is checked at once)."""
+    if isinstance(value, da.Array):
+        _check_known_chunks(fname, name, value)
+    return Whole(value)
+
+
 def batched(fname, name, value):
     """``value`` as a :class:`Batched` argument, after checking that it is a dask array whose
     only chunked axis is the batch (axis 0) and whose chunk sizes are known."""
@@ -80,17 +96,11 @@ def batched(fname, name, value):
         raise TypeError(
             f"{fname}: {name} must be a dask array chunked along the batch (axis 0), got "
             f"{_describe(value)} ({in_memory}dask.array.from_array({name}, chunks=(n, -1, ...)) "
-            f"makes one of n images per chunk)"
+            f"makes chunks of n images)"
         )
     if value.ndim == 0:
         raise ValueError(f"{fname}: {name} must have a batch axis (axis 0), got a 0-d dask array")
-    if any(math.isnan(size) for size in value.shape) or any(
-        math.isnan(c) for sizes in value.chunks for c in sizes
-    ):
-        raise ValueError(
-            f"{fname}: {name} has unknown chunk sizes (chunks={value.chunks}); call "
-            f"{name}.compute_chunk_sizes() first, fastconv.dask checks shapes before computing"
-        )
+    _check_known_chunks(fname, name, value)
     split = [axis for axis in range(1, value.ndim) if len(value.chunks[axis]) > 1]
     if split:
         merge = ", ".join(f"{axis}: -1" for axis in split)

@@ -11,7 +11,7 @@ import numbers
 import numpy as np
 
 import fastconv
-from fastconv.dask._chunks import Whole, batch_shape, batched, map_batches, same_batch_chunks
+from fastconv.dask._chunks import batch_shape, batched, map_batches, same_batch_chunks, whole
 
 
 def _with_groups(fname, function, groups, options):
@@ -37,8 +37,8 @@ def _with_groups(fname, function, groups, options):
 
 def _conv_forward(fname, function, x, w, b, stride, padding, dilation, groups, options):
     options = _with_groups(fname, function, groups, options)
-    x = batched(fname, "x", x)
-    return map_batches(fname, function, [x, Whole(w), Whole(b), stride, padding, dilation], options)
+    x, w, b = batched(fname, "x", x), whole(fname, "w", w), whole(fname, "b", b)
+    return map_batches(fname, function, [x, w, b, stride, padding, dilation], options)
 
 
 def _conv_backward(fname, function, dout, x, w, stride, padding, dilation, groups, options):
@@ -46,7 +46,7 @@ def _conv_backward(fname, function, dout, x, w, stride, padding, dilation, group
     dout, x = batched(fname, "dout", dout), batched(fname, "x", x)
     same_batch_chunks(fname, [("x", x), ("dout", dout)])
     return map_batches(
-        fname, function, [dout, x, Whole(w), stride, padding, dilation], options, summed=(1, 2)
+        fname, function, [dout, x, whole(fname, "w", w), stride, padding, dilation], options, summed=(1, 2)
     )
 
 

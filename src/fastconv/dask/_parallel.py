@@ -7,6 +7,13 @@ gathers the results into the model (outputs for ``forward``; summed gradients in
 in a single-process loop. Replicas are made afresh from the model for every call, so they
 cannot drift apart, and every task is a pure function of its inputs: dask may run it on any
 worker, and run it again when a worker dies, without changing the result.
+
+torch's DistributedDataParallel keeps a replica and an optimizer in every process and
+all-reduces gradients between them. On dask that state would live in particular worker
+processes, which the scheduler neither places work by nor recovers when they die; shipping
+the parameters with each batch instead costs the same traffic as DDP's all-reduce (one
+model's worth per worker and step) and keeps the guarantee of DDP that matters: the gradient
+is the whole batch's, in a fixed order, so every replica computes from identical parameters.
 """
 
 import copy
