@@ -258,13 +258,17 @@ class DataParallel:
         """
         fname = "DataParallel.forward_backward"
         if self.loss_fn is None:
-            raise ValueError(f"{fname}: this DataParallel has no loss_fn; pass one to DataParallel(model, loss_fn)")
+            raise ValueError(
+                f"{fname}: this DataParallel has no loss_fn; pass one to DataParallel(model, loss_fn)"
+            )
         x = batched(fname, "x", x)
         y = self._targets(fname, y, x)
         same_batch_chunks(fname, [("x", x), ("y", y)])
         total = x.array.shape[0]
         if total == 0:
-            raise ValueError(f"{fname}: x holds no images (shape {x.array.shape}): there is no loss to differentiate")
+            raise ValueError(
+                f"{fname}: x holds no images (shape {x.array.shape}): there is no loss to differentiate"
+            )
         model, loss_fn = _copy_without_caches(self.model, self.loss_fn)
         self._check_input(fname, model, x)
 
