@@ -22,6 +22,7 @@ goes to a temporary directory that is removed at the end unless --keep is given,
 """
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -210,17 +211,21 @@ def main(argv=None):
     model, mean, std = train_model(args.seed)
     print(f"trained the digits CNN on 20,000 noisy digits in {time.perf_counter() - start:.1f} s")
 
-    if args.scheduler:
-        cluster, client = None, Client(args.scheduler)
-        where = f"the cluster at {args.scheduler}"
-    else:
-        # One thread per worker process: fastconv's kernels then run on one core each
-        # (distributed starts workers with OMP_NUM_THREADS=1).
-        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                               memory_limit=args.memory_limit)
-        client = Client(cluster)
-        where = f"a LocalCluster of {args.workers} worker processes with memory_limit={args.memory_limit} each"
-    try:
+    with contextlib.ExitStack() as cleanup:
+        if not args.keep and not args.path:
+            cleanup.callback(shutil.rmtree, path, ignore_errors=True)
+        elif args.keep:
+            cleanup.callback(print, f"Zarr store kept at {path} (images, labels, predictions)")
+        if args.scheduler:
+            client = cleanup.enter_context(Client(args.scheduler))
+            where = f"the cluster at {args.scheduler}"
+        else:
+            # One thread per worker process: fastconv's kernels then run on one core each
+            # (distributed starts workers with OMP_NUM_THREADS=1).
+            cluster = cleanup.enter_context(LocalCluster(
+                n_workers=args.workers, threads_per_worker=1, processes=True, memory_limit=args.memory_limit))
+            client = cleanup.enter_context(Client(cluster))
+            where = f"a LocalCluster of {args.workers} worker processes with memory_limit={args.memory_limit} each"
         limits = [w["memory_limit"] for w in client.scheduler_info()["workers"].values()]
         print(f"computing on {where} (worker memory in all: {sum(limits) / 2**30:.2f} GiB)")
         start = time.perf_counter()
@@ -230,14 +235,6 @@ def main(argv=None):
         print(f"classified {n:,} images ({images.nbytes / 2**30:.2f} GiB, {images.npartitions} chunks) "
               f"in {seconds:.1f} s: {n / seconds:,.0f} images/s, accuracy {accuracy:.2%}")
         print(_worker_memory(client))
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-        if not args.keep and not args.path:
-            shutil.rmtree(path, ignore_errors=True)
-        elif args.keep:
-            print(f"Zarr store kept at {path} (images, labels, predictions)")
     return 0
 
 

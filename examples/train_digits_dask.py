@@ -16,6 +16,7 @@ Needs ``pip install "fastconv[examples]"`` (scikit-learn, dask, distributed).
 """
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -84,21 +85,18 @@ def main(argv=None):
     fastconv.set_num_threads(1)
     data = load_data(args.seed)
     steps = -(-len(data[0]) // args.batch_size) * args.epochs
-    if args.scheduler:
-        cluster, client = None, Client(args.scheduler)
-        where = f"the cluster at {args.scheduler}"
-    else:
-        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True)
-        client = Client(cluster)
-        where = f"a LocalCluster of {args.workers} worker processes"
-    try:
+    with contextlib.ExitStack() as cleanup:
+        if args.scheduler:
+            client = cleanup.enter_context(Client(args.scheduler))
+            where = f"the cluster at {args.scheduler}"
+        else:
+            cluster = cleanup.enter_context(LocalCluster(n_workers=args.workers, threads_per_worker=1,
+                                                         processes=True))
+            client = cleanup.enter_context(Client(cluster))
+            where = f"a LocalCluster of {args.workers} worker processes"
         print(f"fastconv {fastconv.__version__}: {len(data[0])} training / {len(data[2])} held-out digits, "
               f"batches of {args.batch_size} in {args.chunks} chunks, on {where}")
         model, seconds = train(args, client, data, "cluster")
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
     _, test_acc, _ = evaluate(model, nn.SoftmaxCrossEntropy(), data[2], data[3])
     print(f"held-out accuracy {test_acc:.2%} after {args.epochs} epochs ({steps} steps) in {seconds:.1f} s "
           f"({1000 * seconds / steps:.0f} ms per step)")
