@@ -1,7 +1,8 @@
 """fastconv: fast, exact convolution and pooling kernels for NumPy.
 
 Compiled Cython kernels (OpenMP threads, BLAS GEMM) for conv1d/conv2d forward and backward,
-im2col/col2im, max and average pooling, each checked against the pure-NumPy implementation of
+im2col/col2im, max and average pooling, and the layer functions (batch normalisation, ReLU,
+softmax cross-entropy), each checked against the pure-NumPy implementation of
 the same name in :mod:`fastconv.reference`. Layers and training live in :mod:`fastconv.nn`,
 the CS231n ``fast_layers`` names in :mod:`fastconv.cs231n`.
 """
@@ -10,6 +11,8 @@ from fastconv._version import __version__
 from fastconv._api import (
     avg_pool2d,
     avg_pool2d_backward,
+    batch_norm,
+    batch_norm_backward,
     col2im,
     conv1d,
     conv1d_backward,
@@ -18,6 +21,9 @@ from fastconv._api import (
     im2col,
     max_pool2d,
     max_pool2d_backward,
+    relu,
+    relu_backward,
+    softmax_cross_entropy,
 )
 from fastconv._backend import get_backend, set_backend, use_backend
 from fastconv._threads import get_num_threads, set_num_threads
@@ -29,6 +35,7 @@ __all__ = [
     "conv2d", "conv2d_backward", "conv1d", "conv1d_backward",
     "im2col", "col2im",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "batch_norm", "batch_norm_backward", "relu", "relu_backward", "softmax_cross_entropy",
     "get_backend", "set_backend", "use_backend",
     "get_num_threads", "set_num_threads", "show_config",
     "reference", "nn", "cs231n",

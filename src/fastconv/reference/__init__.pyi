@@ -1,7 +1,7 @@
 # Type stubs for fastconv.reference: the same functions as fastconv, always on NumPy.
 from numpy.typing import ArrayLike
 
-from fastconv._typing import FloatArray, IndexArray, IntOrPair, IntOrSingle, Shape4D
+from fastconv._typing import DataFormat, FloatArray, IndexArray, IntOrPair, IntOrSingle, Shape4D
 
 __all__: list[str]
 
@@ -72,3 +72,28 @@ def avg_pool2d_backward(
     stride: IntOrPair | None = None,
     padding: IntOrPair = 0,
 ) -> FloatArray: ...
+def batch_norm(
+    x: ArrayLike,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    running_mean: FloatArray | None = None,
+    running_var: FloatArray | None = None,
+    training: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    *,
+    data_format: DataFormat = "NCHW",
+) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+def batch_norm_backward(
+    dout: ArrayLike,
+    x: ArrayLike,
+    weight: ArrayLike | None,
+    mean: ArrayLike,
+    invstd: ArrayLike,
+    training: bool = True,
+    *,
+    data_format: DataFormat = "NCHW",
+) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+def relu(x: ArrayLike) -> FloatArray: ...
+def relu_backward(dout: ArrayLike, y: ArrayLike) -> FloatArray: ...
+def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike) -> tuple[float, FloatArray]: ...

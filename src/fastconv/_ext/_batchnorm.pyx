@@ -1,0 +1,558 @@
+"""Batch normalisation kernels: per-channel batch statistics, the normalising affine map, and
+its backward, for float32 and float64.
+
+Every kernel sees x as a C-contiguous (outer, C, inner) array: NCHW input is (N, C, H*W),
+channels-last input (and 2-D input) is (N*H*W, C, 1). So there are two memory patterns:
+
+* planar (inner > 1): each channel is `outer` contiguous segments of `inner` elements;
+* channels-last (inner == 1): rows of C channels; a channel is a column.
+
+Determinism: the per-channel reductions (mean and variance, and the backward's two sums) are
+split into tasks decided by the shape only: blocks of images of one channel (planar), blocks
+of rows (channels-last). Each task writes its own partial result, and the partials are
+combined serially in task order, so results are bitwise identical for every thread count.
+Sums accumulate in float64 (also for float32 data), each in eight interleaved lanes (one
+vector register's worth, added up in a fixed order at the end) so that the compiler can
+vectorise them without reassociating anything.
+
+Variance: each piece of at most PIECE elements (a piece of a segment, or a block of rows) is
+reduced in two passes, its mean first and then the squared deviations from it, both from
+cache; pieces and partials are merged with Chan's formula. That is the two-pass algorithm's
+accuracy (no cancellation when the mean is large compared with the spread) for one pass
+over memory.
+"""
+
+from cython cimport floating
+from cython.parallel cimport prange
+
+import numpy as np
+
+# Below this many elements a call runs on one thread: starting threads costs more.
+cdef Py_ssize_t SERIAL_ELEMENTS = 1 << 15
+# Elements of one task of a reduction (a task is never smaller, unless the array is).
+cdef Py_ssize_t TASK_ELEMENTS = 1 << 15
+# At most this many row-block tasks (channels-last): each holds a few C-sized partials.
+cdef Py_ssize_t MAX_ROW_TASKS = 64
+# Elements reduced from cache in two passes before merging (16 KB of float64).
+cdef Py_ssize_t PIECE = 2048
+
+
+cdef inline int _threads_for(Py_ssize_t tasks, Py_ssize_t elements, int num_threads) noexcept nogil:
+    """Threads worth starting: 1 for small problems, never more than the tasks."""
+    if elements < SERIAL_ELEMENTS or num_threads < 1:
+        return 1
+    if num_threads > tasks:
+        return <int>tasks
+    return num_threads
+
+
+# ----------------------------------------------------------------------------------------------
+# Reductions over one contiguous run of elements, in float64: eight lanes (lane j adds the
+# elements i with i % 8 == j; the n % 8 tail elements go to lanes 0, 1, ...), then the lanes
+# are added in a fixed tree. GCC does not vectorise these loops on its own (it may not reorder
+# the additions), so on x86 they are written with SSE2: lanes (0, 1), (2, 3), ... are one
+# register each, which is exactly the portable loop's order, so both give the same bits.
+# ----------------------------------------------------------------------------------------------
+
+cdef extern from *:
+    """
+    #define FASTCONV_LANES_TOTAL(acc) \
+        (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])))
+
+    #if defined(__SSE2__) || defined(_M_X64) || (defined(_M_IX86_FP) && _M_IX86_FP >= 2)
+    #include <emmintrin.h>
+    #define FASTCONV_BN_SIMD 1
+
+    /* Elements i..i+7 as four registers of two doubles. */
+    static inline void fastconv_load8_f32(const float *p, __m128d *v) {
+        __m128 lo = _mm_loadu_ps(p), hi = _mm_loadu_ps(p + 4);
+        v[0] = _mm_cvtps_pd(lo);
+        v[1] = _mm_cvtps_pd(_mm_movehl_ps(lo, lo));
+        v[2] = _mm_cvtps_pd(hi);
+        v[3] = _mm_cvtps_pd(_mm_movehl_ps(hi, hi));
+    }
+    static inline void fastconv_load8_f64(const double *p, __m128d *v) {
+        v[0] = _mm_loadu_pd(p);
+        v[1] = _mm_loadu_pd(p + 2);
+        v[2] = _mm_loadu_pd(p + 4);
+        v[3] = _mm_loadu_pd(p + 6);
+    }
+    static inline void fastconv_store8(const __m128d *v, double *acc) {
+        int k;
+        for (k = 0; k < 4; k++) _mm_storeu_pd(acc + 2 * k, v[k]);
+    }
+
+    #define FASTCONV_DEFINE_REDUCTIONS(T, SUFFIX)                                              \
+    static double fastconv_sum_##SUFFIX(const T *p, Py_ssize_t n) {                           \
+        __m128d a[4], v[4];                                                                  \
+        double acc[8];                                                                       \
+        Py_ssize_t i, end = n - n % 8;                                                       \
+        int k;                                                                               \
+        for (k = 0; k < 4; k++) a[k] = _mm_setzero_pd();                                     \
+        for (i = 0; i < end; i += 8) {                                                       \
+            fastconv_load8_##SUFFIX(p + i, v);                                               \
+            for (k = 0; k < 4; k++) a[k] = _mm_add_pd(a[k], v[k]);                           \
+        }                                                                                    \
+        fastconv_store8(a, acc);                                                             \
+        for (i = end; i < n; i++) acc[i - end] += p[i];                                      \
+        return FASTCONV_LANES_TOTAL(acc);                                                    \
+    }                                                                                        \
+    static double fastconv_squared_deviations_##SUFFIX(const T *p, Py_ssize_t n, double m) {  \
+        __m128d a[4], v[4], mm = _mm_set1_pd(m);                                             \
+        double acc[8], d;                                                                    \
+        Py_ssize_t i, end = n - n % 8;                                                       \
+        int k;                                                                               \
+        for (k = 0; k < 4; k++) a[k] = _mm_setzero_pd();                                     \
+        for (i = 0; i < end; i += 8) {                                                       \
+            fastconv_load8_##SUFFIX(p + i, v);                                               \
+            for (k = 0; k < 4; k++) {                                                        \
+                __m128d dv = _mm_sub_pd(v[k], mm);                                           \
+                a[k] = _mm_add_pd(a[k], _mm_mul_pd(dv, dv));                                 \
+            }                                                                                \
+        }                                                                                    \
+        fastconv_store8(a, acc);                                                             \
+        for (i = end; i < n; i++) { d = p[i] - m; acc[i - end] += d * d; }                   \
+        return FASTCONV_LANES_TOTAL(acc);                                                    \
+    }                                                                                        \
+    static void fastconv_gradient_sums_##SUFFIX(const T *dy, const T *x, Py_ssize_t n,       \
+                                                double m, double *sum_dy, double *sum_dy_xmu) { \
+        __m128d a[4], b[4], g[4], v[4], mm = _mm_set1_pd(m);                                 \
+        double acc_a[8], acc_b[8];                                                           \
+        Py_ssize_t i, end = n - n % 8;                                                       \
+        int k;                                                                               \
+        for (k = 0; k < 4; k++) a[k] = b[k] = _mm_setzero_pd();                              \
+        for (i = 0; i < end; i += 8) {                                                       \
+            fastconv_load8_##SUFFIX(dy + i, g);                                              \
+            fastconv_load8_##SUFFIX(x + i, v);                                               \
+            for (k = 0; k < 4; k++) {                                                        \
+                a[k] = _mm_add_pd(a[k], g[k]);                                               \
+                b[k] = _mm_add_pd(b[k], _mm_mul_pd(g[k], _mm_sub_pd(v[k], mm)));             \
+            }                                                                                \
+        }                                                                                    \
+        fastconv_store8(a, acc_a);                                                           \
+        fastconv_store8(b, acc_b);                                                           \
+        for (i = end; i < n; i++) {                                                          \
+            acc_a[i - end] += dy[i];                                                         \
+            acc_b[i - end] += dy[i] * ((double)x[i] - m);                                    \
+        }                                                                                    \
+        *sum_dy += FASTCONV_LANES_TOTAL(acc_a);                                              \
+        *sum_dy_xmu += FASTCONV_LANES_TOTAL(acc_b);                                          \
+    }
+    #else
+    #define FASTCONV_BN_SIMD 0
+
+    #define FASTCONV_DEFINE_REDUCTIONS(T, SUFFIX)                                              \
+    static double fastconv_sum_##SUFFIX(const T *p, Py_ssize_t n) {                           \
+        double acc[8] = {0};                                                                 \
+        Py_ssize_t i;                                                                        \
+        for (i = 0; i < n; i++) acc[i % 8] += p[i];                                          \
+        return FASTCONV_LANES_TOTAL(acc);                                                    \
+    }                                                                                        \
+    static double fastconv_squared_deviations_##SUFFIX(const T *p, Py_ssize_t n, double m) {  \
+        double acc[8] = {0}, d;                                                              \
+        Py_ssize_t i;                                                                        \
+        for (i = 0; i < n; i++) { d = p[i] - m; acc[i % 8] += d * d; }                       \
+        return FASTCONV_LANES_TOTAL(acc);                                                    \
+    }                                                                                        \
+    static void fastconv_gradient_sums_##SUFFIX(const T *dy, const T *x, Py_ssize_t n,       \
+                                                double m, double *sum_dy, double *sum_dy_xmu) { \
+        double acc_a[8] = {0}, acc_b[8] = {0};                                               \
+        Py_ssize_t i;                                                                        \
+        for (i = 0; i < n; i++) {                                                            \
+            acc_a[i % 8] += dy[i];                                                           \
+            acc_b[i % 8] += dy[i] * ((double)x[i] - m);                                      \
+        }                                                                                    \
+        *sum_dy += FASTCONV_LANES_TOTAL(acc_a);                                              \
+        *sum_dy_xmu += FASTCONV_LANES_TOTAL(acc_b);                                          \
+    }
+    #endif
+    FASTCONV_DEFINE_REDUCTIONS(float, f32)
+    FASTCONV_DEFINE_REDUCTIONS(double, f64)
+    """
+    bint FASTCONV_BN_SIMD
+    double fastconv_sum_f32(const float* p, Py_ssize_t n) noexcept nogil
+    double fastconv_sum_f64(const double* p, Py_ssize_t n) noexcept nogil
+    double fastconv_squared_deviations_f32(const float* p, Py_ssize_t n, double m) noexcept nogil
+    double fastconv_squared_deviations_f64(const double* p, Py_ssize_t n, double m) noexcept nogil
+    void fastconv_gradient_sums_f32(const float* dy, const float* x, Py_ssize_t n, double m,
+                                    double* sum_dy, double* sum_dy_xmu) noexcept nogil
+    void fastconv_gradient_sums_f64(const double* dy, const double* x, Py_ssize_t n, double m,
+                                    double* sum_dy, double* sum_dy_xmu) noexcept nogil
+
+
+cdef inline double _sum(const floating* p, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return fastconv_sum_f32(p, n)
+    else:
+        return fastconv_sum_f64(p, n)
+
+
+cdef inline double _squared_deviations(const floating* p, Py_ssize_t n, double m) noexcept nogil:
+    if floating is float:
+        return fastconv_squared_deviations_f32(p, n, m)
+    else:
+        return fastconv_squared_deviations_f64(p, n, m)
+
+
+cdef inline void _gradient_sums(const floating* dy, const floating* x, Py_ssize_t n, double m,
+                                double* sum_dy, double* sum_dy_xmu) noexcept nogil:
+    """sum_dy += sum(dy), sum_dy_xmu += sum(dy * (x - m)) over n elements."""
+    if floating is float:
+        fastconv_gradient_sums_f32(dy, x, n, m, sum_dy, sum_dy_xmu)
+    else:
+        fastconv_gradient_sums_f64(dy, x, n, m, sum_dy, sum_dy_xmu)
+
+
+cdef inline void _merge(double* count, double* mean, double* m2,
+                        double n_b, double mean_b, double m2_b) noexcept nogil:
+    """Chan et al.: fold a part with n_b elements, mean mean_b and M2 m2_b into (count, mean, m2)."""
+    cdef double total = count[0] + n_b
+    cdef double delta = mean_b - mean[0]
+    mean[0] += delta * (n_b / total)
+    m2[0] += m2_b + delta * delta * (count[0] * n_b / total)
+    count[0] = total
+
+
+# ----------------------------------------------------------------------------------------------
+# How a reduction is split into tasks (from the shape only)
+# ----------------------------------------------------------------------------------------------
+
+cdef inline Py_ssize_t _planar_blocks(Py_ssize_t outer, Py_ssize_t inner) noexcept nogil:
+    """Blocks of images per channel: each holds at least TASK_ELEMENTS elements."""
+    cdef Py_ssize_t blocks = outer * inner // TASK_ELEMENTS
+    if blocks > outer:
+        blocks = outer
+    return blocks if blocks > 1 else 1
+
+
+cdef inline Py_ssize_t _row_tasks(Py_ssize_t rows, Py_ssize_t C) noexcept nogil:
+    cdef Py_ssize_t tasks = rows * C // TASK_ELEMENTS
+    if tasks > MAX_ROW_TASKS:
+        tasks = MAX_ROW_TASKS
+    if tasks > rows:
+        tasks = rows
+    return tasks if tasks > 1 else 1
+
+
+cdef inline Py_ssize_t _split(Py_ssize_t total, Py_ssize_t parts, Py_ssize_t k) noexcept nogil:
+    """Start of part k of total items cut into `parts` near-equal contiguous parts."""
+    return total * k // parts
+
+
+# ----------------------------------------------------------------------------------------------
+# Statistics: batch mean and biased variance per channel
+# ----------------------------------------------------------------------------------------------
+
+cdef void _planar_statistics(const floating* x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                             double* mean, double* var, double* part_mean, double* part_m2,
+                             int num_threads) noexcept nogil:
+    # Task (c, b): images [n0, n1) of channel c, piece by piece; partial at [c * blocks + b].
+    cdef Py_ssize_t blocks = _planar_blocks(outer, inner)
+    cdef Py_ssize_t task, c, b, n, piece, start, length
+    cdef double count, mu, m2, piece_mean
+    cdef const floating* segment
+    cdef int nt = _threads_for(C * blocks, outer * C * inner, num_threads)
+    for task in prange(C * blocks, schedule='static', num_threads=nt):
+        c = task // blocks
+        b = task - c * blocks
+        count = 0
+        mu = 0
+        m2 = 0
+        for n in range(_split(outer, blocks, b), _split(outer, blocks, b + 1)):
+            segment = x + (n * C + c) * inner
+            for piece in range((inner + PIECE - 1) // PIECE):
+                start = piece * PIECE
+                length = inner - start if inner - start < PIECE else PIECE
+                piece_mean = _sum(segment + start, length) / length
+                _merge(&count, &mu, &m2, <double>length, piece_mean,
+                       _squared_deviations(segment + start, length, piece_mean))
+        part_mean[task] = mu
+        part_m2[task] = m2
+    for c in range(C):
+        count = 0
+        mu = 0
+        m2 = 0
+        for b in range(blocks):
+            _merge(&count, &mu, &m2,
+                   <double>((_split(outer, blocks, b + 1) - _split(outer, blocks, b)) * inner),
+                   part_mean[c * blocks + b], part_m2[c * blocks + b])
+        mean[c] = mu
+        var[c] = m2 / count
+
+
+cdef void _row_block_statistics(const floating* x, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C,
+                                double* mu, double* m2, double* block_mean, double* block_m2) noexcept nogil:
+    """Channels-last rows [r0, r1): per-channel mean mu and M2 m2, block of rows by block."""
+    cdef Py_ssize_t rows_per_block = PIECE // C if PIECE // C > 1 else 1
+    cdef Py_ssize_t r, c, block, start, stop
+    cdef double count = 0, n_b, total, delta, f_mean, f_m2, d
+    cdef const floating* row
+    for c in range(C):
+        mu[c] = 0
+        m2[c] = 0
+    for block in range((r1 - r0 + rows_per_block - 1) // rows_per_block):
+        start = r0 + block * rows_per_block
+        stop = start + rows_per_block if start + rows_per_block < r1 else r1
+        n_b = stop - start
+        for c in range(C):
+            block_mean[c] = 0
+            block_m2[c] = 0
+        for r in range(start, stop):
+            row = x + r * C
+            for c in range(C):
+                block_mean[c] += row[c]
+        for c in range(C):
+            block_mean[c] /= n_b
+        for r in range(start, stop):
+            row = x + r * C
+            for c in range(C):
+                d = row[c] - block_mean[c]
+                block_m2[c] += d * d
+        # _merge for every channel at once: the counts are the same for all of them.
+        total = count + n_b
+        f_mean = n_b / total
+        f_m2 = count * n_b / total
+        for c in range(C):
+            delta = block_mean[c] - mu[c]
+            mu[c] += delta * f_mean
+            m2[c] += block_m2[c] + delta * delta * f_m2
+        count = total
+
+
+cdef void _rows_statistics(const floating* x, Py_ssize_t rows, Py_ssize_t C,
+                           double* mean, double* var, double* partials, int num_threads) noexcept nogil:
+    # partials: tasks x 4 x C doubles (mean, M2, and two scratch rows per task).
+    cdef Py_ssize_t tasks = _row_tasks(rows, C)
+    cdef Py_ssize_t t, c
+    cdef double count, n_b
+    cdef double* own
+    cdef int nt = _threads_for(tasks, rows * C, num_threads)
+    for t in prange(tasks, schedule='static', num_threads=nt):
+        own = partials + t * 4 * C
+        _row_block_statistics(x, _split(rows, tasks, t), _split(rows, tasks, t + 1), C,
+                              own, own + C, own + 2 * C, own + 3 * C)
+    for c in range(C):
+        count = 0
+        mean[c] = 0
+        var[c] = 0
+        for t in range(tasks):
+            n_b = _split(rows, tasks, t + 1) - _split(rows, tasks, t)
+            _merge(&count, &mean[c], &var[c], n_b, partials[t * 4 * C + c], partials[t * 4 * C + C + c])
+        var[c] /= count
+
+
+def batch_norm_statistics(const floating[:, :, ::1] x, int num_threads):
+    """(mean, var): float64 (C,) batch mean and biased variance of x (outer, C, inner)."""
+    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
+    mean_arr = np.empty(C, dtype=np.float64)
+    var_arr = np.empty(C, dtype=np.float64)
+    cdef double[::1] mean = mean_arr
+    cdef double[::1] var = var_arr
+    cdef double[::1] partials
+    cdef double[::1] part_m2
+    if x.size == 0:  # the caller never asks (an empty batch has no statistics)
+        mean_arr.fill(np.nan)
+        var_arr.fill(np.nan)
+        return mean_arr, var_arr
+    if inner == 1:
+        partials = np.empty(_row_tasks(outer, C) * 4 * C, dtype=np.float64)
+        with nogil:
+            _rows_statistics(&x[0, 0, 0], outer, C, &mean[0], &var[0], &partials[0], num_threads)
+    else:
+        partials = np.empty(C * _planar_blocks(outer, inner), dtype=np.float64)
+        part_m2 = np.empty(C * _planar_blocks(outer, inner), dtype=np.float64)
+        with nogil:
+            _planar_statistics(&x[0, 0, 0], outer, C, inner, &mean[0], &var[0],
+                               &partials[0], &part_m2[0], num_threads)
+    return mean_arr, var_arr
+
+
+# ----------------------------------------------------------------------------------------------
+# Elementwise passes: y = (x - mean) * scale + shift, and the backward's dx
+# ----------------------------------------------------------------------------------------------
+
+cdef void _affine(const floating* x, floating* y, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                  const floating* mean, const floating* scale, const floating* shift,
+                  int num_threads) noexcept nogil:
+    cdef Py_ssize_t s, c, i
+    cdef floating m, k, b
+    cdef const floating* src
+    cdef floating* dst
+    cdef int nt = _threads_for(outer * C, outer * C * inner, num_threads)
+    if inner == 1:
+        nt = _threads_for(outer, outer * C, num_threads)
+        for s in prange(outer, schedule='static', num_threads=nt):
+            src = x + s * C
+            dst = y + s * C
+            for c in range(C):
+                dst[c] = (src[c] - mean[c]) * scale[c] + shift[c]
+        return
+    for s in prange(outer * C, schedule='static', num_threads=nt):
+        c = s % C
+        m = mean[c]
+        k = scale[c]
+        b = shift[c]
+        src = x + s * inner
+        dst = y + s * inner
+        for i in range(inner):
+            dst[i] = (src[i] - m) * k + b
+
+
+cdef void _input_gradient(const floating* dy, const floating* x, floating* dx,
+                          Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, bint training,
+                          const floating* mean, const floating* mean_dy, const floating* projection,
+                          const floating* scale, int num_threads) noexcept nogil:
+    """Training: dx = (dy - mean_dy - (x - mean) * projection) * scale; else dx = dy * scale."""
+    cdef Py_ssize_t s, c, i
+    cdef floating m, a, p, k
+    cdef Py_ssize_t offset
+    cdef int nt
+    if inner == 1:
+        nt = _threads_for(outer, outer * C, num_threads)
+        for s in prange(outer, schedule='static', num_threads=nt):
+            offset = s * C
+            if training:
+                for c in range(C):
+                    dx[offset + c] = (dy[offset + c] - mean_dy[c]
+                                      - (x[offset + c] - mean[c]) * projection[c]) * scale[c]
+            else:
+                for c in range(C):
+                    dx[offset + c] = dy[offset + c] * scale[c]
+        return
+    nt = _threads_for(outer * C, outer * C * inner, num_threads)
+    for s in prange(outer * C, schedule='static', num_threads=nt):
+        c = s % C
+        offset = s * inner
+        k = scale[c]
+        if training:
+            m = mean[c]
+            a = mean_dy[c]
+            p = projection[c]
+            for i in range(inner):
+                dx[offset + i] = (dy[offset + i] - a - (x[offset + i] - m) * p) * k
+        else:
+            for i in range(inner):
+                dx[offset + i] = dy[offset + i] * k
+
+
+def batch_norm_forward(const floating[:, :, ::1] x, weight, bias, const floating[::1] mean,
+                       const floating[::1] invstd, int num_threads):
+    """y = (x - mean) * (invstd * weight) + bias per channel of x (outer, C, inner).
+
+    weight and bias are (C,) arrays of x's dtype or None (ones, zeros).
+    """
+    dtype = np.float32 if floating is float else np.float64
+    scale_arr = np.asarray(invstd) if weight is None else np.multiply(invstd, weight)
+    shift_arr = np.zeros(x.shape[1], dtype=dtype) if bias is None else bias
+    cdef const floating[::1] scale = scale_arr
+    cdef const floating[::1] shift = shift_arr
+    y_arr = np.empty((x.shape[0], x.shape[1], x.shape[2]), dtype=dtype)
+    cdef floating[:, :, ::1] y = y_arr
+    if y_arr.size:
+        with nogil:
+            _affine(&x[0, 0, 0], &y[0, 0, 0], x.shape[0], x.shape[1], x.shape[2],
+                    &mean[0], &scale[0], &shift[0], num_threads)
+    return y_arr
+
+
+# ----------------------------------------------------------------------------------------------
+# Backward
+# ----------------------------------------------------------------------------------------------
+
+cdef void _planar_gradient_sums(const floating* dy, const floating* x, Py_ssize_t outer, Py_ssize_t C,
+                                Py_ssize_t inner, const floating* mean, double* sum_dy,
+                                double* sum_dy_xmu, double* partials, int num_threads) noexcept nogil:
+    # partials: 2 per task (c, b), at [2 * (c * blocks + b)].
+    cdef Py_ssize_t blocks = _planar_blocks(outer, inner)
+    cdef Py_ssize_t task, c, b, n, offset
+    cdef double s1, s2
+    cdef int nt = _threads_for(C * blocks, outer * C * inner, num_threads)
+    for task in prange(C * blocks, schedule='static', num_threads=nt):
+        c = task // blocks
+        b = task - c * blocks
+        s1 = 0
+        s2 = 0
+        for n in range(_split(outer, blocks, b), _split(outer, blocks, b + 1)):
+            offset = (n * C + c) * inner
+            _gradient_sums(dy + offset, x + offset, inner, mean[c], &s1, &s2)
+        partials[2 * task] = s1
+        partials[2 * task + 1] = s2
+    for c in range(C):
+        sum_dy[c] = 0
+        sum_dy_xmu[c] = 0
+        for b in range(blocks):
+            sum_dy[c] += partials[2 * (c * blocks + b)]
+            sum_dy_xmu[c] += partials[2 * (c * blocks + b) + 1]
+
+
+cdef void _rows_gradient_sums(const floating* dy, const floating* x, Py_ssize_t rows, Py_ssize_t C,
+                              const floating* mean, double* sum_dy, double* sum_dy_xmu,
+                              double* partials, int num_threads) noexcept nogil:
+    # partials: tasks x 2 x C doubles.
+    cdef Py_ssize_t tasks = _row_tasks(rows, C)
+    cdef Py_ssize_t t, r, c, offset
+    cdef double* own
+    cdef int nt = _threads_for(tasks, rows * C, num_threads)
+    for t in prange(tasks, schedule='static', num_threads=nt):
+        own = partials + t * 2 * C
+        for c in range(2 * C):
+            own[c] = 0
+        for r in range(_split(rows, tasks, t), _split(rows, tasks, t + 1)):
+            offset = r * C
+            for c in range(C):
+                own[c] += dy[offset + c]
+                own[C + c] += dy[offset + c] * (x[offset + c] - mean[c])
+    for c in range(C):
+        sum_dy[c] = 0
+        sum_dy_xmu[c] = 0
+        for t in range(tasks):
+            sum_dy[c] += partials[t * 2 * C + c]
+            sum_dy_xmu[c] += partials[t * 2 * C + C + c]
+
+
+def batch_norm_backward(const floating[:, :, ::1] dout, const floating[:, :, ::1] x, weight,
+                        const floating[::1] mean, const floating[::1] invstd, bint training,
+                        int num_threads):
+    """(dx, dweight, dbias) of batch_norm_forward for x (outer, C, inner); weight may be None.
+
+    With training, mean and invstd are functions of x (the batch statistics):
+    dx = w * invstd * (dy - mean(dy) - (x - mean) * invstd**2 * mean(dy * (x - mean))).
+    Otherwise the map is affine: dx = w * invstd * dy. In both, dbias = sum(dy) and
+    dweight = invstd * sum(dy * (x - mean)) per channel.
+    """
+    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
+    cdef double count = <double>(outer * inner)
+    dtype = np.float32 if floating is float else np.float64
+    sums_arr = np.empty((2, C), dtype=np.float64)
+    cdef double[:, ::1] sums = sums_arr
+    cdef double[::1] partials
+    if inner == 1:
+        partials = np.empty(_row_tasks(outer, C) * 2 * C, dtype=np.float64)
+        with nogil:
+            _rows_gradient_sums(&dout[0, 0, 0], &x[0, 0, 0], outer, C, &mean[0], &sums[0, 0],
+                                &sums[1, 0], &partials[0], num_threads)
+    else:
+        partials = np.empty(2 * C * _planar_blocks(outer, inner), dtype=np.float64)
+        with nogil:
+            _planar_gradient_sums(&dout[0, 0, 0], &x[0, 0, 0], outer, C, inner, &mean[0],
+                                  &sums[0, 0], &sums[1, 0], &partials[0], num_threads)
+    # Per-channel coefficients in float64, rounded once to the computation dtype.
+    coefficients_arr = np.empty((5, C), dtype=dtype)  # dweight, dbias, scale, mean_dy, projection
+    cdef floating[:, ::1] k = coefficients_arr
+    cdef bint has_weight = weight is not None
+    cdef const floating[::1] w_view = weight if has_weight else invstd  # (unread without weight)
+    cdef double w, s
+    for c in range(C):
+        w = w_view[c] if has_weight else 1.0
+        s = invstd[c]
+        k[0, c] = <floating>(sums[1, c] * s)
+        k[1, c] = <floating>sums[0, c]
+        k[2, c] = <floating>(w * s)
+        k[3, c] = <floating>(sums[0, c] / count)
+        k[4, c] = <floating>(s * s * sums[1, c] / count)
+    dx_arr = np.empty((outer, C, inner), dtype=dtype)
+    cdef floating[:, :, ::1] dx = dx_arr
+    with nogil:
+        _input_gradient(&dout[0, 0, 0], &x[0, 0, 0], &dx[0, 0, 0], outer, C, inner, training,
+                        &mean[0], &k[3, 0], &k[4, 0], &k[2, 0], num_threads)
+    return dx_arr, coefficients_arr[0].copy(), coefficients_arr[1].copy()
