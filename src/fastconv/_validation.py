@@ -525,7 +525,8 @@ def elementwise(fname, named_values):
                              f"{arrays[0].shape}, got {array.shape}")
         arrays.append(array)
     dtype = computation_dtype([a.dtype for a in arrays])
-    return [np.ascontiguousarray(a, dtype=dtype) for a in arrays]
+    # Not ascontiguousarray: it would make a 0-d array 1-D.
+    return [np.asarray(a, dtype=dtype, order="C") for a in arrays]
 
 
 def softmax_cross_entropy(fname, logits, target):
