@@ -206,6 +206,17 @@ def test_evaluation_accepts_any_array_like_statistics(backend):
     np.testing.assert_array_equal(invstd, [1.0, 0.5])
 
 
+@pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
+def test_batch_norm_variance_of_offset_data(backend, data_format):
+    """A mean of 1e8 against a spread of 1: sum(x**2)/n - mean**2 would lose every digit."""
+    x = 1e8 + randn(64, 3, 50, seed=4)
+    want = x.var(axis=(0, 2))
+    if data_format == "NHWC":
+        x = np.ascontiguousarray(x.transpose(0, 2, 1))
+    _, _, invstd = fc.batch_norm(x, eps=0.0, data_format=data_format, backend=backend)
+    np.testing.assert_allclose(1 / invstd**2, want, rtol=1e-8)
+
+
 def test_training_needs_two_values_per_channel(backend):
     with pytest.raises(ValueError, match="more than one value per channel"):
         fc.batch_norm(np.ones((1, 3)), backend=backend)
