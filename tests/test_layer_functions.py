@@ -136,6 +136,41 @@ def test_batch_norm_odd_shapes_match_torch(backend, shape, dtype):
         close(got, want[key])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, data_format", [((100, 2, 33, 35), "NCHW"), ((50, 30, 31, 3), "NHWC"),
+                                                ((9001, 8), "NCHW"), ((3, 2, 70001), "NCHW")])
+def test_batch_norm_large_shapes_match_torch(backend, shape, data_format, dtype):
+    """Shapes whose reductions the compiled kernels split into several tasks per channel
+    (uneven blocks of images, blocks of rows, pieces of a long plane) and run in parallel."""
+    x, weight, bias, rm, rv, dout = bn_inputs(shape, data_format, dtype, seed=len(shape))
+    for training in (True, False):
+        want = torch_batch_norm(x, weight, bias, rm.copy(), rv.copy(), training, 0.1, 1e-5, dout, data_format)
+        y, mean, invstd = fc.batch_norm(x, weight, bias, rm.copy(), rv.copy(), training, data_format=data_format,
+                                        backend=backend)
+        close(y, want["y"])
+        grads = fc.batch_norm_backward(dout, x, weight, mean, invstd, training, data_format=data_format,
+                                       backend=backend)
+        for got, key in zip(grads, ("dx", "dweight", "dbias")):
+            close(got, want[key])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_large_relu_and_softmax_match_torch(backend, dtype):
+    x, dout = randn(3, 100_003, dtype=dtype), randn(3, 100_003, seed=1, dtype=dtype)
+    xt = torch.tensor(x, requires_grad=True)
+    torch.relu(xt).backward(torch.tensor(dout))
+    y = fc.relu(x, backend=backend)
+    np.testing.assert_array_equal(y, torch.relu(torch.tensor(x)).numpy())
+    np.testing.assert_array_equal(fc.relu_backward(dout, y, backend=backend), xt.grad.numpy())
+    logits, labels = 3 * randn(4000, 13, dtype=dtype), np.random.default_rng(0).integers(0, 13, 4000)
+    lt = torch.tensor(logits, requires_grad=True)
+    want = F.cross_entropy(lt, torch.tensor(labels))
+    want.backward()
+    loss, dlogits = fc.softmax_cross_entropy(logits, labels, backend=backend)
+    assert loss == pytest.approx(want.item(), rel=1e-5 if dtype == np.float32 else 1e-12)
+    close(dlogits, lt.grad.numpy())
+
+
 @pytest.mark.parametrize("ndim", [2, 3, 4])
 @pytest.mark.parametrize("training", [True, False])
 def test_nhwc_equals_transposed_nchw(backend, ndim, training):

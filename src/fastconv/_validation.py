@@ -462,12 +462,11 @@ def _running_statistic(fname, name, value, channels, x_shape, training):
 def batch_norm(fname, x, weight, bias, running_mean, running_var, training, momentum, eps, data_format):
     """Check a batch_norm call.
 
-    Returns (x3, shape, weight, bias, running_mean, running_var, training, momentum, eps) where
+    Returns (x3, shape, weight, bias, running_mean, running_var, training, momentum, eps):
     x3 is x as a C-contiguous (outer, C, inner) array of the computation dtype (see
-    fastconv._backend) and shape is x's own shape,
-    weight and bias are (C,) arrays of that dtype or None, and the running statistics are None
-    or, in training, the caller's arrays (to update in place) and, in evaluation, new (C,)
-    arrays of the computation dtype.
+    fastconv._backend), shape is x's own shape, weight and bias are (C,) arrays of that dtype
+    or None, and the running statistics are None or, in training, the caller's own arrays (to
+    update in place) and, in evaluation, new (C,) arrays of the computation dtype.
     """
     last = channels_last(fname, data_format)
     training = flag(fname, "training", training)

@@ -11,9 +11,9 @@ Determinism: the per-channel reductions (mean and variance, and the backward's t
 split into tasks decided by the shape only: blocks of images of one channel (planar), blocks
 of rows (channels-last). Each task writes its own partial result, and the partials are
 combined serially in task order, so results are bitwise identical for every thread count.
-Sums accumulate in float64 (also for float32 data), each in eight interleaved lanes (one
-vector register's worth, added up in a fixed order at the end) so that the compiler can
-vectorise them without reassociating anything.
+Sums accumulate in float64 (also for float32 data): along a contiguous run in eight
+interleaved lanes added up in a fixed order at the end (see the reductions below), across a
+channels-last row block one channel per lane.
 
 Variance: each piece of at most PIECE elements (a piece of a segment, or a block of rows) is
 reduced in two passes, its mean first and then the squared deviations from it, both from
