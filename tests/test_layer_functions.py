@@ -548,6 +548,26 @@ def test_public_functions_agree_across_backends(cfg, dtype, training, seed):
         close(got[finite], want[finite], dtype)
 
 
+def test_reference_namespace_is_the_reference_backend():
+    """fastconv.reference.f(...) == fastconv.f(..., backend="reference"), whatever is active."""
+    x, weight, bias, rm, rv, dout = bn_inputs((3, 4, 5), "NHWC", np.float64, seed=9)
+    _, mean, invstd = fc.batch_norm(x, weight, bias, data_format="NHWC", backend="reference")
+    calls = {
+        "batch_norm": ((x, weight, bias, rm, rv, False), {"data_format": "NHWC"}),
+        "batch_norm_backward": ((dout, x, weight, mean, invstd), {"data_format": "NHWC"}),
+        "relu": ((x,), {}),
+        "relu_backward": ((dout, x), {}),
+        "softmax_cross_entropy": ((x[0], [0, 4, 2, 1]), {}),
+    }
+    for active in AVAILABLE_BACKENDS:
+        with fc.use_backend(active):
+            for name, (args, kwargs) in calls.items():
+                got = getattr(fc.reference, name)(*args, **kwargs)
+                want = getattr(fc, name)(*args, **kwargs, backend="reference")
+                for a, b in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+                    assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), name
+
+
 # ----------------------------------------------------------------------------------------------
 # Determinism: bitwise identical at 1, 2 and 3 threads
 # ----------------------------------------------------------------------------------------------
