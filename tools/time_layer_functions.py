@@ -4,7 +4,8 @@
 Forward + backward on BENCH.md's tr3 BatchNorm2D shape (batch 128, 32 channels of 32x32,
 float32 unless --dtype float64), medians of --repeat runs after a warm-up, fastconv and torch
 at the same thread count, each block of runs after a pause (so that one library's spinning
-thread pool does not slow the other). Until `python -m fastconv bench` has layer workloads,
+thread pool does not slow the other). The fastest run is printed too: on a busy machine it
+shows the cost better than the median does. Until `python -m fastconv bench` has layer workloads,
 this is the measurement behind the numbers quoted for the layer functions:
 
     nice -n 19 python tools/time_layer_functions.py --threads 2
@@ -16,7 +17,8 @@ import time
 import numpy as np
 
 
-def median_ms(call, repeat):
+def timing_ms(call, repeat):
+    """(median, fastest) of `repeat` runs after a warm-up, in milliseconds."""
     for _ in range(3):
         call()
     times = []
@@ -25,7 +27,7 @@ def median_ms(call, repeat):
         call()
         times.append(time.perf_counter() - start)
     time.sleep(0.2)
-    return 1e3 * float(np.median(times))
+    return 1e3 * float(np.median(times)), 1e3 * min(times)
 
 
 def main():
@@ -95,14 +97,15 @@ def main():
     ]
     print(f"fastconv {fc.__version__} ({fc.get_backend()}), torch {torch.__version__}, {opts.threads} threads, "
           f"{opts.dtype}, shape {shape}; medians of {opts.repeat} (indicative: a shared machine)")
-    print(f"{'':36s}{'fastconv ms':>12s}{'torch ms':>10s}{'ratio':>7s}")
+    print(f"{'ms (median / fastest)':36s}{'fastconv':>16s}{'torch':>16s}{'ratio':>12s}")
     for name, ours, theirs in rows:
-        ours_ms = median_ms(ours, opts.repeat)
-        if theirs is None:
-            print(f"{name:36s}{ours_ms:12.2f}")
-            continue
-        theirs_ms = median_ms(theirs, opts.repeat)
-        print(f"{name:36s}{ours_ms:12.2f}{theirs_ms:10.2f}{ours_ms / theirs_ms:7.2f}")
+        ours_ms = timing_ms(ours, opts.repeat)
+        line = f"{name:36s}{ours_ms[0]:8.2f} /{ours_ms[1]:6.2f}"
+        if theirs is not None:
+            theirs_ms = timing_ms(theirs, opts.repeat)
+            line += (f"{theirs_ms[0]:9.2f} /{theirs_ms[1]:6.2f}"
+                     f"{ours_ms[0] / theirs_ms[0]:6.2f} /{ours_ms[1] / theirs_ms[1]:5.2f}")
+        print(line)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ Determinism: the per-channel reductions (mean and variance, and the backward's t
 split into tasks decided by the shape only: blocks of images of one channel (planar), blocks
 of rows (channels-last). Each task writes its own partial result, and the partials are
 combined serially in task order, so results are bitwise identical for every thread count.
+Tasks (and the rows of the elementwise passes) are handed out dynamically: which thread runs
+one does not change what it computes, and a preempted thread does not hold up a fixed share.
 Sums accumulate in float64 (also for float32 data): along a contiguous run in eight
 interleaved lanes added up in a fixed order at the end (see the reductions below), across a
 channels-last row block one channel per lane.
@@ -35,6 +37,8 @@ cdef Py_ssize_t TASK_ELEMENTS = 1 << 15
 cdef Py_ssize_t MAX_ROW_TASKS = 64
 # Elements reduced from cache in two passes before merging (16 KB of float64).
 cdef Py_ssize_t PIECE = 2048
+# Elements of work an elementwise pass hands to a thread at a time.
+cdef Py_ssize_t CHUNK = 1 << 14
 
 
 cdef inline int _threads_for(Py_ssize_t tasks, Py_ssize_t elements, int num_threads) noexcept nogil:
@@ -234,6 +238,11 @@ cdef inline Py_ssize_t _row_tasks(Py_ssize_t rows, Py_ssize_t C) noexcept nogil:
     return tasks if tasks > 1 else 1
 
 
+cdef inline Py_ssize_t _rows_per_chunk(Py_ssize_t row_length) noexcept nogil:
+    """Rows (or planes) an elementwise pass hands out at a time: about CHUNK elements."""
+    return CHUNK // row_length if CHUNK // row_length > 1 else 1
+
+
 cdef inline Py_ssize_t _split(Py_ssize_t total, Py_ssize_t parts, Py_ssize_t k) noexcept nogil:
     """Start of part k of total items cut into `parts` near-equal contiguous parts."""
     return total * k // parts
@@ -252,7 +261,7 @@ cdef void _planar_statistics(const floating* x, Py_ssize_t outer, Py_ssize_t C, 
     cdef double count, mu, m2, piece_mean
     cdef const floating* segment
     cdef int nt = _threads_for(C * blocks, outer * C * inner, num_threads)
-    for task in prange(C * blocks, schedule='static', num_threads=nt):
+    for task in prange(C * blocks, schedule='dynamic', num_threads=nt):
         c = task // blocks
         b = task - c * blocks
         count = 0
@@ -327,7 +336,7 @@ cdef void _rows_statistics(const floating* x, Py_ssize_t rows, Py_ssize_t C,
     cdef double count, n_b
     cdef double* own
     cdef int nt = _threads_for(tasks, rows * C, num_threads)
-    for t in prange(tasks, schedule='static', num_threads=nt):
+    for t in prange(tasks, schedule='dynamic', num_threads=nt):
         own = partials + t * 4 * C
         _row_block_statistics(x, _split(rows, tasks, t), _split(rows, tasks, t + 1), C,
                               own, own + C, own + 2 * C, own + 3 * C)
@@ -381,13 +390,13 @@ cdef void _affine(const floating* x, floating* y, Py_ssize_t outer, Py_ssize_t C
     cdef int nt = _threads_for(outer * C, outer * C * inner, num_threads)
     if inner == 1:
         nt = _threads_for(outer, outer * C, num_threads)
-        for s in prange(outer, schedule='static', num_threads=nt):
+        for s in prange(outer, schedule='dynamic', chunksize=_rows_per_chunk(C), num_threads=nt):
             src = x + s * C
             dst = y + s * C
             for c in range(C):
                 dst[c] = (src[c] - mean[c]) * scale[c] + shift[c]
         return
-    for s in prange(outer * C, schedule='static', num_threads=nt):
+    for s in prange(outer * C, schedule='dynamic', chunksize=_rows_per_chunk(inner), num_threads=nt):
         c = s % C
         m = mean[c]
         k = scale[c]
@@ -409,7 +418,7 @@ cdef void _input_gradient(const floating* dy, const floating* x, floating* dx,
     cdef int nt
     if inner == 1:
         nt = _threads_for(outer, outer * C, num_threads)
-        for s in prange(outer, schedule='static', num_threads=nt):
+        for s in prange(outer, schedule='dynamic', chunksize=_rows_per_chunk(C), num_threads=nt):
             offset = s * C
             if training:
                 for c in range(C):
@@ -420,7 +429,7 @@ cdef void _input_gradient(const floating* dy, const floating* x, floating* dx,
                     dx[offset + c] = dy[offset + c] * scale[c]
         return
     nt = _threads_for(outer * C, outer * C * inner, num_threads)
-    for s in prange(outer * C, schedule='static', num_threads=nt):
+    for s in prange(outer * C, schedule='dynamic', chunksize=_rows_per_chunk(inner), num_threads=nt):
         c = s % C
         offset = s * inner
         k = scale[c]
@@ -467,7 +476,7 @@ cdef void _planar_gradient_sums(const floating* dy, const floating* x, Py_ssize_
     cdef Py_ssize_t task, c, b, n, offset
     cdef double s1, s2
     cdef int nt = _threads_for(C * blocks, outer * C * inner, num_threads)
-    for task in prange(C * blocks, schedule='static', num_threads=nt):
+    for task in prange(C * blocks, schedule='dynamic', num_threads=nt):
         c = task // blocks
         b = task - c * blocks
         s1 = 0
@@ -493,7 +502,7 @@ cdef void _rows_gradient_sums(const floating* dy, const floating* x, Py_ssize_t 
     cdef Py_ssize_t t, r, c, offset
     cdef double* own
     cdef int nt = _threads_for(tasks, rows * C, num_threads)
-    for t in prange(tasks, schedule='static', num_threads=nt):
+    for t in prange(tasks, schedule='dynamic', num_threads=nt):
         own = partials + t * 2 * C
         for c in range(2 * C):
             own[c] = 0

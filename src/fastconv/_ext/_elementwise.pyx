@@ -3,7 +3,7 @@
 Arguments are flat C-contiguous arrays of the computation dtype (the caller flattens any
 shape). Every output element depends only on the inputs at its own position, so however the
 work is split over threads the bits are the same; large arrays are cut into blocks of BLOCK
-elements, handed to the threads in order.
+elements, handed out to the threads dynamically (a preempted thread holds up no fixed share).
 """
 
 from cython cimport floating
@@ -31,7 +31,7 @@ cdef inline Py_ssize_t _block_end(Py_ssize_t b, Py_ssize_t n) noexcept nogil:
 
 cdef void _relu(const floating* x, floating* y, Py_ssize_t n, int num_threads) noexcept nogil:
     cdef Py_ssize_t b, i
-    for b in prange((n + BLOCK - 1) // BLOCK, schedule='static', num_threads=_threads_for(n, num_threads)):
+    for b in prange((n + BLOCK - 1) // BLOCK, schedule='dynamic', num_threads=_threads_for(n, num_threads)):
         for i in range(b * BLOCK, _block_end(b, n)):
             # As torch's relu (clamp_min): negatives become +0, NaN and -0.0 pass unchanged.
             y[i] = 0 if x[i] < 0 else x[i]
@@ -41,7 +41,7 @@ cdef void _relu_backward(const floating* dout, const floating* y, floating* dx, 
                          int num_threads) noexcept nogil:
     cdef Py_ssize_t b, i
     cdef floating g
-    for b in prange((n + BLOCK - 1) // BLOCK, schedule='static', num_threads=_threads_for(n, num_threads)):
+    for b in prange((n + BLOCK - 1) // BLOCK, schedule='dynamic', num_threads=_threads_for(n, num_threads)):
         for i in range(b * BLOCK, _block_end(b, n)):
             # Load first, then select: a conditional load would stay a (mispredicted) branch.
             g = dout[i]
@@ -52,7 +52,7 @@ cdef void _dropout(const floating* x, const double* u, floating* y, uint8_t* kee
                    double p, floating scale, int num_threads) noexcept nogil:
     cdef Py_ssize_t b, i
     cdef bint kept
-    for b in prange((n + BLOCK - 1) // BLOCK, schedule='static', num_threads=_threads_for(n, num_threads)):
+    for b in prange((n + BLOCK - 1) // BLOCK, schedule='dynamic', num_threads=_threads_for(n, num_threads)):
         for i in range(b * BLOCK, _block_end(b, n)):
             kept = u[i] >= p
             keep[i] = kept
@@ -63,7 +63,7 @@ cdef void _dropout(const floating* x, const double* u, floating* y, uint8_t* kee
 cdef void _dropout_backward(const floating* dout, const uint8_t* keep, floating* dx, Py_ssize_t n,
                             floating scale, int num_threads) noexcept nogil:
     cdef Py_ssize_t b, i
-    for b in prange((n + BLOCK - 1) // BLOCK, schedule='static', num_threads=_threads_for(n, num_threads)):
+    for b in prange((n + BLOCK - 1) // BLOCK, schedule='dynamic', num_threads=_threads_for(n, num_threads)):
         for i in range(b * BLOCK, _block_end(b, n)):
             dx[i] = dout[i] * (scale if keep[i] else 0)
 

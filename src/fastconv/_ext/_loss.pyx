@@ -74,17 +74,18 @@ def softmax_cross_entropy(const floating[:, ::1] logits, target, int num_threads
     cdef const floating[:, ::1] probabilities
     cdef int nt = 1 if N * K < SERIAL_ELEMENTS or num_threads < 1 else (
         num_threads if num_threads < N else <int>N)
+    cdef Py_ssize_t rows_per_chunk = 4096 // K if 4096 // K > 1 else 1  # handed out dynamically
     if N == 0:
         return float("nan"), dlogits_arr
     if target.ndim == 1:
         labels = target
         with nogil:
-            for n in prange(N, schedule='static', num_threads=nt):
+            for n in prange(N, schedule='dynamic', chunksize=rows_per_chunk, num_threads=nt):
                 losses[n] = _label_row(&logits[n, 0], &g[n, 0], K, labels[n], inv_n)
     else:
         probabilities = target
         with nogil:
-            for n in prange(N, schedule='static', num_threads=nt):
+            for n in prange(N, schedule='dynamic', chunksize=rows_per_chunk, num_threads=nt):
                 losses[n] = _probability_row(&logits[n, 0], &probabilities[n, 0], &g[n, 0], K, inv_n)
     for n in range(N):
         total += losses[n]
