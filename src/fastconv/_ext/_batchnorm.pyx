@@ -8,9 +8,10 @@ channels-last input (and 2-D input) is (N*H*W, C, 1). So there are two memory pa
 * channels-last (inner == 1): rows of C channels; a channel is a column.
 
 Determinism: the per-channel reductions (mean and variance, and the backward's two sums) are
-split into tasks decided by the shape only: blocks of images of one channel (planar), blocks
-of rows (channels-last). Each task writes its own partial result, and the partials are
-combined serially in task order, so results are bitwise identical for every thread count.
+split into tasks decided by the shape only, each a contiguous stretch of memory: a range of
+(image, channel) planes (planar) or a block of rows (channels-last). Each task keeps its own
+partial result per channel, and the partials are combined serially in task order, so results
+are bitwise identical for every thread count.
 Tasks (and the rows of the elementwise passes) are handed out dynamically: which thread runs
 one does not change what it computes, and a preempted thread does not hold up a fixed share.
 Sums accumulate in float64 (also for float32 data): along a contiguous run in eight
@@ -35,8 +36,8 @@ import numpy as np
 cdef Py_ssize_t SERIAL_ELEMENTS = 1 << 15
 # Elements of one task of a reduction (a task is never smaller, unless the array is).
 cdef Py_ssize_t TASK_ELEMENTS = 1 << 15
-# At most this many row-block tasks (channels-last): each holds a few C-sized partials.
-cdef Py_ssize_t MAX_ROW_TASKS = 64
+# At most this many tasks per reduction: each holds a few C-sized partials.
+cdef Py_ssize_t MAX_TASKS = 64
 # Elements reduced from cache in two passes before merging (16 KB of float64).
 cdef Py_ssize_t PIECE = 2048
 # Elements of work an elementwise pass hands to a thread at a time.
@@ -66,20 +67,14 @@ cdef inline void _merge(double* count, double* mean, double* m2,
 # How a reduction is split into tasks (from the shape only)
 # ----------------------------------------------------------------------------------------------
 
-cdef inline Py_ssize_t _planar_blocks(Py_ssize_t outer, Py_ssize_t inner) noexcept nogil:
-    """Blocks of images per channel: each holds at least TASK_ELEMENTS elements."""
-    cdef Py_ssize_t blocks = outer * inner // TASK_ELEMENTS
-    if blocks > outer:
-        blocks = outer
-    return blocks if blocks > 1 else 1
-
-
-cdef inline Py_ssize_t _row_tasks(Py_ssize_t rows, Py_ssize_t C) noexcept nogil:
-    cdef Py_ssize_t tasks = rows * C // TASK_ELEMENTS
-    if tasks > MAX_ROW_TASKS:
-        tasks = MAX_ROW_TASKS
-    if tasks > rows:
-        tasks = rows
+cdef inline Py_ssize_t _tasks(Py_ssize_t items, Py_ssize_t item_elements) noexcept nogil:
+    """Tasks for a reduction over `items` rows or planes of item_elements each: at least
+    TASK_ELEMENTS elements per task, at most MAX_TASKS tasks and one per item."""
+    cdef Py_ssize_t tasks = items * item_elements // TASK_ELEMENTS
+    if tasks > MAX_TASKS:
+        tasks = MAX_TASKS
+    if tasks > items:
+        tasks = items
     return tasks if tasks > 1 else 1
 
 
@@ -98,38 +93,37 @@ cdef inline Py_ssize_t _split(Py_ssize_t total, Py_ssize_t parts, Py_ssize_t k) 
 # ----------------------------------------------------------------------------------------------
 
 cdef void _planar_statistics(const floating* x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
-                             double* mean, double* var, double* part_mean, double* part_m2,
-                             int num_threads) noexcept nogil:
-    # Task (c, b): images [n0, n1) of channel c, piece by piece; partial at [c * blocks + b].
-    cdef Py_ssize_t blocks = _planar_blocks(outer, inner)
-    cdef Py_ssize_t task, c, b, n, piece, start, length
-    cdef double count, mu, m2, piece_mean
-    cdef const floating* segment
-    cdef int nt = _threads_for(C * blocks, outer * C * inner, num_threads)
-    for task in prange(C * blocks, schedule='dynamic', num_threads=nt):
-        c = task // blocks
-        b = task - c * blocks
-        count = 0
-        mu = 0
-        m2 = 0
-        for n in range(_split(outer, blocks, b), _split(outer, blocks, b + 1)):
-            segment = x + (n * C + c) * inner
+                             double* mean, double* var, double* partials, int num_threads) noexcept nogil:
+    # Task t: planes [p0, p1) of the outer * C planes (plane p is channel p % C), piece by piece.
+    # partials: tasks x 3 x C doubles (count, mean, M2 per channel).
+    cdef Py_ssize_t planes = outer * C
+    cdef Py_ssize_t tasks = _tasks(planes, inner)
+    cdef Py_ssize_t t, p, c, piece, start, length
+    cdef double piece_mean, count, mu, m2
+    cdef const floating* plane
+    cdef double* own
+    cdef int nt = _threads_for(tasks, planes * inner, num_threads)
+    for t in prange(tasks, schedule='dynamic', num_threads=nt):
+        own = partials + t * 3 * C
+        for c in range(3 * C):
+            own[c] = 0
+        for p in range(_split(planes, tasks, t), _split(planes, tasks, t + 1)):
+            c = p % C
+            plane = x + p * inner
             for piece in range((inner + PIECE - 1) // PIECE):
                 start = piece * PIECE
                 length = inner - start if inner - start < PIECE else PIECE
-                piece_mean = lane_sum(segment + start, length) / length
-                _merge(&count, &mu, &m2, <double>length, piece_mean,
-                       squared_deviations(segment + start, length, piece_mean))
-        part_mean[task] = mu
-        part_m2[task] = m2
+                piece_mean = lane_sum(plane + start, length) / length
+                _merge(&own[c], &own[C + c], &own[2 * C + c], <double>length, piece_mean,
+                       squared_deviations(plane + start, length, piece_mean))
     for c in range(C):
         count = 0
         mu = 0
         m2 = 0
-        for b in range(blocks):
-            _merge(&count, &mu, &m2,
-                   <double>((_split(outer, blocks, b + 1) - _split(outer, blocks, b)) * inner),
-                   part_mean[c * blocks + b], part_m2[c * blocks + b])
+        for t in range(tasks):
+            own = partials + t * 3 * C
+            if own[c] > 0:  # a task may not meet every channel
+                _merge(&count, &mu, &m2, own[c], own[C + c], own[2 * C + c])
         mean[c] = mu
         var[c] = m2 / count
 
@@ -176,7 +170,7 @@ cdef void _row_block_statistics(const floating* x, Py_ssize_t r0, Py_ssize_t r1,
 cdef void _rows_statistics(const floating* x, Py_ssize_t rows, Py_ssize_t C,
                            double* mean, double* var, double* partials, int num_threads) noexcept nogil:
     # partials: tasks x 4 x C doubles (mean, M2, and two scratch rows per task).
-    cdef Py_ssize_t tasks = _row_tasks(rows, C)
+    cdef Py_ssize_t tasks = _tasks(rows, C)
     cdef Py_ssize_t t, c
     cdef double count, n_b
     cdef double* own
@@ -203,21 +197,18 @@ def batch_norm_statistics(const floating[:, :, ::1] x, int num_threads):
     cdef double[::1] mean = mean_arr
     cdef double[::1] var = var_arr
     cdef double[::1] partials
-    cdef double[::1] part_m2
     if x.size == 0:  # the caller never asks (an empty batch has no statistics)
         mean_arr.fill(np.nan)
         var_arr.fill(np.nan)
         return mean_arr, var_arr
     if inner == 1:
-        partials = np.empty(_row_tasks(outer, C) * 4 * C, dtype=np.float64)
+        partials = np.empty(_tasks(outer, C) * 4 * C, dtype=np.float64)
         with nogil:
             _rows_statistics(&x[0, 0, 0], outer, C, &mean[0], &var[0], &partials[0], num_threads)
     else:
-        partials = np.empty(C * _planar_blocks(outer, inner), dtype=np.float64)
-        part_m2 = np.empty(C * _planar_blocks(outer, inner), dtype=np.float64)
+        partials = np.empty(_tasks(outer * C, inner) * 3 * C, dtype=np.float64)
         with nogil:
-            _planar_statistics(&x[0, 0, 0], outer, C, inner, &mean[0], &var[0],
-                               &partials[0], &part_m2[0], num_threads)
+            _planar_statistics(&x[0, 0, 0], outer, C, inner, &mean[0], &var[0], &partials[0], num_threads)
     return mean_arr, var_arr
 
 
@@ -316,34 +307,39 @@ def batch_norm_forward(const floating[:, :, ::1] x, weight, bias, const floating
 cdef void _planar_gradient_sums(const floating* dy, const floating* x, Py_ssize_t outer, Py_ssize_t C,
                                 Py_ssize_t inner, const floating* mean, double* sum_dy,
                                 double* sum_dy_xmu, double* partials, int num_threads) noexcept nogil:
-    # partials: 2 per task (c, b), at [2 * (c * blocks + b)].
-    cdef Py_ssize_t blocks = _planar_blocks(outer, inner)
-    cdef Py_ssize_t task, c, b, n, offset
-    cdef double s1, s2
-    cdef int nt = _threads_for(C * blocks, outer * C * inner, num_threads)
-    for task in prange(C * blocks, schedule='dynamic', num_threads=nt):
-        c = task // blocks
-        b = task - c * blocks
-        s1 = 0
-        s2 = 0
-        for n in range(_split(outer, blocks, b), _split(outer, blocks, b + 1)):
-            offset = (n * C + c) * inner
-            gradient_sums(dy + offset, x + offset, inner, mean[c], &s1, &s2)
-        partials[2 * task] = s1
-        partials[2 * task + 1] = s2
+    # Tasks as in _planar_statistics; partials: tasks x 2 x C doubles.
+    cdef Py_ssize_t planes = outer * C
+    cdef Py_ssize_t tasks = _tasks(planes, inner)
+    cdef Py_ssize_t t, p, c
+    cdef double* own
+    cdef int nt = _threads_for(tasks, planes * inner, num_threads)
+    for t in prange(tasks, schedule='dynamic', num_threads=nt):
+        own = partials + t * 2 * C
+        for c in range(2 * C):
+            own[c] = 0
+        for p in range(_split(planes, tasks, t), _split(planes, tasks, t + 1)):
+            c = p % C
+            gradient_sums(dy + p * inner, x + p * inner, inner, mean[c], &own[c], &own[C + c])
+    _add_partials(partials, tasks, C, sum_dy, sum_dy_xmu)
+
+
+cdef void _add_partials(const double* partials, Py_ssize_t tasks, Py_ssize_t C,
+                        double* sum_dy, double* sum_dy_xmu) noexcept nogil:
+    """The tasks' (2, C) partial sums, added in task order."""
+    cdef Py_ssize_t t, c
     for c in range(C):
         sum_dy[c] = 0
         sum_dy_xmu[c] = 0
-        for b in range(blocks):
-            sum_dy[c] += partials[2 * (c * blocks + b)]
-            sum_dy_xmu[c] += partials[2 * (c * blocks + b) + 1]
+        for t in range(tasks):
+            sum_dy[c] += partials[t * 2 * C + c]
+            sum_dy_xmu[c] += partials[t * 2 * C + C + c]
 
 
 cdef void _rows_gradient_sums(const floating* dy, const floating* x, Py_ssize_t rows, Py_ssize_t C,
                               const floating* mean, double* sum_dy, double* sum_dy_xmu,
                               double* partials, int num_threads) noexcept nogil:
     # partials: tasks x 2 x C doubles.
-    cdef Py_ssize_t tasks = _row_tasks(rows, C)
+    cdef Py_ssize_t tasks = _tasks(rows, C)
     cdef Py_ssize_t t, r, c, offset
     cdef double* own
     cdef int nt = _threads_for(tasks, rows * C, num_threads)
@@ -356,12 +352,7 @@ cdef void _rows_gradient_sums(const floating* dy, const floating* x, Py_ssize_t 
             for c in range(C):
                 own[c] += dy[offset + c]
                 own[C + c] += dy[offset + c] * (x[offset + c] - mean[c])
-    for c in range(C):
-        sum_dy[c] = 0
-        sum_dy_xmu[c] = 0
-        for t in range(tasks):
-            sum_dy[c] += partials[t * 2 * C + c]
-            sum_dy_xmu[c] += partials[t * 2 * C + C + c]
+    _add_partials(partials, tasks, C, sum_dy, sum_dy_xmu)
 
 
 def batch_norm_backward(const floating[:, :, ::1] dout, const floating[:, :, ::1] x, weight,
@@ -379,14 +370,13 @@ def batch_norm_backward(const floating[:, :, ::1] dout, const floating[:, :, ::1
     dtype = np.float32 if floating is float else np.float64
     sums_arr = np.empty((2, C), dtype=np.float64)
     cdef double[:, ::1] sums = sums_arr
-    cdef double[::1] partials
+    cdef double[::1] partials = np.empty((_tasks(outer, C) if inner == 1 else _tasks(outer * C, inner)) * 2 * C,
+                                         dtype=np.float64)
     if inner == 1:
-        partials = np.empty(_row_tasks(outer, C) * 2 * C, dtype=np.float64)
         with nogil:
             _rows_gradient_sums(&dout[0, 0, 0], &x[0, 0, 0], outer, C, &mean[0], &sums[0, 0],
                                 &sums[1, 0], &partials[0], num_threads)
     else:
-        partials = np.empty(2 * C * _planar_blocks(outer, inner), dtype=np.float64)
         with nogil:
             _planar_gradient_sums(&dout[0, 0, 0], &x[0, 0, 0], outer, C, inner, &mean[0],
                                   &sums[0, 0], &sums[1, 0], &partials[0], num_threads)
