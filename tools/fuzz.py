@@ -5,14 +5,17 @@ Each case is one call of a public function (``fastconv.<name>`` with ``backend=`
 active backend, or ``fastconv.reference.<name>``) on arguments built from a valid call by a few
 mutations: wrong ndim and shapes, zero-sized dimensions, every NumPy dtype, non-arrays, huge,
 negative and non-integer hyper-parameters, bad pooling indices and input shapes, mis-shaped
-cols and dout, NaN/inf/denormal data, odd memory layouts.
+cols and dout, odd scalars (momentum, eps, training, data_format), NaN/inf/denormal data, odd
+memory layouts.
 
 Cases run in a worker process (many cases per worker, for speed). A case passes when the call
 returns normally or raises ValueError/TypeError (MemoryError only for a NumPy allocation of more
 than 256 MiB); a worker that dies is a crash, a case that exceeds the time limit is a hang, and
 either way the worker is replaced. A call that returns is also checked: results are new
 C-contiguous arrays of the documented dtype, inputs are unchanged, a call that had to succeed
-did, and a compiled-backend result equals the reference backend's result on the same arguments.
+did, and a compiled-backend result equals the reference backend's result on the same arguments
+(batch_norm's running statistics, which training updates in place, must end as the
+reference's do; softmax_cross_entropy's loss must be a Python float).
 
 Usage (the last line of the output is the summary):
 
