@@ -49,15 +49,17 @@ cdef void _relu_backward(const floating* dout, const floating* y, floating* dx, 
 
 
 cdef void _dropout(const floating* x, const double* u, floating* y, uint8_t* keep, Py_ssize_t n,
-                   double p, floating scale, int num_threads) noexcept nogil:
-    cdef Py_ssize_t b, i
-    cdef bint kept
-    for b in prange((n + BLOCK - 1) // BLOCK, schedule='dynamic', num_threads=_threads_for(n, num_threads)):
-        for i in range(b * BLOCK, _block_end(b, n)):
-            kept = u[i] >= p
-            keep[i] = kept
-            # A product, not a select (as torch): a dropped inf or NaN gives NaN.
-            y[i] = x[i] * (scale if kept else 0)
+                   double p, floating scale) noexcept nogil:
+    # Serial: the caller draws u serially, a cache-sized chunk at a time, and a parallel region
+    # per chunk would cost more than the pass (much more when another process holds a core).
+    cdef Py_ssize_t i
+    cdef uint8_t kept
+    for i in range(n):
+        kept = u[i] >= p
+        keep[i] = kept
+        # A product, not a select (as torch): a dropped inf or NaN gives NaN. The factor is
+        # 0 or 1 times scale, computed without a branch (a random mask mispredicts half).
+        y[i] = x[i] * (kept * scale)
 
 
 cdef void _dropout_backward(const floating* dout, const uint8_t* keep, floating* dx, Py_ssize_t n,
@@ -65,7 +67,7 @@ cdef void _dropout_backward(const floating* dout, const uint8_t* keep, floating*
     cdef Py_ssize_t b, i
     for b in prange((n + BLOCK - 1) // BLOCK, schedule='dynamic', num_threads=_threads_for(n, num_threads)):
         for i in range(b * BLOCK, _block_end(b, n)):
-            dx[i] = dout[i] * (scale if keep[i] else 0)
+            dx[i] = dout[i] * (keep[i] * scale)
 
 
 def relu(const floating[::1] x, int num_threads):
@@ -93,6 +95,7 @@ def dropout(const floating[::1] x, const double[::1] u, double p, double scale, 
     """(y, keep): keep = u >= p (bool), y = x * (scale where kept, else 0); flat arrays.
 
     out=(y, keep) writes into preallocated C-contiguous arrays of x's size (x's dtype, bool).
+    Runs on one thread (num_threads is ignored): see _dropout.
     """
     if out is None:
         out = (np.empty(x.shape[0], dtype=np.float32 if floating is float else np.float64),
@@ -102,7 +105,7 @@ def dropout(const floating[::1] x, const double[::1] u, double p, double scale, 
     cdef uint8_t[::1] keep = keep_arr.view(np.uint8)
     if x.shape[0]:
         with nogil:
-            _dropout(&x[0], &u[0], &y[0], &keep[0], x.shape[0], p, <floating>scale, num_threads)
+            _dropout(&x[0], &u[0], &y[0], &keep[0], x.shape[0], p, <floating>scale)
     return y_arr, keep_arr
 
 
