@@ -3,6 +3,8 @@ softmax_cross_entropy) and Dropout's kernels: against PyTorch, the reference bac
 loop oracle, central differences, bitwise equality at 1, 2 and 3 threads, empty batches,
 memory layouts, running statistics, dtypes and special values."""
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -194,11 +196,11 @@ def test_running_statistics_by_hand(backend):
     """momentum 0.25 on one channel of 1, 2, 6: mean 3, biased var 14/3, unbiased var 7."""
     x = np.array([[1.0], [2.0], [6.0]])
     rm, rv = np.array([0.0]), np.array([1.0])
-    y, mean, invstd = fc.batch_norm(x, None, None, rm, rv, momentum=0.25, eps=0.0, backend=backend)
+    y, mean, invstd = fc.batch_norm(x, None, None, rm, rv, momentum=0.25, eps=1e-3, backend=backend)
     assert rm[0] == pytest.approx(0.25 * 3.0)
     assert rv[0] == pytest.approx(0.75 * 1.0 + 0.25 * 7.0)
-    assert mean[0] == pytest.approx(3.0) and invstd[0] == pytest.approx(1 / np.sqrt(14 / 3))
-    np.testing.assert_allclose(y[:, 0], (x[:, 0] - 3.0) / np.sqrt(14 / 3))
+    assert mean[0] == pytest.approx(3.0) and invstd[0] == pytest.approx(1 / np.sqrt(14 / 3 + 1e-3))
+    np.testing.assert_allclose(y[:, 0], (x[:, 0] - 3.0) / np.sqrt(14 / 3 + 1e-3))
     # Evaluation normalises with the running statistics and leaves them alone.
     before = rm.copy(), rv.copy()
     y, mean, invstd = fc.batch_norm(np.array([[2.0]]), np.array([2.0]), np.array([1.0]), rm, rv,
@@ -248,8 +250,8 @@ def test_batch_norm_variance_of_offset_data(backend, data_format):
     want = x.var(axis=(0, 2))
     if data_format == "NHWC":
         x = np.ascontiguousarray(x.transpose(0, 2, 1))
-    _, _, invstd = fc.batch_norm(x, eps=0.0, data_format=data_format, backend=backend)
-    np.testing.assert_allclose(1 / invstd**2, want, rtol=1e-8)
+    _, _, invstd = fc.batch_norm(x, eps=1e-5, data_format=data_format, backend=backend)
+    np.testing.assert_allclose(1 / invstd**2 - 1e-5, want, rtol=1e-8)
 
 
 def test_training_needs_two_values_per_channel(backend):
@@ -376,6 +378,28 @@ def test_softmax_cross_entropy_is_stable_and_propagates_nan(backend):
     bad[0, 1] = np.nan
     with np.errstate(invalid="ignore"):
         loss, dlogits = fc.softmax_cross_entropy(bad, labels, backend=backend)
+    assert np.isnan(loss) and np.isnan(dlogits[0]).all() and np.isfinite(dlogits[1]).all()
+
+
+def test_special_values_give_ieee_results_without_warnings(backend):
+    """NaN and inf spread to their channel's statistics (or their row's loss), as in torch; an
+    evaluation with eps = 0 and a zero running variance gives an infinite invstd; a negative
+    running variance a NaN one. No NumPy warnings."""
+    x = np.array([[np.inf, 1.0, 5.0], [1.0, np.nan, 5.0], [2.0, 3.0, 5.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y, mean, invstd = fc.batch_norm(x, None, None, np.zeros(3), np.ones(3), backend=backend)
+        _, dweight, _ = fc.batch_norm_backward(x, x, None, mean, invstd, backend=backend)
+        eval_y, _, eval_invstd = fc.batch_norm(x, None, None, np.zeros(3), [0.0, -1.0, 1.0], False, eps=0.0,
+                                               backend=backend)
+        loss, dlogits = fc.softmax_cross_entropy([[np.inf, 0.0], [1.0, 2.0]], [0, 1], backend=backend)
+    want = F.batch_norm(torch.tensor(x), None, None, training=True).numpy()
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(want))
+    np.testing.assert_allclose(y[:, 2], want[:, 2])  # a constant channel: 0 * 1/sqrt(eps)
+    assert mean[0] == np.inf and np.isnan(mean[1]) and mean[2] == 5.0 and np.isnan(invstd[:2]).all()
+    assert np.isnan(dweight[:2]).all()
+    assert eval_invstd[0] == np.inf and np.isnan(eval_invstd[1]) and eval_invstd[2] == 1.0
+    np.testing.assert_array_equal(eval_y[:, 2], x[:, 2])
     assert np.isnan(loss) and np.isnan(dlogits[0]).all() and np.isfinite(dlogits[1]).all()
 
 

@@ -198,6 +198,7 @@ CASES = [
     ("batch_norm", (X,), {"momentum": None}, TypeError, "momentum"),
     ("batch_norm", (X,), {"momentum": "0.1"}, TypeError, "momentum"),
     ("batch_norm", (X,), {"eps": -1e-5}, ValueError, "eps"),
+    ("batch_norm", (X,), {"eps": 0.0}, ValueError, "eps"),  # training (as torch)
     ("batch_norm", (X,), {"eps": float("nan")}, ValueError, "eps"),
     ("batch_norm", (X,), {"eps": float("inf")}, ValueError, "eps"),
     ("batch_norm", (X,), {"eps": True}, TypeError, "eps"),

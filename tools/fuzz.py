@@ -380,7 +380,8 @@ def _batch_norm_call(src, n, c, dtype):
                 args[key] = relayout(src, values.astype(_float_dtype(src)))
     args["training"] = training if src.int(0, 3) else np.bool_(training)
     args["momentum"] = src.choice((0.1, 0.0, 1.0, 0.5, np.float32(0.25)))
-    # (eps = 0 makes a constant channel's invstd infinite: tested by hand, not fuzzed.)
+    # (eps = 0 is refused in training and divides by a zero variance in evaluation: tested
+    # by hand, not fuzzed.)
     args["eps"] = src.choice((1e-5, 1e-3, 1))
     if data_format is not None:
         args["data_format"] = data_format

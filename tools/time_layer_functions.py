@@ -2,10 +2,10 @@
 """Indicative timing of the layer functions and their fastconv.nn layers against PyTorch.
 
 Forward + backward on BENCH.md's tr3 BatchNorm2D shape (batch 128, 32 channels of 32x32,
-float32 unless --dtype float64), medians of --repeat runs after a warm-up, fastconv and torch
-at the same thread count, each block of runs after a pause (so that one library's spinning
-thread pool does not slow the other). The fastest run is printed too: on a busy machine it
-shows the cost better than the median does. Until `python -m fastconv bench` has layer workloads,
+float32 unless --dtype float64), fastconv and torch at the same thread count, medians and
+fastest of --repeat runs after a warm-up. The two alternate run by run, so that both see the
+same load on a shared machine; on a busy one the fastest run shows the cost better than the
+median does. Until `python -m fastconv bench` has layer workloads,
 this is the measurement behind the numbers quoted for the layer functions:
 
     nice -n 19 python tools/time_layer_functions.py --threads 2
@@ -17,17 +17,19 @@ import time
 import numpy as np
 
 
-def timing_ms(call, repeat):
-    """(median, fastest) of `repeat` runs after a warm-up, in milliseconds."""
-    for _ in range(3):
-        call()
-    times = []
+def timings_ms(calls, repeat):
+    """[(median, fastest)] in milliseconds of each call, run in turn `repeat` times after a
+    warm-up."""
+    for call in calls:
+        for _ in range(3):
+            call()
+    times = [[] for _ in calls]
     for _ in range(repeat):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    time.sleep(0.2)
-    return 1e3 * float(np.median(times)), 1e3 * min(times)
+        for call, samples in zip(calls, times):
+            start = time.perf_counter()
+            call()
+            samples.append(time.perf_counter() - start)
+    return [(1e3 * float(np.median(t)), 1e3 * min(t)) for t in times]
 
 
 def main():
@@ -99,10 +101,10 @@ def main():
           f"{opts.dtype}, shape {shape}; medians of {opts.repeat} (indicative: a shared machine)")
     print(f"{'ms (median / fastest)':36s}{'fastconv':>16s}{'torch':>16s}{'ratio':>12s}")
     for name, ours, theirs in rows:
-        ours_ms = timing_ms(ours, opts.repeat)
+        (ours_ms, *theirs_ms) = timings_ms([ours] + ([theirs] if theirs else []), opts.repeat)
         line = f"{name:36s}{ours_ms[0]:8.2f} /{ours_ms[1]:6.2f}"
-        if theirs is not None:
-            theirs_ms = timing_ms(theirs, opts.repeat)
+        if theirs_ms:
+            (theirs_ms,) = theirs_ms
             line += (f"{theirs_ms[0]:9.2f} /{theirs_ms[1]:6.2f}"
                      f"{ours_ms[0] / theirs_ms[0]:6.2f} /{ours_ms[1] / theirs_ms[1]:5.2f}")
         print(line)

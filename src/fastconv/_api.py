@@ -202,7 +202,7 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, t
     training : bool
         Normalise with the batch's mean and biased variance (True) or the running statistics.
     momentum : float in [0, 1]
-    eps : float >= 0
+    eps : float > 0 (>= 0 in evaluation)
         Added to the variance.
     data_format : {"NCHW", "NHWC"}
     backend : {"cython", "reference"}, optional
@@ -224,20 +224,23 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, t
         "batch_norm", x, weight, bias, running_mean, running_var, training, momentum, eps, data_format
     )
     dtype = x3.dtype
-    if training:
-        if x3.shape[0] == 0:
-            nan = np.full(x3.shape[1], np.nan, dtype=dtype)
-            return np.empty(shape, dtype=dtype), nan, nan.copy()
-        mean64, var64 = kernels.batch_norm_statistics(x3)
-        if running_mean is not None:
-            count = x3.shape[0] * x3.shape[2]
-            running_mean[...] = (1 - momentum) * running_mean.astype(np.float64) + momentum * mean64
-            running_var[...] = ((1 - momentum) * running_var.astype(np.float64)
-                                + momentum * (var64 * (count / (count - 1))))
-        mean = mean64.astype(dtype)
-    else:
-        mean, var64 = running_mean, running_var.astype(np.float64)
-    invstd = (1 / np.sqrt(var64 + eps)).astype(dtype)
+    if training and x3.shape[0] == 0:
+        nan = np.full(x3.shape[1], np.nan, dtype=dtype)
+        return np.empty(shape, dtype=dtype), nan, nan.copy()
+    # IEEE results without warnings, as the kernels give them (NaN or inf data spread to the
+    # statistics; an evaluation with eps = 0 may divide by a zero running variance).
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if training:
+            mean64, var64 = kernels.batch_norm_statistics(x3)
+            if running_mean is not None:
+                count = x3.shape[0] * x3.shape[2]
+                running_mean[...] = (1 - momentum) * running_mean.astype(np.float64) + momentum * mean64
+                running_var[...] = ((1 - momentum) * running_var.astype(np.float64)
+                                    + momentum * (var64 * (count / (count - 1))))
+            mean = mean64.astype(dtype)
+        else:
+            mean, var64 = running_mean, running_var.astype(np.float64)
+        invstd = (1 / np.sqrt(var64 + eps)).astype(dtype)
     if x3.shape[0] == 0:
         return np.empty(shape, dtype=dtype), mean, invstd
     return kernels.batch_norm_forward(x3, weight, bias, mean, invstd).reshape(shape), mean, invstd

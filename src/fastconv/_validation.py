@@ -472,6 +472,8 @@ def batch_norm(fname, x, weight, bias, running_mean, running_var, training, mome
     training = flag(fname, "training", training)
     momentum = real_number(fname, "momentum", momentum, 0.0, 1.0)
     eps = real_number(fname, "eps", eps, 0.0)
+    if training and eps == 0:
+        raise ValueError(f"{fname}: eps must be positive in training (as torch), got {eps}")
     raw, channels, view = _batch_norm_operand(fname, "x", x, last)
     vectors = [None if v is None else _channel_vector(fname, name, v, channels, raw.shape)
                for name, v in (("weight", weight), ("bias", bias))]
