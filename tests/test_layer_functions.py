@@ -711,6 +711,13 @@ def test_batch_norm_layer_caches_input_and_statistics():
     assert cached_x is x and mean.shape == invstd.shape == (3,) and training
 
 
+def test_batch_norm_layer_with_eps_0_evaluates_but_does_not_train():
+    layer = fc.nn.BatchNorm1D(2, eps=0)
+    with pytest.raises(ValueError, match=r"BatchNorm1D.forward: eps must be positive"):
+        layer.forward(randn(4, 2))
+    np.testing.assert_array_equal(layer.eval().forward(np.ones((3, 2))), np.ones((3, 2), np.float32))
+
+
 def test_dropout_masks_are_the_random_stream_of_one_draw():
     """The chunked draws are rng.random(x.shape) >= p, as before the compiled pass (the
     random stream did not change), also across chunk boundaries."""

@@ -65,6 +65,8 @@ class _BatchNorm(Layer):
                 f"{name}.forward: training needs more than one value per channel to compute "
                 f"a variance, got x.shape={x.shape}"
             )
+        if self.training and self.eps == 0:
+            raise ValueError(f"{name}.forward: eps must be positive in training (as torch), got eps=0.0")
         # Training updates the running statistics in place.
         y, mean, invstd = fastconv.batch_norm(
             x, self.params.get("weight"), self.params.get("bias"), self.running_mean,
