@@ -223,7 +223,7 @@ cdef void _affine(const floating* x, floating* y, Py_ssize_t outer, Py_ssize_t C
     cdef floating m, k, b
     cdef const floating* src
     cdef floating* dst
-    cdef int nt = _threads_for(outer * C, outer * C * inner, num_threads)
+    cdef int nt
     if inner == 1:
         nt = _threads_for(outer, outer * C, num_threads)
         for s in prange(outer, schedule='dynamic', chunksize=_rows_per_chunk(C), num_threads=nt):
@@ -232,6 +232,7 @@ cdef void _affine(const floating* x, floating* y, Py_ssize_t outer, Py_ssize_t C
             for c in range(C):
                 dst[c] = (src[c] - mean[c]) * scale[c] + shift[c]
         return
+    nt = _threads_for(outer * C, outer * C * inner, num_threads)
     for s in prange(outer * C, schedule='dynamic', chunksize=_rows_per_chunk(inner), num_threads=nt):
         c = s % C
         m = mean[c]
