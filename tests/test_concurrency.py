@@ -250,3 +250,116 @@ def test_no_leak_with_concurrent_callers():
     run(2500)  # 10,000 calls in all
     grown = _rss_bytes() - before
     assert grown < 4 << 20, f"RSS grew by {grown / 2**20:.1f} MiB over 10,000 concurrent calls"
+
+
+# ----------------------------------------------------------------------------------------------
+# The layer functions (batch norm, ReLU, softmax cross-entropy)
+# ----------------------------------------------------------------------------------------------
+
+def _layer_workload(dtype, seed):
+    """(name, args, kwargs) of calls of every layer function, some large enough for the
+    parallel paths. Running statistics are only read (evaluation): updating the same arrays
+    from several threads at once would be a race of the caller's making."""
+    rng = np.random.default_rng(seed)
+
+    def r(*shape):
+        return rng.standard_normal(shape).astype(dtype)
+
+    calls = []
+    for shape, data_format in [((9, 4, 12, 11), "NCHW"), ((4, 16, 40, 3), "NHWC"), ((5, 3), "NCHW"),
+                               ((2, 3, 70000), "NCHW")]:
+        c = shape[-1] if data_format == "NHWC" else shape[1]
+        x, w, b, dout = r(*shape), r(c), r(c), r(*shape)
+        rm, rv = r(c), 0.5 + np.abs(r(c))
+        fmt = {"data_format": data_format}
+        _, mean, invstd = fc.reference.batch_norm(x, w, b, **fmt)
+        calls += [
+            ("batch_norm", (x, w, b), fmt),
+            ("batch_norm", (x, None, b, rm, rv, False), fmt),
+            ("batch_norm_backward", (dout, x, w, mean, invstd), fmt),
+            ("batch_norm_backward", (dout, x, None, mean, invstd, False), fmt),
+        ]
+    for size in (10, 200_000):
+        calls += [("relu", (r(size),), {}), ("relu_backward", (r(size), r(size)), {})]
+    logits = 3 * r(3000, 10)
+    calls += [("softmax_cross_entropy", (logits, rng.integers(0, 10, 3000)), {}),
+              ("softmax_cross_entropy", (logits, rng.dirichlet(np.ones(10), 3000).astype(dtype)), {})]
+    return calls
+
+
+def _same_results(a, b):
+    return all(np.asarray(x).tobytes() == np.asarray(y).tobytes() and np.asarray(x).dtype == np.asarray(y).dtype
+               for x, y in zip(_as_tuple(a), _as_tuple(b)))
+
+
+@pytest.mark.parametrize("backend", AVAILABLE_BACKENDS)
+def test_layer_functions_called_at_once_match_serial(backend):
+    calls = [call for dtype in (np.float32, np.float64) for call in _layer_workload(dtype, seed=7)]
+    fc.set_num_threads(1)
+    serial = [getattr(fc, name)(*args, **kwargs, backend=backend) for name, args, kwargs in calls]
+    errors, stop = [], threading.Event()
+
+    def changer():
+        for n in itertools.cycle((1, 3, 2, 4)):
+            if stop.is_set():
+                return
+            fc.set_num_threads(n)
+            stop.wait(0.0005)
+
+    def worker(offset):
+        try:
+            for rep in range(3):
+                for k in range(len(calls)):
+                    i = (k + offset + rep) % len(calls)
+                    name, args, kwargs = calls[i]
+                    if not _same_results(getattr(fc, name)(*args, **kwargs, backend=backend), serial[i]):
+                        errors.append(f"{name} #{i} differs from the serial result")
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=worker, args=(5 * t,)) for t in range(6)]
+    flipper = threading.Thread(target=changer)
+    flipper.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    flipper.join()
+    assert not errors, errors[:5]
+
+
+def _small_layer_calls(dtype):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 3, 5, 5)).astype(dtype)
+    w, rm, rv = np.ones(3, dtype), np.zeros(3, dtype), np.ones(3, dtype)
+    _, mean, invstd = fc.batch_norm(x)
+    logits, labels = rng.standard_normal((8, 5)).astype(dtype), rng.integers(0, 5, 8)
+    return [
+        lambda be: fc.batch_norm(x, w, None, rm, rv, backend=be),  # updates rm, rv in place
+        lambda be: fc.batch_norm(x.reshape(4, 3, 25).transpose(0, 2, 1), w, None, rm, rv, False,
+                                 data_format="NHWC", backend=be),
+        lambda be: fc.batch_norm_backward(x, x, w, mean, invstd, backend=be),
+        lambda be: fc.relu(x, backend=be),
+        lambda be: fc.relu_backward(x, x, backend=be),
+        lambda be: fc.softmax_cross_entropy(logits, labels, backend=be),
+        lambda be: _refused(lambda: fc.batch_norm(x, w[:2], backend=be)),
+        lambda be: _refused(lambda: fc.softmax_cross_entropy(logits, labels + 5, backend=be)),
+    ]
+
+
+@skip_under_asan
+@pytest.mark.parametrize("backend", AVAILABLE_BACKENDS)
+def test_layer_functions_do_not_leak_over_10000_calls(backend):
+    calls = _small_layer_calls(np.float32) + _small_layer_calls(np.float64)
+    fc.set_num_threads(2)
+
+    def run(count):
+        for k in range(count):
+            calls[k % len(calls)](backend)
+
+    run(2000)
+    before = _rss_bytes()
+    run(10_000)
+    grown = _rss_bytes() - before
+    assert grown < 2 << 20, f"RSS grew by {grown / 2**20:.1f} MiB over 10,000 calls"

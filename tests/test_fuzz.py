@@ -82,6 +82,36 @@ def test_harness_detects_a_wrong_result(monkeypatch):
     assert fastconv.get_backend() in AVAILABLE_BACKENDS
 
 
+def test_harness_checks_running_statistics_updated_in_place(monkeypatch):
+    """batch_norm's running statistics may change (in training only) and must change as the
+    reference's do: a wrong variance is caught through them, and an update in evaluation is
+    an input modified."""
+    if "cython" not in AVAILABLE_BACKENDS:
+        pytest.skip("needs the compiled backend")
+    from fastconv import _backend
+
+    x = np.arange(24.0).reshape(4, 3, 2) ** 1.5
+    args = {"x": x, "running_mean": np.zeros(3), "running_var": np.ones(3), "training": True}
+    case = fuzz.Case("batch_norm", "cython", args, True, 1)
+    assert fuzz.run_case(case) == ("ok", "")
+    kernels = _backend._modules["cython"]
+    real = kernels.batch_norm_statistics
+    monkeypatch.setattr(kernels, "batch_norm_statistics", lambda x: (real(x)[0], real(x)[1] * 1.001))
+    status, detail = fuzz.run_case(fuzz.Case("batch_norm", "cython", dict(args), True, 1))
+    assert status == "wrong" and "differs" in detail
+    monkeypatch.setattr(kernels, "batch_norm_statistics", real)
+    evaluation = dict(args, training=False)
+    real_forward = kernels.batch_norm_forward
+
+    def forward_that_writes(x3, weight, bias, mean, invstd):
+        evaluation["running_mean"][0] += 1  # an evaluation must not touch its statistics
+        return real_forward(x3, weight, bias, mean, invstd)
+
+    monkeypatch.setattr(kernels, "batch_norm_forward", forward_that_writes)
+    status, detail = fuzz.run_case(fuzz.Case("batch_norm", "cython", evaluation, True, 1))
+    assert status == "wrong" and "running_mean was modified" in detail
+
+
 # ----------------------------------------------------------------------------------------------
 # Random malformed and near-valid calls
 # ----------------------------------------------------------------------------------------------
@@ -126,6 +156,22 @@ def _valid_args(name):
     if name == "max_pool2d_backward":
         return {"dout": rng.standard_normal((2, 2, 3, 3)),
                 "indices": rng.integers(0, 25, (2, 2, 3, 3)), "input_shape": (2, 2, 5, 5)}
+    # The layer functions: evaluation reads (does not update) the running statistics, and
+    # probabilities (not labels) are the target, so that every real dtype is accepted.
+    if name == "batch_norm":
+        return {"x": x, "weight": rng.standard_normal(2), "bias": rng.standard_normal(2),
+                "running_mean": rng.standard_normal(2), "running_var": 1 + rng.random(2),
+                "training": False, "momentum": 0.1, "eps": 1e-5, "data_format": "NCHW"}
+    if name == "batch_norm_backward":
+        return {"dout": rng.standard_normal(x.shape), "x": x, "weight": rng.standard_normal(2),
+                "mean": rng.standard_normal(2), "invstd": 1 + rng.random(2), "training": True,
+                "data_format": "NCHW"}
+    if name == "relu":
+        return {"x": x}
+    if name == "relu_backward":
+        return {"dout": rng.standard_normal(x.shape), "y": x}
+    if name == "softmax_cross_entropy":
+        return {"logits": x[:, :, 0, 0], "target": rng.random((2, 2))}
     if name == "avg_pool2d_backward":
         return {"dout": rng.standard_normal((2, 2, 3, 3)), "input_shape": (2, 2, 5, 5),
                 "kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": False, "count_include_pad": True,
@@ -180,7 +226,7 @@ def test_every_odd_hyperparameter(runner, where):
     and of one of its entries): a result or a ValueError/TypeError, never anything else."""
     count = 0
     for name in fuzz.FUNCTIONS:
-        keys = [k for k in _valid_args(name) if k in fuzz.HYPER_ARGS + fuzz.OPTION_ARGS or k == "input_shape"]
+        keys = [k for k in _valid_args(name) if k in fuzz.HYPER_ARGS + fuzz.OPTION_ARGS + fuzz.SCALAR_ARGS or k == "input_shape"]
         for key in keys:
             for value in ODD_HYPERPARAMETERS:
                 for form in ("whole", "one entry"):

@@ -187,13 +187,22 @@ def mypy(tmp_path_factory):
     The two mypy tests share one cache, so NumPy's stubs are analysed once (~10 s).
     """
     pytest.importorskip("mypy", reason="mypy is not installed")
+    import fastconv
+
     cache = tmp_path_factory.mktemp("mypy_cache")
+    # mypy ignores PYTHONPATH: when the fastconv under test is a source tree on it (not the one
+    # in site-packages, or the one an editable install points to), point mypy at that tree, and
+    # silence errors inside the package as mypy does for an installed one.
+    env, extra = dict(os.environ), []
+    source = Path(fastconv.__file__).resolve().parents[1]
+    if "site-packages" not in source.parts:
+        env["MYPYPATH"], extra = str(source), ["--follow-imports=silent"]
 
     def run(path, *options):
         return subprocess.run(
-            [sys.executable, "-m", "mypy", *options, "--cache-dir", str(cache),
+            [sys.executable, "-m", "mypy", *options, *extra, "--cache-dir", str(cache),
              "--config-file", os.devnull, str(path)],
-            capture_output=True, text=True, cwd=cache, timeout=600,
+            capture_output=True, text=True, cwd=cache, timeout=600, env=env,
         )
     return run
 

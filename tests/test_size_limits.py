@@ -343,3 +343,30 @@ def test_more_than_2_31_elements():
     assert not y[0, 0, 0, :-1].any()
     y, idx = fc.max_pool2d(x, (2, 64), (2, 64), backend="cython")
     assert idx[0, 0, 0, -1] == width + width - 1  # row 1, last column: 2**31 + 191
+
+
+# ----------------------------------------------------------------------------------------------
+# The layer functions: no hyper-parameter makes an array larger than the inputs, so there is
+# nothing to refuse; what remains is 64-bit index arithmetic beyond 2**31 elements (opt-in).
+# ----------------------------------------------------------------------------------------------
+
+@needs_compiled
+@pytest.mark.skipif(os.environ.get("FASTCONV_TEST_BIG_MEMORY") != "1",
+                    reason="set FASTCONV_TEST_BIG_MEMORY=1 to run (needs ~10 GB of free memory)")
+def test_batch_norm_statistics_beyond_2_31_elements():
+    """One channel of 2**31 + 64 float32 elements (8.6 GB), all zero but the last 64 (0..63):
+    the planar and the channels-last reductions must reach the far end of the array."""
+    if _free_bytes() < 12 << 30:
+        pytest.skip("less than 12 GB of memory available")
+    from fastconv import _backend
+
+    count = 2**31 + 64
+    x = np.zeros((1, 1, count), dtype=np.float32)
+    x[0, 0, -64:] = np.arange(64, dtype=np.float32)
+    mean_want = np.arange(64).sum() / count
+    var_want = (np.arange(64.0) ** 2).sum() / count - mean_want**2
+    kernels = _backend.kernels("cython")
+    for view in (x, x.reshape(count, 1, 1)):  # planar and channels-last
+        mean, var = kernels.batch_norm_statistics(view)
+        assert mean[0] == pytest.approx(mean_want, rel=1e-9)
+        assert var[0] == pytest.approx(var_want, rel=1e-6)

@@ -23,6 +23,11 @@ POOL_DOUT = rng.standard_normal((2, 3, 3, 3))  # max_pool2d(X, 2)
 IDX = np.zeros((2, 3, 3, 3), dtype=np.int64)
 POOL_DOUT1 = rng.standard_normal((2, 3, 4))    # max_pool1d(X1, 2)
 IDX1 = np.zeros((2, 3, 4), dtype=np.int64)
+C3 = np.ones(3)                                # a (C,) vector for X
+READ_ONLY = np.ones(3)
+READ_ONLY.flags.writeable = False
+LOGITS = rng.standard_normal((4, 5))
+LABELS = np.array([0, 4, 1, 2])
 
 
 class NotAnArray:
@@ -250,6 +255,82 @@ CASES = [
     ("adaptive_avg_pool2d_backward", (POOL_DOUT, (2, 4, 6, 6)), {}, ValueError, "input_shape"),
     ("adaptive_avg_pool2d_backward", (POOL_DOUT, X.shape[:3]), {}, ValueError, "input_shape"),
     ("adaptive_avg_pool2d_backward", (POOL_DOUT, (2, 3, 6.0, 6)), {}, TypeError, "input_shape"),
+    # --- batch_norm ----------------------------------------------------------------------------
+    ("batch_norm", (X[0, 0, 0],), {}, ValueError, "x"),
+    ("batch_norm", (X[None],), {}, ValueError, "x"),
+    ("batch_norm", (X[:, :, :0],), {}, ValueError, "x"),
+    ("batch_norm", (X[:, :0],), {}, ValueError, "x"),
+    ("batch_norm", (X[:1, :, :1, :1],), {}, ValueError, "value"),  # one value per channel
+    ("batch_norm", (X, C3[:2]), {}, ValueError, "weight"),
+    ("batch_norm", (X, C3), {"data_format": "NHWC"}, ValueError, "weight"),  # NHWC: C = 6
+    ("batch_norm", (X, None, C3[:, None]), {}, ValueError, "bias"),
+    ("batch_norm", (X, None, None, C3), {}, ValueError, "running_var"),
+    ("batch_norm", (X, None, None, None, C3), {}, ValueError, "running_mean"),
+    ("batch_norm", (X,), {"training": False}, ValueError, "running_mean"),
+    ("batch_norm", (X, None, None, np.zeros(4), np.ones(4)), {}, ValueError, "running_mean"),
+    ("batch_norm", (X, None, None, C3, np.ones((3, 1))), {"training": False}, ValueError, "running_var"),
+    ("batch_norm", (X, None, None, [0.0] * 3, C3), {}, TypeError, "running_mean"),
+    ("batch_norm", (X, None, None, np.zeros(3, np.int64), C3), {}, TypeError, "running_mean"),
+    ("batch_norm", (X, None, None, C3.copy(), READ_ONLY), {}, ValueError, "running_var"),
+    ("batch_norm", (X,), {"momentum": 1.5}, ValueError, "momentum"),
+    ("batch_norm", (X,), {"momentum": -0.1}, ValueError, "momentum"),
+    ("batch_norm", (X,), {"momentum": None}, TypeError, "momentum"),
+    ("batch_norm", (X,), {"momentum": "0.1"}, TypeError, "momentum"),
+    ("batch_norm", (X,), {"eps": -1e-5}, ValueError, "eps"),
+    ("batch_norm", (X,), {"eps": 0.0}, ValueError, "eps"),  # training (as torch)
+    ("batch_norm", (X,), {"eps": float("nan")}, ValueError, "eps"),
+    ("batch_norm", (X,), {"eps": float("inf")}, ValueError, "eps"),
+    ("batch_norm", (X,), {"eps": True}, TypeError, "eps"),
+    ("batch_norm", (X,), {"training": 1}, TypeError, "training"),
+    ("batch_norm", (X,), {"training": None}, TypeError, "training"),
+    ("batch_norm", (X,), {"data_format": "NCWH"}, ValueError, "data_format"),
+    ("batch_norm", (X,), {"data_format": "nchw"}, ValueError, "data_format"),
+    ("batch_norm", (X,), {"data_format": None}, TypeError, "data_format"),
+    ("batch_norm", (X.astype(np.complex128),), {}, TypeError, "x"),
+    ("batch_norm", (X.astype("datetime64[s]"),), {}, TypeError, "x"),
+    ("batch_norm", (None,), {}, TypeError, "x"),
+    ("batch_norm", (ragged(),), {}, TypeError, "x"),
+    ("batch_norm", (X, C3.astype(np.complex64)), {}, TypeError, "weight"),
+    ("batch_norm", (X, None, "abc"), {}, TypeError, "bias"),
+    # --- batch_norm_backward -------------------------------------------------------------------
+    ("batch_norm_backward", (X[:, :, :5], X, None, C3, C3), {}, ValueError, "dout"),
+    ("batch_norm_backward", (X[0], X, None, C3, C3), {}, ValueError, "dout"),
+    ("batch_norm_backward", (X[0, 0, 0], X[0, 0, 0], None, C3, C3), {}, ValueError, "x"),
+    ("batch_norm_backward", (X, X, C3[:2], C3, C3), {}, ValueError, "weight"),
+    ("batch_norm_backward", (X, X, None, C3[:2], C3), {}, ValueError, "mean"),
+    ("batch_norm_backward", (X, X, None, C3, np.ones(6)), {}, ValueError, "invstd"),
+    ("batch_norm_backward", (X, X, None, None, C3), {}, TypeError, "mean"),
+    ("batch_norm_backward", (X, X, None, C3, None), {}, TypeError, "invstd"),
+    ("batch_norm_backward", (X, X, None, C3, C3), {"training": "yes"}, TypeError, "training"),
+    ("batch_norm_backward", (X, X, None, C3, C3), {"data_format": "CHWN"}, ValueError, "data_format"),
+    ("batch_norm_backward", (X.astype(np.complex64), X, None, C3, C3), {}, TypeError, "dout"),
+    ("batch_norm_backward", (X, X, None, C3, C3.astype(object)), {}, TypeError, "invstd"),
+    # --- relu / relu_backward ------------------------------------------------------------------
+    ("relu", (X.astype(np.complex128),), {}, TypeError, "x"),
+    ("relu", ("abc",), {}, TypeError, "x"),
+    ("relu", (None,), {}, TypeError, "x"),
+    ("relu", (NotAnArray(),), {}, TypeError, "x"),
+    ("relu_backward", (X, X[:1]), {}, ValueError, "y"),
+    ("relu_backward", (X[0], X), {}, ValueError, "y"),
+    ("relu_backward", (X.astype(np.complex64), X), {}, TypeError, "dout"),
+    ("relu_backward", (X, X.astype(object)), {}, TypeError, "y"),
+    # --- softmax_cross_entropy -----------------------------------------------------------------
+    ("softmax_cross_entropy", (LOGITS[0], LABELS[:1]), {}, ValueError, "logits"),
+    ("softmax_cross_entropy", (LOGITS[None], LABELS), {}, ValueError, "logits"),
+    ("softmax_cross_entropy", (LOGITS[:, :0], LABELS), {}, ValueError, "logits"),
+    ("softmax_cross_entropy", (LOGITS, LABELS[:3]), {}, ValueError, "target"),
+    ("softmax_cross_entropy", (LOGITS, LABELS + 1), {}, ValueError, "labels"),  # 5 == K
+    ("softmax_cross_entropy", (LOGITS, LABELS - 1), {}, ValueError, "labels"),
+    ("softmax_cross_entropy", (LOGITS, np.full(4, 2**64 - 1, np.uint64)), {}, ValueError, "labels"),
+    ("softmax_cross_entropy", (LOGITS, LABELS.astype(np.float64)), {}, TypeError, "target"),
+    ("softmax_cross_entropy", (LOGITS, LABELS > 1), {}, TypeError, "target"),
+    ("softmax_cross_entropy", (LOGITS, LOGITS[:, :4]), {}, ValueError, "target"),
+    ("softmax_cross_entropy", (LOGITS, LOGITS[None]), {}, ValueError, "target"),
+    ("softmax_cross_entropy", (LOGITS, np.int64(1)), {}, ValueError, "target"),
+    ("softmax_cross_entropy", (LOGITS, None), {}, TypeError, "target"),
+    ("softmax_cross_entropy", (LOGITS, LOGITS.astype(np.complex128)), {}, TypeError, "target"),
+    ("softmax_cross_entropy", (LOGITS.astype(np.complex64), LABELS), {}, TypeError, "logits"),
+    ("softmax_cross_entropy", (LOGITS.astype(str), LABELS), {}, TypeError, "logits"),
 ]
 
 
@@ -441,3 +522,47 @@ def test_kernels_receive_checked_arguments(spy, backend, fname, args, kwargs):
             assert all(type(v) is int for v in a), a
         else:
             assert a is None or isinstance(a, np.ndarray) or type(a) in (bool, int), a
+
+
+LAYER_CALLS = [  # (name, args, kwargs, expected (kernel, shapes of its array arguments))
+    ("batch_norm", (np.asfortranarray(X.astype(np.float32)), C3.astype(np.int8)), {},
+     ("batch_norm_statistics", [(2, 3, 36)])),
+    ("batch_norm", (X[..., ::-1], None, np.ones(6), np.zeros(6), [1] * 6), {"training": False, "data_format": "NHWC"},
+     ("batch_norm_forward", [(36, 6, 1), (6,), (6,), (6,)])),
+    ("batch_norm_backward", (X.astype(np.int32), X.T.T, None, [0.0] * 3, C3), {},
+     ("batch_norm_backward", [(2, 3, 36), (2, 3, 36), (3,), (3,)])),
+    ("relu", (X.astype(bool)[:, ::2],), {}, ("relu", [(2 * 2 * 6 * 6,)])),
+    ("relu_backward", (X.T, X.T), {}, ("relu_backward", [(X.size,), (X.size,)])),
+    ("softmax_cross_entropy", (LOGITS.T.T[:, ::-1], LABELS.astype(np.uint8)), {},
+     ("softmax_cross_entropy", [(4, 5), (4,)])),
+    ("softmax_cross_entropy", (LOGITS.astype(np.float32), np.eye(5, dtype=bool)[:4]), {},
+     ("softmax_cross_entropy", [(4, 5), (4, 5)])),
+]
+
+
+@pytest.mark.parametrize("fname, args, kwargs, expected", LAYER_CALLS, ids=[c[0] for c in LAYER_CALLS])
+def test_layer_kernels_receive_checked_arguments(spy, backend, fname, args, kwargs, expected):
+    """The layer kernels of fastconv._backend: C-contiguous arrays of one float dtype (labels:
+    int64), batch-norm operands as (outer, C, inner), elementwise operands flat."""
+    with pytest.raises(_KernelCalled):
+        getattr(fc, fname)(*args, **kwargs, backend=backend)
+    (name, kernel_args), = spy.calls
+    arrays = [a for a in kernel_args if isinstance(a, np.ndarray)]
+    assert (name, [a.shape for a in arrays]) == expected
+    assert all(a.flags.c_contiguous for a in arrays)
+    assert len({a.dtype for a in arrays if a.dtype != np.int64}) == 1
+    assert all(a.dtype in (np.float32, np.float64) or (a.dtype == np.int64 and a.ndim == 1) for a in arrays)
+
+
+def test_layer_functions_with_empty_batch_are_still_validated(backend):
+    x0 = np.zeros((0, 3, 4, 4))
+    with pytest.raises(ValueError, match="weight"):
+        fc.batch_norm(x0, np.ones(2), backend=backend)
+    with pytest.raises(ValueError, match="running_mean"):
+        fc.batch_norm(x0, training=False, backend=backend)
+    with pytest.raises(ValueError, match="dout"):
+        fc.batch_norm_backward(np.zeros((0, 3, 4, 3)), x0, None, C3, C3, backend=backend)
+    with pytest.raises(ValueError, match="target"):
+        fc.softmax_cross_entropy(np.zeros((0, 5)), np.zeros((0, 4)), backend=backend)
+    with pytest.raises(ValueError, match="backend"):
+        fc.batch_norm(x0, backend="bogus")

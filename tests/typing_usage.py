@@ -40,6 +40,13 @@ def typed_usage() -> float:
     dg = fc.adaptive_avg_pool2d_backward(np.ones_like(g), y.shape)
     gr = reference.adaptive_avg_pool2d(y, 1)
     r = reference.conv2d(x, w, b, padding=1)
+    running_mean, running_var = np.zeros(4, dtype=np.float32), np.ones(4, dtype=np.float32)
+    n, mean, invstd = fc.batch_norm(y, None, None, running_mean, running_var, momentum=0.1)
+    dn, dgamma, dbeta = fc.batch_norm_backward(np.ones_like(n), y, None, mean, invstd)
+    nl, _, _ = reference.batch_norm(y.transpose(0, 2, 3, 1), data_format="NHWC")
+    h = fc.relu(y)
+    dh = fc.relu_backward(np.ones_like(h), h)
+    loss, dlogits = fc.softmax_cross_entropy(rng.standard_normal((4, 3)), np.array([0, 2, 1, 1]))
 
     name: str = fc.get_backend()
     with fc.use_backend("reference") as active:
@@ -52,8 +59,9 @@ def typed_usage() -> float:
     assert isinstance(config["openmp"], bool) and version
 
     first_index: int = int(idx.flat[0])
-    total = sum(float(v.sum()) for v in (dx, dw, db, dz[0], back, dp, da, r, pd, dao, dp1, da1, dg, gr))
-    return total + first_index
+    total = sum(float(v.sum()) for v in (dx, dw, db, dz[0], back, dp, da, r, pd, dao, dp1, da1, dg, gr,
+                                         dn, dgamma, dbeta, nl, dh, dlogits))
+    return total + first_index + loss
 
 
 if __name__ == "__main__":

@@ -6,14 +6,16 @@ active backend, or ``fastconv.reference.<name>``) on arguments built from a vali
 mutations: wrong ndim and shapes, zero-sized dimensions, every NumPy dtype, non-arrays, huge,
 negative and non-integer hyper-parameters and pooling options (ceil_mode, count_include_pad,
 divisor_override, output_size), bad pooling indices and input shapes, mis-shaped cols and dout,
-NaN/inf/denormal data, odd memory layouts.
+odd scalars (momentum, eps, training, data_format), NaN/inf/denormal data, odd memory layouts.
 
 Cases run in a worker process (many cases per worker, for speed). A case passes when the call
 returns normally or raises ValueError/TypeError (MemoryError only for a NumPy allocation of more
 than 256 MiB); a worker that dies is a crash, a case that exceeds the time limit is a hang, and
 either way the worker is replaced. A call that returns is also checked: results are new
 C-contiguous arrays of the documented dtype, inputs are unchanged, a call that had to succeed
-did, and a compiled-backend result equals the reference backend's result on the same arguments.
+did, and a compiled-backend result equals the reference backend's result on the same arguments
+(batch_norm's running statistics, which training updates in place, must end as the
+reference's do; softmax_cross_entropy's loss must be a Python float).
 
 Usage (the last line of the output is the summary):
 
@@ -50,9 +52,13 @@ FUNCTIONS = (
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "max_pool1d", "max_pool1d_backward", "avg_pool1d", "avg_pool1d_backward",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
+    "batch_norm", "batch_norm_backward", "relu", "relu_backward", "softmax_cross_entropy",
 )
 # Functions returning (values, int64 indices), whose results are compared exactly.
 MAX_POOLS = ("max_pool2d", "max_pool1d")
+# Arguments a function updates in place (batch_norm's running statistics, in training): they
+# are not "inputs left untouched"; instead their new values must equal the reference's.
+IN_PLACE_ARGS = {"batch_norm": ("running_mean", "running_var")}
 
 # Each worker may use at most this much address space: a request for an enormous array then
 # fails quickly with MemoryError instead of paging the shared machine to death.
@@ -313,6 +319,8 @@ def valid_call(src, name, huge=False):
     c, f = src.int(1, 3), src.int(1, 3)
     dtype = src.choice((np.float32, np.float64, np.float32, np.float64, np.int64, np.bool_, np.float16))
     valid_window = huge_window if huge else _small_window
+    if name in LAYER_FUNCTION_CALLS:
+        return LAYER_FUNCTION_CALLS[name](src, n, c, dtype), 2
     if name.startswith("conv"):
         nd = 1 if name.startswith("conv1d") else 2
         kernel, stride, padding, dilation, sizes = valid_window(src, nd)
@@ -386,6 +394,84 @@ def adaptive_call(src, name, n, c, dtype):
     return {"x": make_array(src, (n, c, h, w_), dtype), "output_size": output_size}
 
 
+def _batch_norm_shape(src, n, c):
+    """(shape, data_format, values per channel) of a batch-norm operand; data_format None
+    means the default (NCHW)."""
+    spatial = [src.int(1, 4) for _ in range(src.int(0, 2))]
+    data_format = src.choice((None, "NCHW", "NHWC"))
+    shape = (n, *spatial, c) if data_format == "NHWC" else (n, c, *spatial)
+    return shape, data_format, n * int(np.prod(spatial))
+
+
+def _float_dtype(src):
+    return src.choice((np.float32, np.float64, np.float32, np.float64, np.int64, np.float16))
+
+
+def _batch_norm_call(src, n, c, dtype):
+    training = src.bool()
+    if training and n == 1:
+        n = 2  # training needs more than one value per channel
+    shape, data_format, _ = _batch_norm_shape(src, n, c)
+    args = {"x": make_array(src, shape, dtype)}
+    for key in ("weight", "bias"):
+        args[key] = None if src.bool() else make_array(src, (c,), _float_dtype(src))
+    rng = np.random.default_rng(src.int(0, 2**32 - 1))
+    if training and src.bool():
+        args["running_mean"], args["running_var"] = None, None
+    else:
+        for key, offset in (("running_mean", 0.0), ("running_var", 0.5)):
+            values = np.abs(rng.standard_normal(c)) + offset if offset else rng.standard_normal(c)
+            if training:  # updated in place: a writeable floating array, of any layout
+                stat = values.astype(src.choice((np.float32, np.float64)))
+                args[key] = stat if src.bool() else np.repeat(stat, 2)[::2]
+            else:
+                args[key] = relayout(src, values.astype(_float_dtype(src)))
+    args["training"] = training if src.int(0, 3) else np.bool_(training)
+    args["momentum"] = src.choice((0.1, 0.0, 1.0, 0.5, np.float32(0.25)))
+    # (eps = 0 is refused in training and divides by a zero variance in evaluation: tested
+    # by hand, not fuzzed.)
+    args["eps"] = src.choice((1e-5, 1e-3, 1))
+    if data_format is not None:
+        args["data_format"] = data_format
+    return args
+
+
+def _batch_norm_backward_call(src, n, c, dtype):
+    shape, data_format, _ = _batch_norm_shape(src, n, c)
+    args = {"dout": make_array(src, shape, dtype), "x": make_array(src, shape, dtype),
+            "weight": None if src.bool() else make_array(src, (c,), _float_dtype(src)),
+            "mean": make_array(src, (c,), _float_dtype(src)),
+            "invstd": relayout(src, np.abs(np.random.default_rng(src.int(0, 2**32 - 1)).standard_normal(c)) + 0.1),
+            "training": src.bool()}
+    if data_format is not None:
+        args["data_format"] = data_format
+    return args
+
+
+def _elementwise_shape(src):
+    return tuple(src.int(0, 4) for _ in range(src.int(0, 4)))
+
+
+def _softmax_call(src, n, c, dtype):
+    k = src.int(1, 4)
+    if src.bool():
+        rng = np.random.default_rng(src.int(0, 2**32 - 1))
+        labels = rng.integers(0, k, size=n).astype(src.choice((np.int64, np.int32, np.uint8, np.uint64)))
+        return {"logits": make_array(src, (n, k), dtype), "target": relayout(src, labels)}
+    return {"logits": make_array(src, (n, k), dtype), "target": make_array(src, (n, k), _float_dtype(src))}
+
+
+LAYER_FUNCTION_CALLS = {
+    "batch_norm": _batch_norm_call,
+    "batch_norm_backward": _batch_norm_backward_call,
+    "relu": lambda src, n, c, dtype: {"x": make_array(src, _elementwise_shape(src), dtype)},
+    "relu_backward": lambda src, n, c, dtype: (
+        lambda shape: {"dout": make_array(src, shape, dtype), "y": make_array(src, shape, dtype)}
+    )(_elementwise_shape(src)),
+    "softmax_cross_entropy": _softmax_call,
+}
+
+
 def spell_shape(src, shape):
     form = src.choice(("tuple", "tuple", "list", "array", "np ints"))
     if form == "list":
@@ -401,19 +487,28 @@ def spell_shape(src, shape):
 # Mutations. Each returns True when the call stays valid (so it must still succeed).
 # ----------------------------------------------------------------------------------------------
 
-ARRAY_ARGS = ("x", "w", "b", "dout", "cols", "indices")
+ARRAY_ARGS = ("x", "w", "b", "dout", "cols", "indices", "weight", "bias", "running_mean", "running_var",
+              "mean", "invstd", "y", "logits", "target")
 HYPER_ARGS = ("kernel_size", "stride", "padding", "dilation", "output_size")  # ints or pairs of ints
 OPTION_ARGS = ("ceil_mode", "count_include_pad", "divisor_override")           # bools, None or an int
+# The layer functions' scalar arguments: replaced by odd values, validity unknown (momentum 0
+# and eps 1 are valid, momentum 2 is not).
+SCALAR_ARGS = ("training", "momentum", "eps", "data_format")
+WEIRD_SCALARS = ["NHWC", "NCHW", "nchw", "NCL", 0.5, -0.5, 1e300, np.float64("nan"), np.bool_(False)]
 
 
 def mutate(src, name, args, nd):
     arrays = [k for k in args if k in ARRAY_ARGS and isinstance(args[k], np.ndarray)]
     hypers = [k for k in args if k in HYPER_ARGS]
     options = [k for k in args if k in OPTION_ARGS]
+    scalars = [k for k in args if k in SCALAR_ARGS]
     kind = src.choice((
         "dtype", "ndim", "dim", "zero_dim", "not_array", "hyper", "hyper", "hyper_big",
-        "input_shape", "indices", "special", "layout", "valid_spelling",
+        "input_shape", "indices", "special", "layout", "valid_spelling", "scalar",
     ))
+    if kind == "scalar" and scalars:
+        args[src.choice(scalars)] = src.choice(WEIRD_INTS + WEIRD_OTHERS + WEIRD_SCALARS)
+        return None
     if kind in ("dtype", "ndim", "dim", "zero_dim", "special", "layout") and arrays:
         key = src.choice(arrays)
         a = args[key]
@@ -422,6 +517,10 @@ def mutate(src, name, args, nd):
             args[key] = convert_dtype(src, a, dtype)
             if key == "indices":  # any integer dtype that holds the values is accepted
                 return dtype.kind in "iu" and _indices_fit(a, dtype)
+            if key == "target" and a.ndim == 1:  # class labels: integers (small ones)
+                return dtype.kind in "iu"
+            if key in IN_PLACE_ARGS.get(name, ()) and args.get("training", True):
+                return dtype.kind == "f"  # updated in place
             return dtype.kind in ACCEPTED_KINDS
         if kind == "ndim":
             if a.ndim > 0 and src.bool():
@@ -442,7 +541,8 @@ def mutate(src, name, args, nd):
             return key != "indices"
         if kind == "layout":
             args[key] = relayout(src, np.array(a))
-            return True
+            # A read-only layout of a statistic that training updates in place is refused.
+            return bool(args[key].flags.writeable) or key not in IN_PLACE_ARGS.get(name, ())
         return True
     if kind == "not_array":
         keys = [k for k in args if k in ARRAY_ARGS or k == "input_shape"]
@@ -620,6 +720,17 @@ def _snapshot(value):
     return pickle.dumps(value)
 
 
+def _in_place(case):
+    """The arguments this call may update in place (batch_norm's statistics in training)."""
+    training = case.args.get("training", True)
+    return IN_PLACE_ARGS.get(case.name, ()) if isinstance(training, (bool, np.bool_)) and training else ()
+
+
+def _restore(snapshot):
+    """A fresh copy of a snapshotted argument."""
+    return snapshot.copy() if isinstance(snapshot, np.ndarray) else pickle.loads(snapshot)
+
+
 def _same(before, value):
     if isinstance(before, np.ndarray):
         if not isinstance(value, np.ndarray) or before.shape != value.shape or before.dtype != value.dtype:
@@ -632,7 +743,8 @@ def _same(before, value):
 
 def _expected_dtype(case):
     floats = []
-    for key in ("x", "w", "b", "dout", "cols"):
+    # Every floating array argument votes (class labels are integers and cannot).
+    for key in ARRAY_ARGS:
         value = case.args.get(key)
         if value is not None:
             dtype = np.asarray(value).dtype
@@ -654,7 +766,7 @@ def _close(a, b, dtype, inputs_tame, exact):
     if not np.array_equal(np.isnan(a), np.isnan(b)):
         return False
     finite = np.isfinite(a) & np.isfinite(b)
-    if not np.array_equal(a[~finite], b[~finite]):
+    if not np.array_equal(a[~finite], b[~finite], equal_nan=True):
         return False
     eps = np.finfo(dtype).eps
     scale = float(np.max(np.abs(b[finite]), initial=0.0)) + 1.0
@@ -677,6 +789,7 @@ def run_case(case):
 
     fastconv.set_num_threads(case.threads)
     before = {k: _snapshot(v) for k, v in case.args.items()}
+    in_place = _in_place(case)
     try:
         result = _call(case, case.where)
     except (ValueError, TypeError) as exc:
@@ -693,17 +806,21 @@ def run_case(case):
     except Exception as exc:  # anything else breaks the contract
         return "bad", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"
     for key, value in case.args.items():
-        if not _same(before[key], value):
+        if key not in in_place and not _same(before[key], value):
             return "wrong", f"input {key} was modified"
     outputs = _as_tuple(result)
+    if case.name == "softmax_cross_entropy":
+        if not isinstance(outputs[0], float):
+            return "wrong", f"the loss is not a Python float: {type(outputs[0])}"
+        outputs = (np.array(outputs[0]),) + outputs[1:]  # compared with the reference below
     inputs = [v for v in case.args.values() if isinstance(v, np.ndarray)]
-    for out in outputs:
+    for out in outputs[1:] if case.name == "softmax_cross_entropy" else outputs:
         if not isinstance(out, np.ndarray) or not out.flags.c_contiguous:
             return "wrong", f"result is not a C-contiguous ndarray: {type(out)}"
         if any(np.shares_memory(out, a) for a in inputs):
             return "wrong", "result shares memory with an input"
     dtype = _expected_dtype(case)
-    float_outs = outputs if case.name not in MAX_POOLS else outputs[:1]
+    float_outs = {"softmax_cross_entropy": outputs[1:]}.get(case.name, outputs[:1] if case.name in MAX_POOLS else outputs)
     if any(o.dtype != dtype for o in float_outs):
         return "wrong", f"result dtype {[o.dtype for o in outputs]}, expected {np.dtype(dtype)}"
     if case.name in MAX_POOLS and outputs[1].dtype != np.int64:
@@ -714,8 +831,10 @@ def run_case(case):
     if uses_compiled:
         signal.signal(signal.SIGALRM, _raise_oracle_timeout)
         signal.setitimer(signal.ITIMER_REAL, ORACLE_SECONDS)
+        # The reference starts from the same running statistics (the call above updated them).
+        original = case._replace(args={k: _restore(before[k]) if k in in_place else v for k, v in case.args.items()})
         try:
-            expected = _as_tuple(_call(case, "reference"))
+            expected = _as_tuple(_call(original, "reference"))
         except (_OracleTimeout, MemoryError):
             return "ok", "oracle skipped (too large for the reference)"
         except ValueError as exc:
@@ -729,9 +848,15 @@ def run_case(case):
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         tame = _tame(case)
-        exact = case.name in MAX_POOLS + ("im2col",)  # no arithmetic: bitwise equal
+        exact = case.name in MAX_POOLS + ("im2col", "relu", "relu_backward")  # no arithmetic: bitwise equal
+        expected = tuple(np.asarray(e) if isinstance(e, float) else e for e in expected)
+        for key in in_place:
+            if isinstance(case.args[key], np.ndarray):
+                outputs, expected = outputs + (case.args[key],), expected + (original.args[key],)
         for k, (a, b) in enumerate(zip(outputs, expected)):
-            if not _close(a, b, dtype, tame, exact):
+            # The tolerance of the computation dtype, or of a coarser one an output is stored in.
+            coarser = b.dtype.kind == "f" and np.finfo(b.dtype).eps > np.finfo(dtype).eps
+            if not _close(a, b, b.dtype if coarser else dtype, tame, exact):
                 return "wrong", f"output {k} differs from the reference (max |diff| {_maxdiff(a, b)})"
     return "ok", ""
 

@@ -26,7 +26,7 @@ trap 'rm -rf "$work"' EXIT
 # Tests that drive the compiled kernels (the rest of the suite exercises Python layers above).
 KERNEL_TESTS="tests/test_cython_conv.py tests/test_cython_pool.py tests/test_pool_options.py
   tests/test_layouts.py tests/test_validation.py tests/test_fuzz.py tests/test_size_limits.py
-  tests/test_numerics.py tests/test_concurrency.py tests/test_dense_optim.py"
+  tests/test_numerics.py tests/test_concurrency.py tests/test_dense_optim.py tests/test_layer_functions.py"
 
 
 log() { printf '\n=== memcheck: %s ===\n' "$*"; }
@@ -68,12 +68,14 @@ count = 0
 
 
 def check(got, want, exact=False):
-    for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+    got, want = ([np.asarray(v) for v in (r if isinstance(r, tuple) else (r,))] for r in (got, want))
+    # softmax_cross_entropy's loss is a float: it gets the tolerance of the arrays beside it.
+    tol = 1e-4 if any(g.dtype == np.float32 for g in got) else 1e-10
+    for g, w in zip(got, want):
         assert g.shape == w.shape and g.dtype == w.dtype, (g.shape, w.shape, g.dtype, w.dtype)
-        if exact or g.dtype.kind in "iu":
+        if exact or g.dtype.kind in "iub":
             assert np.array_equal(g, w, equal_nan=g.dtype.kind == "f")
         else:
-            tol = 1e-4 if g.dtype == np.float32 else 1e-10
             np.testing.assert_allclose(g, w, rtol=tol, atol=tol * (1 + np.nanmax(np.abs(w), initial=0)))
 
 
@@ -203,6 +205,35 @@ for dtype, threads in itertools.product((np.float32, np.float64), (1, 2)):
         a = fc.avg_pool2d(x, k, s, p, True, False, H31, backend="cython")
         fc.avg_pool2d_backward(a, x.shape, k, s, p, True, False, H31, backend="cython")
         count += 4
+    # Layer functions: planar and channels-last batch norm (8-lane tails, several tasks per
+    # channel, one value per row), elementwise kernels around the block size, softmax rows.
+    for shape, data_format in [((2, 1), "NCHW"), ((3, 2, 7), "NCHW"), ((2, 3, 5, 9), "NCHW"),
+                               ((9, 1, 1, 3), "NHWC"), ((2, 5, 7, 3), "NHWC"), ((1, 7, 4100), "NCHW"),
+                               ((5000, 7), "NHWC")] + ([] if quick else [((8, 4, 33, 35), "NCHW"),
+                                                                        ((8, 33, 35, 4), "NHWC")]):
+        x = rng.standard_normal(shape).astype(dtype)
+        c = shape[-1] if data_format == "NHWC" else shape[1]
+        w, b = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+        rm, rv = np.zeros(c, dtype), np.ones(c, dtype)
+        for training in (True, False):
+            run("batch_norm", x, w, b, rm.copy(), rv.copy(), training, data_format=data_format)
+            _, mean, invstd = fc.batch_norm(x, w, b, rm.copy(), rv.copy(), training, data_format=data_format)
+            run("batch_norm_backward", rng.standard_normal(shape).astype(dtype), x, w, mean, invstd, training,
+                data_format=data_format)
+    for size in (1, 7, 2**14 - 1, 2**14 + 3, 2**16 + 5) + (() if quick else (3 * 2**16 + 1,)):
+        x = rng.standard_normal(size).astype(dtype)
+        run("relu", x, exact=True)
+        run("relu_backward", rng.standard_normal(size).astype(dtype), x, exact=True)
+        u = rng.random(size)
+        kernels = {name: fc._backend.kernels(name) for name in ("cython", "reference")}
+        check(kernels["cython"].dropout(x, u, 0.3, 1 / 0.7), kernels["reference"].dropout(x, u, 0.3, 1 / 0.7), True)
+        keep = u > 0.5
+        check(kernels["cython"].dropout_backward(x, keep, 2.0), kernels["reference"].dropout_backward(x, keep, 2.0), True)
+        count += 2
+    for n, k in [(1, 1), (3, 7), (9, 2)] + ([] if quick else [(600, 33)]):
+        logits = (4 * rng.standard_normal((n, k))).astype(dtype)
+        run("softmax_cross_entropy", logits, rng.integers(0, k, n))
+        run("softmax_cross_entropy", logits, rng.dirichlet(np.ones(k), n).astype(dtype))
 print(f"driver: {count} kernel calls checked")
 EOF
 }
@@ -254,7 +285,7 @@ import re, sys
 text = open(sys.argv[1]).read()
 blocks = re.split(r"\n==\d+== \n", text)
 ours = [b for b in blocks if re.search(r"(Invalid (read|write)|uninitialised|Mismatched free|Invalid free)", b)
-        and re.search(r"fastconv/_ext/|_conv\.c|_pool\.c|_im2col\.c", b)]
+        and re.search(r"fastconv/_ext/|_conv\.c|_pool\.c|_im2col\.c|_batchnorm\.c|_elementwise\.c|_loss\.c", b)]
 for b in ours[:5]:
     print(b)
 print(f"valgrind: {len(ours)} error(s) in fastconv code", file=sys.stderr)

@@ -15,6 +15,8 @@ from fastconv._api import (
     avg_pool1d_backward,
     avg_pool2d,
     avg_pool2d_backward,
+    batch_norm,
+    batch_norm_backward,
     col2im,
     conv1d,
     conv1d_backward,
@@ -25,6 +27,9 @@ from fastconv._api import (
     max_pool1d_backward,
     max_pool2d,
     max_pool2d_backward,
+    relu,
+    relu_backward,
+    softmax_cross_entropy,
 )
 from fastconv._backend import get_backend, set_backend, use_backend
 from fastconv._threads import get_num_threads, set_num_threads
@@ -38,6 +43,7 @@ __all__ = [
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "max_pool1d", "max_pool1d_backward", "avg_pool1d", "avg_pool1d_backward",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
+    "batch_norm", "batch_norm_backward", "relu", "relu_backward", "softmax_cross_entropy",
     "get_backend", "set_backend", "use_backend",
     "get_num_threads", "set_num_threads", "show_config",
     "reference", "nn", "cs231n",

@@ -10,6 +10,7 @@ from fastconv import cs231n as cs231n
 from fastconv import nn as nn
 from fastconv import reference as reference
 from fastconv._typing import (
+    DataFormat,
     FloatArray,
     IndexArray,
     IntOrPair,
@@ -171,6 +172,35 @@ def adaptive_avg_pool2d_backward(
     *,
     backend: str | None = None,
 ) -> FloatArray: ...
+def batch_norm(
+    x: ArrayLike,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    running_mean: FloatArray | None = None,
+    running_var: FloatArray | None = None,
+    training: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    *,
+    data_format: DataFormat = "NCHW",
+    backend: str | None = None,
+) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+def batch_norm_backward(
+    dout: ArrayLike,
+    x: ArrayLike,
+    weight: ArrayLike | None,
+    mean: ArrayLike,
+    invstd: ArrayLike,
+    training: bool = True,
+    *,
+    data_format: DataFormat = "NCHW",
+    backend: str | None = None,
+) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+def relu(x: ArrayLike, *, backend: str | None = None) -> FloatArray: ...
+def relu_backward(dout: ArrayLike, y: ArrayLike, *, backend: str | None = None) -> FloatArray: ...
+def softmax_cross_entropy(
+    logits: ArrayLike, target: ArrayLike, *, backend: str | None = None
+) -> tuple[float, FloatArray]: ...
 def get_backend() -> str: ...
 def set_backend(name: str) -> None: ...
 def use_backend(name: str) -> AbstractContextManager[str]: ...

@@ -421,3 +421,134 @@ def adaptive_avg_pool2d_backward(dout, input_shape, *, backend=None):
     if shape[0] == 0:
         return np.zeros(shape, dtype=dout.dtype)
     return kernels.adaptive_avg_pool2d_backward(dout, shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# Layer functions
+# ----------------------------------------------------------------------------------------------
+
+def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, training=True,
+               momentum=0.1, eps=1e-5, *, data_format="NCHW", backend=None):
+    """Batch normalisation, as ``torch.nn.functional.batch_norm``.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C), (N, C, L) or (N, C, H, W)
+        Channels on axis 1; with ``data_format="NHWC"`` on the last axis ((N, L, C), (N, H, W, C)).
+    weight, bias : array_like, shape (C,), optional
+        The affine map after normalising; None means ones (weight) and zeros (bias).
+    running_mean, running_var : ndarray, shape (C,), optional
+        Running statistics. In training they are updated in place when given (both or neither;
+        writeable floating arrays): ``running = (1 - momentum)*running + momentum*batch``, with
+        the unbiased batch variance for ``running_var``. Evaluation needs them.
+    training : bool
+        Normalise with the batch's mean and biased variance (True) or the running statistics.
+    momentum : float in [0, 1]
+    eps : float > 0 (>= 0 in evaluation)
+        Added to the variance.
+    data_format : {"NCHW", "NHWC"}
+    backend : {"cython", "reference"}, optional
+        Run this call on the given backend instead of the active one.
+
+    Returns
+    -------
+    y : ndarray, x's shape
+        ``(x - mean) * invstd * weight + bias`` per channel.
+    mean, invstd : ndarray, shape (C,)
+        The mean and ``1 / sqrt(var + eps)`` used, for :func:`batch_norm_backward`.
+
+    Training needs more than one value per channel (as torch). An empty batch (N = 0) gives an
+    empty ``y``; in training it has no statistics, so ``mean`` and ``invstd`` are NaN and the
+    running statistics are left unchanged (as torch leaves them).
+    """
+    kernels = _kernels(backend)
+    x3, shape, weight, bias, running_mean, running_var, training, momentum, eps = check.batch_norm(
+        "batch_norm", x, weight, bias, running_mean, running_var, training, momentum, eps, data_format
+    )
+    dtype = x3.dtype
+    if training and x3.shape[0] == 0:
+        nan = np.full(x3.shape[1], np.nan, dtype=dtype)
+        return np.empty(shape, dtype=dtype), nan, nan.copy()
+    # IEEE results without warnings, as the kernels give them (NaN or inf data spread to the
+    # statistics; an evaluation with eps = 0 may divide by a zero running variance).
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if training:
+            mean64, var64 = kernels.batch_norm_statistics(x3)
+            if running_mean is not None:
+                count = x3.shape[0] * x3.shape[2]
+                running_mean[...] = (1 - momentum) * running_mean.astype(np.float64) + momentum * mean64
+                running_var[...] = ((1 - momentum) * running_var.astype(np.float64)
+                                    + momentum * (var64 * (count / (count - 1))))
+            mean = mean64.astype(dtype)
+        else:
+            mean, var64 = running_mean, running_var.astype(np.float64)
+        invstd = (1 / np.sqrt(var64 + eps)).astype(dtype)
+    if x3.shape[0] == 0:
+        return np.empty(shape, dtype=dtype), mean, invstd
+    return kernels.batch_norm_forward(x3, weight, bias, mean, invstd).reshape(shape), mean, invstd
+
+
+def batch_norm_backward(dout, x, weight, mean, invstd, training=True, *, data_format="NCHW",
+                        backend=None):
+    """Gradients of :func:`batch_norm`: returns ``(dx, dweight, dbias)``.
+
+    ``dout`` has x's shape; ``weight`` (None: ones), ``mean`` and ``invstd`` are what
+    :func:`batch_norm` used and returned. With ``training=True`` the mean and variance are
+    functions of x; with ``training=False`` the backward is that of the affine map
+    ``x * invstd * weight + const``. ``dweight = sum(dout * (x - mean) * invstd)`` and
+    ``dbias = sum(dout)`` per channel are always returned (zeros for an empty batch).
+    """
+    kernels = _kernels(backend)
+    dout3, x3, shape, weight, mean, invstd, training = check.batch_norm_backward(
+        "batch_norm_backward", dout, x, weight, mean, invstd, training, data_format
+    )
+    if x3.shape[0] == 0:
+        zeros = np.zeros(x3.shape[1], dtype=x3.dtype)
+        return np.zeros(shape, dtype=x3.dtype), zeros, zeros.copy()
+    dx, dweight, dbias = kernels.batch_norm_backward(dout3, x3, weight, mean, invstd, training)
+    return dx.reshape(shape), dweight, dbias
+
+
+def relu(x, *, backend=None):
+    """``max(x, 0)`` elementwise, as ``torch.relu``: NaN and -0.0 pass through unchanged.
+
+    Any shape; returns a new array of x's shape.
+    """
+    kernels = _kernels(backend)
+    (x,) = check.elementwise("relu", [("x", x)])
+    return kernels.relu(x.reshape(-1)).reshape(x.shape)
+
+
+def relu_backward(dout, y, *, backend=None):
+    """Gradient of :func:`relu`: ``dout`` where ``y > 0``, else 0 (``y`` is relu's output; its
+    input gives the same result). NaN in ``y`` counts as not positive."""
+    kernels = _kernels(backend)
+    dout, y = check.elementwise("relu_backward", [("dout", dout), ("y", y)])
+    return kernels.relu_backward(dout.reshape(-1), y.reshape(-1)).reshape(dout.shape)
+
+
+def softmax_cross_entropy(logits, target, *, backend=None):
+    """Mean cross-entropy of ``softmax(logits)``, as ``torch.nn.functional.cross_entropy``.
+
+    Parameters
+    ----------
+    logits : array_like, shape (N, K)
+    target : array_like
+        Integer class labels of shape (N,) in [0, K), or target probabilities of shape (N, K)
+        (any real values, as torch).
+    backend : {"cython", "reference"}, optional
+
+    Returns
+    -------
+    loss : float
+        ``-sum(target * log_softmax(logits)) / N`` (labels: one-hot targets); NaN for N = 0.
+    dlogits : ndarray, shape (N, K)
+        ``(softmax(logits) * target.sum(axis=1) - target) / N``: ``(softmax - onehot) / N``
+        for labels.
+    """
+    kernels = _kernels(backend)
+    logits, target = check.softmax_cross_entropy("softmax_cross_entropy", logits, target)
+    if logits.shape[0] == 0:
+        return float("nan"), np.zeros(logits.shape, dtype=logits.dtype)
+    loss, dlogits = kernels.softmax_cross_entropy(logits, target)
+    return float(loss), dlogits

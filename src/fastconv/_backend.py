@@ -20,6 +20,22 @@ non-empty batch, hyper-parameters as (h, w) tuples of ints) and returning new ar
 ceil_mode and count_include_pad are bools, divisor_override None or an int >= 1. The 1-D
 functions reach the 2-D kernels with H = 1 (conv1d as conv2d, max_pool1d as max_pool2d, ...).
 
+The layer functions' kernels see a batch-norm operand as an (outer, C, inner) array: NCHW input
+is (N, C, H*W), channels-last and 2-D input (N*H*W, C, 1); weight, bias, mean and invstd are
+(C,) arrays of the same dtype (weight and bias may be None: ones, zeros):
+
+    batch_norm_statistics(x) -> (mean, var)      float64 (C,): batch mean, biased variance
+    batch_norm_forward(x, weight, bias, mean, invstd) -> y
+    batch_norm_backward(dout, x, weight, mean, invstd, training) -> (dx, dweight, dbias)
+    relu(x) -> y                                 x flat (1-D); so are the arrays below
+    relu_backward(dout, y) -> dx
+    dropout(x, u, p, scale, out=None) -> (y, keep)
+        u: float64 uniform draws in [0, 1), one per element; keep = u >= p (bool);
+        y = x * (scale where kept, else 0); out=(y, keep) fills preallocated arrays
+    dropout_backward(dout, keep, scale) -> dx
+    softmax_cross_entropy(logits, target) -> (loss, dlogits)
+        logits (N, K) with N >= 1; target int64 labels (N,) in [0, K) or probabilities (N, K)
+
 FASTCONV_BACKEND selects the backend at import. When the extension cannot be imported,
 fastconv still works on the reference backend and warns once.
 """

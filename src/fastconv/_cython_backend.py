@@ -3,7 +3,9 @@
 Arguments arrive checked; this module only adds the thread count and allocates nothing itself.
 """
 
-from fastconv._ext import _adaptive_pool, _avg_pool, _conv, _dense, _im2col, _max_pool, _optim
+from fastconv._ext import (
+    _adaptive_pool, _avg_pool, _batchnorm, _conv, _dense, _elementwise, _im2col, _loss, _max_pool, _optim,
+)
 from fastconv._threads import get_num_threads
 
 # --- convolution and im2col/col2im (fastconv._ext._conv, fastconv._ext._im2col) ---------------
@@ -87,3 +89,44 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, step_size, beta1, beta2, bias_
     """In-place Adam step on flat C-contiguous arrays (see fastconv.nn.optim.Adam)."""
     _optim.adam_update(param, grad, exp_avg, exp_avg_sq, step_size, beta1, beta2,
                        bias_correction2_sqrt, eps, weight_decay, get_num_threads())
+
+# --- layer functions (fastconv._ext._batchnorm, _elementwise, _loss) ---------------------------
+
+def batch_norm_statistics(x):
+    """(mean, var): float64 batch mean and biased variance per channel of x (outer, C, inner)."""
+    return _batchnorm.batch_norm_statistics(x, get_num_threads())
+
+
+def batch_norm_forward(x, weight, bias, mean, invstd):
+    """y = (x - mean) * invstd * weight + bias per channel."""
+    return _batchnorm.batch_norm_forward(x, weight, bias, mean, invstd, get_num_threads())
+
+
+def batch_norm_backward(dout, x, weight, mean, invstd, training):
+    """(dx, dweight, dbias) of batch_norm_forward (training: through the batch statistics)."""
+    return _batchnorm.batch_norm_backward(dout, x, weight, mean, invstd, training, get_num_threads())
+
+
+def relu(x):
+    """y = x, except +0 where x < 0."""
+    return _elementwise.relu(x, get_num_threads())
+
+
+def relu_backward(dout, y):
+    """dout where y > 0, else 0."""
+    return _elementwise.relu_backward(dout, y, get_num_threads())
+
+
+def dropout(x, u, p, scale, out=None):
+    """(y, keep) with keep = u >= p and y = x * (scale where kept, else 0)."""
+    return _elementwise.dropout(x, u, p, scale, get_num_threads(), out)
+
+
+def dropout_backward(dout, keep, scale):
+    """dout * (scale where kept, else 0)."""
+    return _elementwise.dropout_backward(dout, keep, scale, get_num_threads())
+
+
+def softmax_cross_entropy(logits, target):
+    """(loss, dlogits) of the mean softmax cross-entropy (labels or probabilities)."""
+    return _loss.softmax_cross_entropy(logits, target, get_num_threads())

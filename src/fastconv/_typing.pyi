@@ -1,6 +1,6 @@
 # Type aliases shared by the stubs of fastconv's public API (stub-only: no runtime module).
 from collections.abc import Sequence
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 from numpy.typing import NDArray
@@ -17,3 +17,5 @@ OutputSize: TypeAlias = int | tuple[int | None, int | None] | Sequence[int | Non
 # Results are float32 when every floating input is float32, otherwise float64.
 FloatArray: TypeAlias = NDArray[np.floating[Any]]
 IndexArray: TypeAlias = NDArray[np.int64]
+# Where the channels are: axis 1 ("NCHW") or the last axis ("NHWC").
+DataFormat: TypeAlias = Literal["NCHW", "NHWC"]

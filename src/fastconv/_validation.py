@@ -566,3 +566,184 @@ def adaptive_pool_backward(fname, dout, input_shape):
     for axis, size, o in zip(("H", "W"), shape[2:], raw.shape[2:]):
         check_adaptive_product(fname, axis, size, o)
     return _converted_dout(fname, raw), shape
+
+
+# ----------------------------------------------------------------------------------------------
+# Layer functions: batch normalisation, ReLU, softmax cross-entropy
+# ----------------------------------------------------------------------------------------------
+
+DATA_FORMATS = ("NCHW", "NHWC")
+
+
+def channels_last(fname, data_format):
+    """True for data_format "NHWC" (channels on the last axis), False for "NCHW"."""
+    if not isinstance(data_format, str):
+        raise TypeError(f"{fname}: data_format must be one of {DATA_FORMATS}, got {_describe(data_format)}")
+    if data_format not in DATA_FORMATS:
+        raise ValueError(f"{fname}: data_format must be one of {DATA_FORMATS}, got {data_format!r}")
+    return data_format == "NHWC"
+
+
+def flag(fname, name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{fname}: {name} must be True or False, got {_describe(value)}")
+    return bool(value)
+
+
+def real_number(fname, name, value, lowest, highest=None):
+    """value as a finite Python float in [lowest, highest]."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"{fname}: {name} must be a real number, got {_describe(value)}")
+    number = float(value)
+    if not (math.isfinite(number) and lowest <= number and (highest is None or number <= highest)):
+        bounds = f">= {lowest}" if highest is None else f"in [{lowest}, {highest}]"
+        raise ValueError(f"{fname}: {name} must be a finite number {bounds}, got {value!r}")
+    return number
+
+
+def _batch_norm_operand(fname, name, value, last):
+    """A batch-norm image operand: (array, C, the (outer, C, inner) shape the kernels see)."""
+    array = _as_array(fname, name, value)
+    _check_numeric(fname, name, array)
+    shape = array.shape
+    if array.ndim not in (2, 3, 4):
+        layout = "(N, C), (N, L, C) or (N, H, W, C)" if last else "(N, C), (N, C, L) or (N, C, H, W)"
+        raise ValueError(f"{fname}: {name} must be a 2-, 3- or 4-D array {layout}, got a "
+                         f"{array.ndim}-D array of shape {shape}")
+    spatial = {2: (), 3: ("L",), 4: ("H", "W")}[array.ndim]
+    check_nonempty(fname, name, shape, ("N",) + spatial + ("C",) if last else ("N", "C") + spatial)
+    if last:
+        return array, shape[-1], (math.prod(shape[:-1]), shape[-1], 1)
+    return array, shape[1], (shape[0], shape[1], math.prod(shape[2:]))
+
+
+def _channel_vector(fname, name, value, channels, x_shape):
+    array = _as_array(fname, name, value)
+    _check_numeric(fname, name, array)
+    if array.shape != (channels,):
+        raise ValueError(f"{fname}: {name} must have shape (C,) = ({channels},) for x.shape={x_shape}, "
+                         f"got shape {array.shape}")
+    return array
+
+
+def _running_statistic(fname, name, value, channels, x_shape, training):
+    """A running statistic: in training the caller's own array, which is updated in place."""
+    if training:
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"{fname}: {name} must be a NumPy array (training updates it in place), "
+                            f"got {_describe(value)}")
+        if value.dtype.kind != "f":
+            raise TypeError(f"{fname}: {name} must have a floating dtype (training updates it in "
+                            f"place), got dtype {value.dtype}")
+        if not value.flags.writeable:
+            raise ValueError(f"{fname}: {name} is read-only, but training updates it in place")
+    return _channel_vector(fname, name, value, channels, x_shape)
+
+
+def batch_norm(fname, x, weight, bias, running_mean, running_var, training, momentum, eps, data_format):
+    """Check a batch_norm call.
+
+    Returns (x3, shape, weight, bias, running_mean, running_var, training, momentum, eps):
+    x3 is x as a C-contiguous (outer, C, inner) array of the computation dtype (see
+    fastconv._backend), shape is x's own shape, weight and bias are (C,) arrays of that dtype
+    or None, and the running statistics are None or, in training, the caller's own arrays (to
+    update in place) and, in evaluation, new (C,) arrays of the computation dtype.
+    """
+    last = channels_last(fname, data_format)
+    training = flag(fname, "training", training)
+    momentum = real_number(fname, "momentum", momentum, 0.0, 1.0)
+    eps = real_number(fname, "eps", eps, 0.0)
+    if training and eps == 0:
+        raise ValueError(f"{fname}: eps must be positive in training (as torch), got {eps}")
+    raw, channels, view = _batch_norm_operand(fname, "x", x, last)
+    vectors = [None if v is None else _channel_vector(fname, name, v, channels, raw.shape)
+               for name, v in (("weight", weight), ("bias", bias))]
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{fname}: running_mean and running_var must be given together (both or neither)")
+    if running_mean is None and not training:
+        raise ValueError(f"{fname}: evaluation (training=False) normalises with the running statistics: "
+                         "running_mean and running_var must be given")
+    running = [None if v is None else _running_statistic(fname, name, v, channels, raw.shape, training)
+               for name, v in (("running_mean", running_mean), ("running_var", running_var))]
+    if training and view[0] * view[2] == 1:
+        raise ValueError(f"{fname}: training needs more than one value per channel to compute a "
+                         f"variance, got x.shape={raw.shape}")
+    dtype = computation_dtype([a.dtype for a in [raw] + vectors + running if a is not None])
+    x3 = np.ascontiguousarray(raw, dtype=dtype).reshape(view)
+    weight, bias = (None if v is None else np.ascontiguousarray(v, dtype=dtype) for v in vectors)
+    if not training:
+        running = [np.array(v, dtype=dtype) for v in running]  # copies: mean is returned
+    return (x3, raw.shape, weight, bias, *running, training, momentum, eps)
+
+
+def batch_norm_backward(fname, dout, x, weight, mean, invstd, training, data_format):
+    """Check a batch_norm_backward call: returns (dout3, x3, shape, weight, mean, invstd, training)
+    with dout3 and x3 the (outer, C, inner) views and shape as in batch_norm, and (C,) vectors,
+    all C-contiguous arrays of the computation dtype (weight may be None)."""
+    last = channels_last(fname, data_format)
+    training = flag(fname, "training", training)
+    raw_x, channels, view = _batch_norm_operand(fname, "x", x, last)
+    raw_dout = _as_array(fname, "dout", dout)
+    _check_numeric(fname, "dout", raw_dout)
+    if raw_dout.shape != raw_x.shape:
+        raise ValueError(f"{fname}: dout must have x's shape {raw_x.shape}, got {raw_dout.shape}")
+    vectors = [None if v is None and name == "weight" else _channel_vector(fname, name, v, channels, raw_x.shape)
+               for name, v in (("weight", weight), ("mean", mean), ("invstd", invstd))]
+    dtype = computation_dtype([a.dtype for a in [raw_dout, raw_x] + vectors if a is not None])
+    dout3, x3 = (np.ascontiguousarray(a, dtype=dtype).reshape(view) for a in (raw_dout, raw_x))
+    weight, mean, invstd = (None if v is None else np.ascontiguousarray(v, dtype=dtype) for v in vectors)
+    return dout3, x3, raw_x.shape, weight, mean, invstd, training
+
+
+def elementwise(fname, named_values):
+    """Same-shaped arrays of any shape (the first one's shape rules), as C-contiguous arrays of
+    the computation dtype."""
+    arrays = []
+    for name, value in named_values:
+        array = _as_array(fname, name, value)
+        _check_numeric(fname, name, array)
+        if arrays and array.shape != arrays[0].shape:
+            raise ValueError(f"{fname}: {name} must have {named_values[0][0]}'s shape "
+                             f"{arrays[0].shape}, got {array.shape}")
+        arrays.append(array)
+    dtype = computation_dtype([a.dtype for a in arrays])
+    # Not ascontiguousarray: it would make a 0-d array 1-D.
+    return [np.asarray(a, dtype=dtype, order="C") for a in arrays]
+
+
+def softmax_cross_entropy(fname, logits, target):
+    """Check a softmax_cross_entropy call: returns (logits, target) with logits a C-contiguous
+    (N, K) array of the computation dtype and target either int64 labels (N,) in [0, K) or
+    (N, K) probabilities of that dtype. Labels do not vote on the dtype; probabilities do."""
+    raw = _as_array(fname, "logits", logits)
+    _check_numeric(fname, "logits", raw)
+    if raw.ndim != 2:
+        raise ValueError(f"{fname}: logits must be a 2-D array (N, K), got a {raw.ndim}-D array "
+                         f"of shape {raw.shape}")
+    check_nonempty(fname, "logits", raw.shape, ("N", "K"))
+    n, k = raw.shape
+    labels = _as_array(fname, "target", target)
+    _check_numeric(fname, "target", labels)
+    if labels.ndim == 1:
+        if labels.dtype.kind not in "iu":
+            raise TypeError(f"{fname}: target labels (N,) must be integers, got dtype {labels.dtype} "
+                            "(probabilities have the logits' shape (N, K))")
+        if labels.shape != (n,):
+            raise ValueError(f"{fname}: target has {labels.shape[0]} labels for N={n} rows of logits")
+        if labels.size:
+            # Compare in the labels' own dtype (a uint64 above 2**63 must not wrap to negative).
+            lo, hi = labels.min(), labels.max()
+            if lo < 0 or hi >= k:
+                raise ValueError(f"{fname}: labels must lie in [0, K) = [0, {k}), got {int(lo if lo < 0 else hi)}")
+        dtype = computation_dtype([raw.dtype])
+        return np.ascontiguousarray(raw, dtype=dtype), np.ascontiguousarray(labels, dtype=np.int64)
+    if labels.ndim != 2:
+        raise ValueError(f"{fname}: target must be integer labels (N,) or probabilities (N, K), got a "
+                         f"{labels.ndim}-D array of shape {labels.shape}")
+    if labels.shape != raw.shape:
+        raise ValueError(f"{fname}: target probabilities must have the logits' shape (N, K) = "
+                         f"{raw.shape}, got {labels.shape}")
+    dtype = computation_dtype([raw.dtype, labels.dtype])
+    return np.ascontiguousarray(raw, dtype=dtype), np.ascontiguousarray(labels, dtype=dtype)

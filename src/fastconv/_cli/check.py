@@ -2,7 +2,7 @@
 
 Draws random configurations (shapes, strides, paddings, dilations, pooling's ceil_mode,
 count_include_pad, divisor_override and adaptive output sizes, both dtypes), runs every public
-function on both backends and compares: max pooling exactly (values and indices), the rest
+function on both backends and compares: max pooling and ReLU exactly (values and indices), the rest
 within a tolerance of the dtype. Also checks that the compiled results are bitwise
 identical at one thread and at several. Prints a table; exits 1 on any mismatch.
 """
@@ -20,8 +20,9 @@ FUNCTIONS = (
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "max_pool1d", "max_pool1d_backward", "avg_pool1d", "avg_pool1d_backward",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
+    "batch_norm", "batch_norm_backward", "relu", "relu_backward", "softmax_cross_entropy",
 )
-EXACT = ("max_pool2d", "max_pool1d")  # no arithmetic: values and indices must be identical
+EXACT = ("max_pool2d", "max_pool1d", "relu", "relu_backward")  # no arithmetic: values and indices must be identical
 
 
 def add_arguments(parser):
@@ -67,6 +68,38 @@ def _draw_pool(rng, nd, kind):
         return shape, params
 
 
+def _draw_batch_norm(rng):
+    """(shape, data_format) of a batch-norm input: 2-, 3- or 4-D, some large enough for the
+    compiled kernels' parallel paths, with more than one value per channel."""
+    data_format = "NHWC" if rng.random() < 0.5 else "NCHW"
+    n, c = int(rng.integers(2, 9)), int(rng.integers(1, 6))
+    spatial = tuple(int(v) for v in rng.integers(1, 40, int(rng.integers(0, 3))))
+    return ((n,) + spatial + (c,) if data_format == "NHWC" else (n, c) + spatial), data_format
+
+
+def _layer_calls(name, rng, dtype, data):
+    """(args, kwargs) of one random call of a layer function."""
+    if name.startswith("batch_norm"):
+        shape, data_format = _draw_batch_norm(rng)
+        c = shape[-1] if data_format == "NHWC" else shape[1]
+        x, weight, bias = 3 * data(shape) + 1, data((c,)), data((c,))
+        training = bool(rng.random() < 0.7)
+        # Evaluation reads running statistics; training gets none (each of the three calls of
+        # a row would update them again; the update is the same Python code on both backends).
+        stats = () if training else (data((c,)), 0.5 + np.abs(data((c,))))
+        if name == "batch_norm":
+            return (x, weight, bias, *stats), dict(training=training, data_format=data_format)
+        _, mean, invstd = fastconv.reference.batch_norm(x, weight, bias, *stats, training=training,
+                                                        data_format=data_format)
+        return (data(shape), x, weight, mean, invstd), dict(training=training, data_format=data_format)
+    if name.startswith("relu"):
+        shape = tuple(int(v) for v in rng.integers(1, 30, int(rng.integers(1, 5))))
+        return ((data(shape),) if name == "relu" else (data(shape), data(shape))), {}
+    n, k = int(rng.integers(1, 300)), int(rng.integers(1, 20))
+    target = rng.integers(0, k, n) if rng.random() < 0.5 else rng.dirichlet(np.ones(k), n).astype(dtype)
+    return (4 * data((n, k)), target), {}
+
+
 def _calls(name, rng, dtype):
     """(args, kwargs) of one random call of the public function `name`."""
     def data(shape):
@@ -75,6 +108,8 @@ def _calls(name, rng, dtype):
             return rng.integers(-3, 4, shape).astype(dtype)
         return rng.standard_normal(shape).astype(dtype)
 
+    if name in ("batch_norm", "batch_norm_backward", "relu", "relu_backward", "softmax_cross_entropy"):
+        return _layer_calls(name, rng, dtype, data)
     if name.startswith("conv"):
         nd = 1 if name.startswith("conv1d") else 2
         xs, ws, stride, padding, dilation = _draw_conv(rng, nd)
@@ -118,6 +153,7 @@ def _error(name, dtype, got, want):
     """Relative error of got vs want (0 means identical); inf on any shape or dtype mismatch."""
     worst = 0.0
     for g, r in zip(_as_tuple(got), _as_tuple(want)):
+        g, r = np.asarray(g), np.asarray(r)  # softmax_cross_entropy's loss is a float
         if g.shape != r.shape or g.dtype != r.dtype:
             return np.inf
         if name in EXACT or g.dtype.kind == "i":
@@ -161,7 +197,8 @@ def run(args):
                     got_many = function(*call_args, **kwargs, backend="cython")
                     worst = max(worst, _error(name, np.dtype(dtype), got, want))
                     deterministic &= all(
-                        a.tobytes() == b.tobytes() for a, b in zip(_as_tuple(got), _as_tuple(got_many))
+                        np.asarray(a).tobytes() == np.asarray(b).tobytes()
+                        for a, b in zip(_as_tuple(got), _as_tuple(got_many))
                     )
                 ok = worst <= tolerance and deterministic
                 failures += not ok

@@ -2,8 +2,8 @@
 
 Each layer has ``forward(x)``, ``backward(dout) -> dx``, ``params`` and ``grads`` (same keys;
 ``backward`` adds into ``grads``), ``zero_grad()``, ``train()`` / ``eval()`` and
-``parameters()`` -> ``[(name, param, grad), ...]``. Convolution and pooling run on the active
-fastconv backend. Example::
+``parameters()`` -> ``[(name, param, grad), ...]``. Convolution, pooling, batch normalisation,
+ReLU, Dropout and the loss run on the active fastconv backend. Example::
 
     from fastconv import nn
     model = nn.Sequential(nn.Conv2D(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2D(2),

@@ -4,23 +4,27 @@ import numbers
 
 import numpy as np
 
+import fastconv
 from fastconv.nn._base import Layer
 
 
 class ReLU(Layer):
-    """``max(x, 0)``; the gradient is 0 at x == 0 (as PyTorch), NaN passes through."""
+    """``max(x, 0)`` (:func:`fastconv.relu`); the gradient is 0 at x == 0 (as PyTorch) and at NaN,
+    which passes through the forward.
+
+    The layer keeps its output ``y`` for the backward (``y > 0`` is the gradient mask), not a
+    mask of its own: the next layer usually keeps the same array as its input, so the
+    activation is held once. Modifying the returned array in place changes the gradient.
+    """
 
     def forward(self, x):
-        x = self._input(x)
-        positive = x > 0
-        self._cache = positive
-        # np.maximum keeps NaN as NaN (PyTorch does too); its gradient is 0 since NaN > 0 is False.
-        return np.maximum(x, 0, dtype=self.dtype)
+        y = fastconv.relu(self._input(x))
+        self._cache = y
+        return y
 
     def backward(self, dout):
-        positive = self._need_cache()
-        dout = self._dout(dout, positive.shape)
-        return np.where(positive, dout, 0).astype(self.dtype, copy=False)
+        y = self._need_cache()
+        return fastconv.relu_backward(self._dout(dout, y.shape), y)
 
 
 class Sigmoid(Layer):

@@ -95,9 +95,38 @@ def adaptive_avg_pool2d_backward(dout, input_shape):
     return _api.adaptive_avg_pool2d_backward(dout, input_shape, backend="reference")
 
 
+def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, training=True,
+               momentum=0.1, eps=1e-5, *, data_format="NCHW"):
+    """:func:`fastconv.batch_norm` on the reference backend."""
+    return _api.batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps,
+                           data_format=data_format, backend="reference")
+
+
+def batch_norm_backward(dout, x, weight, mean, invstd, training=True, *, data_format="NCHW"):
+    """:func:`fastconv.batch_norm_backward` on the reference backend."""
+    return _api.batch_norm_backward(dout, x, weight, mean, invstd, training, data_format=data_format,
+                                    backend="reference")
+
+
+def relu(x):
+    """:func:`fastconv.relu` on the reference backend."""
+    return _api.relu(x, backend="reference")
+
+
+def relu_backward(dout, y):
+    """:func:`fastconv.relu_backward` on the reference backend."""
+    return _api.relu_backward(dout, y, backend="reference")
+
+
+def softmax_cross_entropy(logits, target):
+    """:func:`fastconv.softmax_cross_entropy` on the reference backend."""
+    return _api.softmax_cross_entropy(logits, target, backend="reference")
+
+
 __all__ = [
     "conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "im2col", "col2im",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "max_pool1d", "max_pool1d_backward", "avg_pool1d", "avg_pool1d_backward",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
+    "batch_norm", "batch_norm_backward", "relu", "relu_backward", "softmax_cross_entropy",
 ]

@@ -2,6 +2,7 @@
 from numpy.typing import ArrayLike
 
 from fastconv._typing import (
+    DataFormat,
     FloatArray,
     IndexArray,
     IntOrPair,
@@ -130,3 +131,28 @@ def adaptive_avg_pool2d_backward(
     dout: ArrayLike,
     input_shape: Shape4D,
 ) -> FloatArray: ...
+def batch_norm(
+    x: ArrayLike,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    running_mean: FloatArray | None = None,
+    running_var: FloatArray | None = None,
+    training: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    *,
+    data_format: DataFormat = "NCHW",
+) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+def batch_norm_backward(
+    dout: ArrayLike,
+    x: ArrayLike,
+    weight: ArrayLike | None,
+    mean: ArrayLike,
+    invstd: ArrayLike,
+    training: bool = True,
+    *,
+    data_format: DataFormat = "NCHW",
+) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+def relu(x: ArrayLike) -> FloatArray: ...
+def relu_backward(dout: ArrayLike, y: ArrayLike) -> FloatArray: ...
+def softmax_cross_entropy(logits: ArrayLike, target: ArrayLike) -> tuple[float, FloatArray]: ...

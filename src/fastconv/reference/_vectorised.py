@@ -1,4 +1,5 @@
-"""Vectorised NumPy kernels: im2col + matmul for convolution, strided windows for pooling.
+"""Vectorised NumPy kernels: im2col + matmul for convolution, strided windows for pooling
+(and, from fastconv.reference._vectorised_layers, those of the layer functions).
 
 The fallback backend when the compiled extension is missing. Arguments are already checked
 (see fastconv._backend for the kernel interface). Each function builds the whole batch at once,
@@ -6,6 +7,18 @@ which is simple and obviously right but needs memory proportional to N * C*KH*KW
 """
 
 import numpy as np
+
+# The layer-function kernels of this backend (batch norm, ReLU, Dropout, softmax cross-entropy).
+from fastconv.reference._vectorised_layers import (  # noqa: F401
+    batch_norm_backward,
+    batch_norm_forward,
+    batch_norm_statistics,
+    dropout,
+    dropout_backward,
+    relu,
+    relu_backward,
+    softmax_cross_entropy,
+)
 
 
 def _window_slices(offset_h, offset_w, out_hw, stride):

@@ -325,3 +325,119 @@ def adaptive_avg_pool2d_backward(dout, input_shape):
                         for v in cols:
                             total[n][c][h][v] += gs[n][c][oh][ow] / (len(rows) * len(cols))
     return np.array(total, dtype=dout.dtype).reshape(input_shape)
+# ----------------------------------------------------------------------------------------------
+# Batch normalisation over (outer, C, inner) operands: channel c holds x[n, c, i] for every n, i.
+#   y = (x - mean_c) * invstd_c * w_c + b_c
+# ----------------------------------------------------------------------------------------------
+
+def _channel_values(xs, c):
+    return [v for plane in xs for v in plane[c]]
+
+
+def batch_norm_statistics(x):
+    """Per-channel mean and biased variance (float64), from the definitions."""
+    xs = x.tolist()
+    mean, var = [], []
+    for c in range(x.shape[1]):
+        values = _channel_values(xs, c)
+        m = math.fsum(values) / len(values)
+        mean.append(m)
+        var.append(math.fsum((v - m) ** 2 for v in values) / len(values))
+    return np.array(mean), np.array(var)
+
+
+def batch_norm_forward(x, weight, bias, mean, invstd):
+    outer, C, inner = x.shape
+    xs = x.tolist()
+    y = np.empty(x.shape, dtype=x.dtype)
+    for n in range(outer):
+        for c in range(C):
+            w = 1.0 if weight is None else float(weight[c])
+            b = 0.0 if bias is None else float(bias[c])
+            for i in range(inner):
+                y[n, c, i] = (xs[n][c][i] - float(mean[c])) * float(invstd[c]) * w + b
+    return y
+
+
+def batch_norm_backward(dout, x, weight, mean, invstd, training):
+    """Gradients from the Jacobian of y_j = w (x_j - mean) s + b within a channel of m values:
+
+    in training mean and s = 1/sqrt(var + eps) are the batch's, so
+    dy_j/dx_i = w s (delta_ij - 1/m - xhat_i xhat_j / m) with xhat = (x - mean) s;
+    in evaluation dy_j/dx_i = w s delta_ij. dx_i = sum_j dout_j dy_j/dx_i,
+    dweight = sum_j dout_j xhat_j, dbias = sum_j dout_j.
+    """
+    outer, C, inner = x.shape
+    gs, xs = dout.tolist(), x.tolist()
+    dx = np.empty(x.shape, dtype=x.dtype)
+    dweight = np.empty(C, dtype=x.dtype)
+    dbias = np.empty(C, dtype=x.dtype)
+    for c in range(C):
+        s, w = float(invstd[c]), 1.0 if weight is None else float(weight[c])
+        g = _channel_values(gs, c)
+        xhat = [(v - float(mean[c])) * s for v in _channel_values(xs, c)]
+        m = len(g)
+        dweight[c] = math.fsum(gj * hj for gj, hj in zip(g, xhat))
+        dbias[c] = math.fsum(g)
+        for i in range(m):
+            if training:
+                total = math.fsum(g[j] * w * s * ((i == j) - 1 / m - xhat[i] * xhat[j] / m) for j in range(m))
+            else:
+                total = g[i] * w * s
+            dx[i // inner, c, i % inner] = total
+    return dx, dweight, dbias
+
+
+# ----------------------------------------------------------------------------------------------
+# Elementwise: ReLU, Dropout's masking
+# ----------------------------------------------------------------------------------------------
+
+def relu(x):
+    """y = x unless x < 0 (then +0): NaN and -0.0 pass through, as torch.relu."""
+    return np.array([0.0 if v < 0 else v for v in x.tolist()], dtype=x.dtype)
+
+
+def relu_backward(dout, y):
+    """dout where y > 0 (NaN is not), else 0."""
+    return np.array([g if v > 0 else 0.0 for g, v in zip(dout.tolist(), y.tolist())], dtype=dout.dtype)
+
+
+def dropout(x, u, p, scale, out=None):
+    """keep = u >= p; y = x * scale where kept, x * 0 elsewhere (so a dropped NaN stays NaN)."""
+    keep = np.array([v >= p for v in u.tolist()], dtype=bool)
+    factor = x.dtype.type(scale)
+    y = np.array([v * (factor if k else x.dtype.type(0)) for v, k in zip(x, keep)], dtype=x.dtype)
+    if out is None:
+        return y, keep
+    out[0][...], out[1][...] = y, keep
+    return out
+
+
+def dropout_backward(dout, keep, scale):
+    factor = dout.dtype.type(scale)
+    return np.array([g * (factor if k else dout.dtype.type(0)) for g, k in zip(dout, keep)], dtype=dout.dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# Softmax cross-entropy:  loss = -(1/N) sum_n sum_k t[n, k] log softmax(z[n])[k]
+# ----------------------------------------------------------------------------------------------
+
+def softmax_cross_entropy(logits, target):
+    """The loss and d loss / d logits = (softmax(z) * sum_k t - t) / N, row by row; labels are
+    one-hot targets. Each row's log-sum-exp is taken around its maximum."""
+    N, K = logits.shape
+    zs = logits.tolist()
+    if target.ndim == 1:
+        ts = [[1.0 if k == label else 0.0 for k in range(K)] for label in target.tolist()]
+    else:
+        ts = target.tolist()
+    losses = []
+    dlogits = np.empty((N, K), dtype=logits.dtype)
+    for n in range(N):
+        top = max(zs[n])
+        log_z = top + math.log(math.fsum(math.exp(v - top) for v in zs[n]))
+        losses.append(-math.fsum(t * (v - log_z) for t, v in zip(ts[n], zs[n])))
+        t_sum = math.fsum(ts[n])
+        for k in range(K):
+            dlogits[n, k] = (math.exp(zs[n][k] - log_z) * t_sum - ts[n][k]) / N
+    return math.fsum(losses) / N, dlogits
