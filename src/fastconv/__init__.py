@@ -1,9 +1,10 @@
 """fastconv: fast, exact convolution and pooling kernels for NumPy.
 
-Compiled Cython kernels (OpenMP threads, BLAS GEMM) for conv1d/conv2d forward and backward,
-im2col/col2im, max and average pooling, each checked against the pure-NumPy implementation of
-the same name in :mod:`fastconv.reference`. Layers and training live in :mod:`fastconv.nn`,
-the CS231n ``fast_layers`` names in :mod:`fastconv.cs231n`.
+Compiled Cython kernels (OpenMP threads, BLAS GEMM) for conv1d/conv2d forward and backward
+(grouped, depthwise and transposed too), im2col/col2im, max and average pooling, each checked
+against the pure-NumPy implementation of the same name in :mod:`fastconv.reference`. Layers
+and training live in :mod:`fastconv.nn`, the CS231n ``fast_layers`` names in
+:mod:`fastconv.cs231n`.
 """
 
 from fastconv._version import __version__
@@ -15,6 +16,10 @@ from fastconv._api import (
     conv1d_backward,
     conv2d,
     conv2d_backward,
+    conv_transpose1d,
+    conv_transpose1d_backward,
+    conv_transpose2d,
+    conv_transpose2d_backward,
     im2col,
     max_pool2d,
     max_pool2d_backward,
@@ -27,6 +32,7 @@ from fastconv import cs231n, nn, reference
 __all__ = [
     "__version__",
     "conv2d", "conv2d_backward", "conv1d", "conv1d_backward",
+    "conv_transpose2d", "conv_transpose2d_backward", "conv_transpose1d", "conv_transpose1d_backward",
     "im2col", "col2im",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "get_backend", "set_backend", "use_backend",
