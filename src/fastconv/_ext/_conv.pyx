@@ -39,7 +39,8 @@ from fastconv._ext._openmp cimport omp_get_thread_num
 from fastconv._ext._blas cimport gemm
 from scipy.linalg.cython_blas cimport sgemm
 from fastconv._ext._im2col cimport im2col_image, col2im_image
-from fastconv._ext._depthwise cimport depthwise_chunks, depthwise_forward, depthwise_backward
+from fastconv._ext._depthwise cimport (depthwise_chunks, depthwise_workspace, depthwise_forward,
+                                        depthwise_backward)
 
 # Enough tasks for up to this many threads on a small batch.
 cdef index_t TASKS_TARGET = 8
@@ -385,15 +386,18 @@ cdef void forward(const ConvPlan* p, const floating* x, const floating* w, const
     cdef index_t per_thread = 0 if p.pointwise else round_up(p.ckk * p.block_cols, ALIGN // itemsize)
     cdef int threads = <int>clamp_threads(p.threads, tasks)
     if p.depthwise:
-        with nogil:
-            depthwise_forward(&p.g, p.n_images, p.groups, p.group_filters, x, w, b, y, <int>p.threads)
-        return
+        threads = <int>p.threads
+        per_thread = depthwise_workspace(&p.g)
     ws = checkout_workspace(threads * per_thread * itemsize)
     cdef floating* base = <floating*>aligned(ws)
     cdef floating* buf
     blas_single_thread_enter()
     try:
-        if threads == 1:
+        if p.depthwise:
+            with nogil:
+                depthwise_forward(&p.g, p.n_images, p.groups, p.group_filters, x, w, b, y, base,
+                                  threads)
+        elif threads == 1:
             with nogil:
                 for t in range(tasks):
                     forward_task(p, t, x, w, b, y, base)
@@ -600,10 +604,14 @@ cdef void backward(const ConvPlan* p, const floating* dout, const floating* x, c
     if p.depthwise:
         n_chunks = depthwise_chunks(p.n_images, p.groups)
         n_parts = n_chunks - 1 if dw != NULL else 0
+        threads = <int>p.threads
+        per_thread = depthwise_workspace(&p.g)
     elif batch_mode:
         n_chunks = min(p.n_images, MAX_CHUNKS)
         n_parts = n_chunks - 1               # chunk 0 writes straight into dw/db
         threads = <int>clamp_threads(p.threads, n_chunks)
+        if not p.pointwise:
+            per_thread = round_up(p.ckk * p.block_cols, vec)
     else:
         if dw != NULL:
             blocks_per_part = ceil_div(p.n_images * p.col_blocks, MAX_WEIGHT_PARTIALS)
@@ -616,8 +624,8 @@ cdef void backward(const ConvPlan* p, const floating* dout, const floating* x, c
             channel_blocks = ceil_div(p.g.channels, block_channels)
             data_tasks = p.n_images * p.groups * channel_blocks
         threads = <int>clamp_threads(p.threads, max(weight_parts, data_tasks))
-    if not p.pointwise and not p.depthwise:
-        per_thread = round_up(p.ckk * p.block_cols, vec)
+        if not p.pointwise:
+            per_thread = round_up(p.ckk * p.block_cols, vec)
     ws = checkout_workspace((n_parts * part_size + threads * per_thread) * itemsize)
     parts = <floating*>aligned(ws)
     scratch = parts + n_parts * part_size
@@ -626,7 +634,7 @@ cdef void backward(const ConvPlan* p, const floating* dout, const floating* x, c
         if p.depthwise:
             with nogil:
                 depthwise_backward(&p.g, p.n_images, p.groups, p.group_filters, dout, x, w, dx,
-                                   dx_init, dw, db, parts, part_size, <int>p.threads)
+                                   dx_init, dw, db, parts, part_size, scratch, threads)
         elif batch_mode:
             if threads == 1:
                 with nogil:
@@ -699,19 +707,40 @@ def conv2d_backward(const floating[:, :, :, ::1] dout, const floating[:, :, :, :
 # convolution's forward() of dout, its weight gradient backward()'s dw with dout as the
 # convolution's input and x as its upstream gradient. Only the bias gradient is new.
 
+cdef enum:
+    SUM_LANES = 8    # partial sums of plane_sum: independent chains, added in lane order
+
+
+cdef inline floating plane_sum(const floating* a, index_t size) noexcept nogil:
+    """a[0] + ... + a[size - 1] in SUM_LANES partial sums (o % SUM_LANES while whole tiles
+    fit, then one more) added in order: a fixed order, several additions in flight."""
+    cdef floating acc[SUM_LANES]
+    cdef floating total = 0, rest = 0
+    cdef index_t o = 0, l
+    for l in range(SUM_LANES):
+        acc[l] = 0
+    while o + SUM_LANES <= size:
+        for l in range(SUM_LANES):
+            acc[l] = acc[l] + a[o + l]
+        o = o + SUM_LANES
+    while o < size:
+        rest = rest + a[o]
+        o = o + 1
+    for l in range(SUM_LANES):
+        total = total + acc[l]
+    return total + rest
+
+
 cdef void channel_sums(const floating* a, index_t n_images, index_t channels, index_t plane,
                        floating* sums, int threads) noexcept nogil:
-    """sums[c] = a[:, c].sum() for a (n_images, channels, plane): image by image, each plane in
-    order; channels are independent, so any thread count gives the same sums."""
-    cdef index_t c, n, q
+    """sums[c] = a[:, c].sum() for a (n_images, channels, plane): image by image, each plane
+    by plane_sum; channels are independent, so any thread count gives the same sums."""
+    cdef index_t c, n
     cdef floating s
-    cdef const floating* row
     for c in prange(channels, schedule='static', num_threads=threads if threads < channels else channels):
         s = 0
         for n in range(n_images):
-            row = a + (n * channels + c) * plane
-            for q in range(plane):
-                s = s + row[q]
+            s = s + plane_sum(a + (n * channels + c) * plane, plane)
         sums[c] = s
 
 

@@ -5,13 +5,15 @@ from cython cimport floating
 from fastconv._ext._typedefs cimport index_t, Window2D
 
 cdef index_t depthwise_chunks(index_t n_images, index_t channels) noexcept nogil
+cdef index_t depthwise_workspace(const Window2D* g) noexcept nogil
 
 cdef void depthwise_forward(const Window2D* g, index_t n_images, index_t channels,
                             index_t multiplier, const floating* x, const floating* w,
-                            const floating* b, floating* y, int threads) noexcept nogil
+                            const floating* b, floating* y, floating* workspace,
+                            int threads) noexcept nogil
 
 cdef void depthwise_backward(const Window2D* g, index_t n_images, index_t channels,
                              index_t multiplier, const floating* dout, const floating* x,
                              const floating* w, floating* dx, const floating* dx_init,
                              floating* dw, floating* db, floating* parts, index_t part_size,
-                             int threads) noexcept nogil
+                             floating* workspace, int threads) noexcept nogil

@@ -3,11 +3,20 @@
 Filter ``f = c*m + k`` (m = F // C filters per channel, the "channel multiplier") reads only
 input channel ``c``, so each output plane is a small 2-D correlation of one input plane, with
 ``KH*KW`` multiply-adds per output: far too little work per GEMM call to pay for im2col and
-BLAS, which is why torch manages about 4 GFLOP/s here. These kernels walk the planes directly:
-for each kernel offset, the output rows it reaches and, within them, the contiguous range of
-output columns whose input column is inside the image (no padded copies, so any padding and
-dilation work in bounded memory). The innermost loops run over output columns with unit
-stride, which the compiler vectorises.
+BLAS (which is why torch manages about 4 GFLOP/s here). These kernels walk the planes
+directly. Each input plane is first copied into a zero-padded "window" (a thread-owned buffer
+the size of the padded plane), so that every kernel offset of every output reads inside it:
+the micro-kernels of kernels/depthwise.h then run over whole planes with no bounds at all.
+When the padding or dilation is so large that the window would be much bigger than the plane,
+a general path clips each kernel offset to the outputs whose input is inside the plane
+instead (no buffer; same sums in the same order).
+
+Infinities and NaN behave as in the im2col + GEMM kernels and the NumPy reference, which
+multiply the zero padding too: a non-finite weight (forward) or output gradient (weight
+gradient) that meets the padding gives NaN there, and the data gradient never meets it.
+
+A stride-1 data gradient is itself a correlation (of dout with the flipped kernel) and runs
+on the same micro-kernel; other strides scatter dout, offset by offset.
 
 Work is split into tasks of (channel, chunk of consecutive images), decided by N and C only;
 each task owns its dx planes and one dW/db partial (its chunk's), which the caller sums in
@@ -16,17 +25,40 @@ chunk order (fastconv._ext._conv.sum_partials): results never depend on the thre
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
+from libc.math cimport isfinite
+from libc.string cimport memset
 
 from fastconv._ext._typedefs cimport index_t, Window2D
+from fastconv._ext._openmp cimport omp_get_thread_num
 from fastconv._ext._im2col cimport valid_range
+
+cdef extern from "kernels/depthwise.h" nogil:
+    void fc_f32_dw_correlate(const float* src, Py_ssize_t src_step, Py_ssize_t tap_row,
+                             Py_ssize_t tap_col, Py_ssize_t stride, const float* w,
+                             Py_ssize_t wstep, Py_ssize_t kh, Py_ssize_t kw, float* y,
+                             Py_ssize_t y_step, Py_ssize_t rows, Py_ssize_t count, float start,
+                             int accumulate)
+    void fc_f64_dw_correlate(const double* src, Py_ssize_t src_step, Py_ssize_t tap_row,
+                             Py_ssize_t tap_col, Py_ssize_t stride, const double* w,
+                             Py_ssize_t wstep, Py_ssize_t kh, Py_ssize_t kw, double* y,
+                             Py_ssize_t y_step, Py_ssize_t rows, Py_ssize_t count, double start,
+                             int accumulate)
+    float fc_f32_dw_dot_rows(const float* d, Py_ssize_t d_step, const float* x,
+                             Py_ssize_t x_step, Py_ssize_t stride, Py_ssize_t rows,
+                             Py_ssize_t count)
+    double fc_f64_dw_dot_rows(const double* d, Py_ssize_t d_step, const double* x,
+                              Py_ssize_t x_step, Py_ssize_t stride, Py_ssize_t rows,
+                              Py_ssize_t count)
+    float fc_f32_dw_sum(const float* d, Py_ssize_t count)
+    double fc_f64_dw_sum(const double* d, Py_ssize_t count)
 
 # At least this many tasks when the batch allows it, so that small channel counts still use
 # several threads (tasks = channels * chunks of images).
 cdef index_t MIN_TASKS = 8
-# Partial sums of the weight gradient run in this many lanes (a vector's worth and more, for
-# instruction-level parallelism), added up in lane order at the end of each plane.
-cdef enum:
-    LANES = 8
+# A window may hold at most this many times the plane's elements plus WINDOW_SLACK (so a
+# 3x3-padded 28x28 plane has one, a 5x5 plane padded by 100 has not).
+cdef index_t WINDOW_RATIO = 4
+cdef index_t WINDOW_SLACK = 4096
 
 
 cdef index_t depthwise_chunks(index_t n_images, index_t channels) noexcept nogil:
@@ -42,39 +74,124 @@ cdef inline void chunk_images(index_t chunk, index_t n_chunks, index_t n_images,
 
 
 # ----------------------------------------------------------------------------------------------
+# Windows: a plane placed in zeros so that every kernel offset of every output reads inside
+# ----------------------------------------------------------------------------------------------
+
+cdef inline bint all_inside(const Window2D* g) noexcept nogil:
+    """Whether every kernel offset of every output reads inside the input (no padding read)."""
+    return (g.pad_h <= 0 and g.pad_w <= 0
+            and (g.out_h - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h - g.pad_h < g.height
+            and (g.out_w - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w - g.pad_w < g.width)
+
+
+cdef Window2D window_geometry(const Window2D* g) noexcept nogil:
+    """The geometry of g over its window: the input rows and columns that the outputs' kernel
+    offsets span, with the plane at (pad_h, pad_w) in it and no padding left."""
+    cdef Window2D t = g[0]
+    t.height = (g.out_h - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 1
+    t.width = (g.out_w - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w + 1
+    t.pad_h = 0
+    t.pad_w = 0
+    return t
+
+
+cdef index_t window_size(const Window2D* g) noexcept nogil:
+    """Elements of g's window; 0 when the plane can be read in place, or when the window
+    would be too large (the general path runs then)."""
+    cdef index_t limit = WINDOW_RATIO * g.height * g.width + WINDOW_SLACK
+    cdef Window2D t = window_geometry(g)
+    if all_inside(g):
+        return 0
+    if t.height > limit or t.width > limit or t.height * t.width > limit:
+        return 0
+    return t.height * t.width
+
+
+cdef void fill_window(const Window2D* g, const floating* x, floating* window) noexcept nogil:
+    """Copy the plane x (H, W) to (pad_h, pad_w) of its zeroed window (the part that falls
+    inside it: a negative padding crops). The zeros around it are never written, so a window
+    is zeroed once and refilled plane after plane."""
+    cdef Window2D t = window_geometry(g)
+    cdef index_t r, r_lo, r_hi, c_lo, c_hi
+    valid_range(t.height, g.height, 1, g.pad_h, &r_lo, &r_hi)   # plane rows r at r + pad_h
+    valid_range(t.width, g.width, 1, g.pad_w, &c_lo, &c_hi)
+    cdef index_t q
+    cdef floating* dst
+    cdef const floating* src
+    for r in range(r_lo, r_hi):
+        # An inline loop, not memcpy: rows are short, the call would cost more than the copy.
+        dst = window + (r + g.pad_h) * t.width + g.pad_w
+        src = x + r * g.width
+        for q in range(c_lo, c_hi):
+            dst[q] = src[q]
+
+
+# ----------------------------------------------------------------------------------------------
 # One plane
 # ----------------------------------------------------------------------------------------------
 
-cdef void forward_plane(const Window2D* g, const floating* x, const floating* w, floating bias,
-                        floating* y) noexcept nogil:
-    """y (OH, OW) = bias + the correlation of one input plane x (H, W) with one kernel w."""
+cdef void correlate_clipped(const Window2D* g, const floating* x, const floating* w,
+                            index_t wstep, floating start, bint accumulate,
+                            floating* y) noexcept nogil:
+    """correlate_plane without a window: kernel offset by offset, each over the outputs whose
+    input is inside x. Adds the offsets in the same order as the micro-kernel."""
     cdef index_t OW = g.out_w, SW = g.stride_w
     cdef index_t i, j, q, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi
     cdef floating wv
     cdef const floating* src
     cdef floating* dst
-    for q in range(g.out_h * OW):
-        y[q] = bias
+    if not accumulate:
+        for q in range(g.out_h * OW):
+            y[q] = start
     for i in range(g.kernel_h):
         valid_range(g.height, g.out_h, g.stride_h, i * g.dilation_h - g.pad_h, &oh_lo, &oh_hi)
         for j in range(g.kernel_w):
             valid_range(g.width, OW, SW, j * g.dilation_w - g.pad_w, &ow_lo, &ow_hi)
-            wv = w[i * g.kernel_w + j]
+            wv = w[(i * g.kernel_w + j) * wstep]
             for oh in range(oh_lo, oh_hi):
                 # src[ow*SW] is the input that output (oh, ow) reads with offset (i, j)
                 src = x + (oh * g.stride_h + i * g.dilation_h - g.pad_h) * g.width + j * g.dilation_w - g.pad_w
                 dst = y + oh * OW
-                if SW == 1:
-                    for ow in range(ow_lo, ow_hi):
-                        dst[ow] = dst[ow] + wv * src[ow]
-                else:
-                    for ow in range(ow_lo, ow_hi):
-                        dst[ow] = dst[ow] + wv * src[ow * SW]
+                for ow in range(ow_lo, ow_hi):
+                    dst[ow] = dst[ow] + wv * src[ow * SW]
 
 
-cdef void add_data_gradient(const Window2D* g, const floating* dout, const floating* w,
-                            floating* dx) noexcept nogil:
-    """dx (H, W) += the transposed correlation of one output gradient plane with one kernel."""
+cdef inline const floating* windowed(const Window2D* g, const floating* x, floating* window,
+                                    Window2D* t) noexcept nogil:
+    """x as a correlation should read it: copied into window, if not NULL (then t is the
+    window's geometry), else x itself (t = g)."""
+    if window == NULL:
+        t[0] = g[0]
+        return x
+    fill_window(g, x, window)
+    t[0] = window_geometry(g)
+    return window
+
+
+cdef void correlate_plane(const Window2D* g, const floating* x, const floating* w, index_t wstep,
+                          floating start, bint accumulate, floating* y) noexcept nogil:
+    """y (OH, OW) = start (or y itself, if accumulate) + the correlation of the input plane x
+    (H, W) with the kernel w (KH, KW), zero outside x. Kernel offset (i, j) is
+    w[(i*KW + j)*wstep]: wstep = 1 reads w as it is, -1 from its last element backwards (the
+    kernel flipped)."""
+    if not all_inside(g):
+        correlate_clipped(g, x, w, wstep, start, accumulate, y)
+        return
+    # every offset of every output reads inside x: the micro-kernel over the whole plane
+    if floating is float:
+        fc_f32_dw_correlate(x - g.pad_h * g.width - g.pad_w, g.stride_h * g.width,
+                            g.dilation_h * g.width, g.dilation_w, g.stride_w, w, wstep,
+                            g.kernel_h, g.kernel_w, y, g.out_w, g.out_h, g.out_w, start, accumulate)
+    else:
+        fc_f64_dw_correlate(x - g.pad_h * g.width - g.pad_w, g.stride_h * g.width,
+                            g.dilation_h * g.width, g.dilation_w, g.stride_w, w, wstep,
+                            g.kernel_h, g.kernel_w, y, g.out_w, g.out_h, g.out_w, start, accumulate)
+
+
+cdef void scatter_data_gradient(const Window2D* g, const floating* dout, const floating* w,
+                                floating* dx) noexcept nogil:
+    """dx (H, W) += the transposed correlation of one output gradient plane with one kernel,
+    offset by offset (any stride; a stride-1 one is a correlation with the kernel flipped)."""
     cdef index_t OW = g.out_w, SW = g.stride_w
     cdef index_t i, j, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi
     cdef floating wv
@@ -88,133 +205,186 @@ cdef void add_data_gradient(const Window2D* g, const floating* dout, const float
             for oh in range(oh_lo, oh_hi):
                 dst = dx + (oh * g.stride_h + i * g.dilation_h - g.pad_h) * g.width + j * g.dilation_w - g.pad_w
                 src = dout + oh * OW
-                if SW == 1:
-                    for ow in range(ow_lo, ow_hi):
-                        dst[ow] = dst[ow] + wv * src[ow]
-                else:
-                    for ow in range(ow_lo, ow_hi):
-                        dst[ow * SW] = dst[ow * SW] + wv * src[ow]
+                for ow in range(ow_lo, ow_hi):
+                    dst[ow * SW] = dst[ow * SW] + wv * src[ow]
 
 
-cdef inline floating lane_total(const floating* acc) noexcept nogil:
-    cdef floating total = 0
-    cdef int l
-    for l in range(LANES):
-        total = total + acc[l]
-    return total
+cdef Window2D flipped_geometry(const Window2D* g) noexcept nogil:
+    """The geometry of a stride-1 data gradient as a correlation: dx (H, W) is the correlation
+    of dout (OH, OW) with the flipped kernel, padded by dilation*(K-1) - padding (which may be
+    negative: then it crops)."""
+    cdef Window2D t = g[0]
+    t.height, t.width, t.out_h, t.out_w = g.out_h, g.out_w, g.height, g.width
+    t.pad_h = (g.kernel_h - 1) * g.dilation_h - g.pad_h
+    t.pad_w = (g.kernel_w - 1) * g.dilation_w - g.pad_w
+    return t
+
+
+cdef bint finite_kernel(const floating* w, index_t kk) noexcept nogil:
+    cdef index_t t
+    for t in range(kk):
+        if not isfinite(w[t]):
+            return False
+    return True
+
+
+cdef void mark_padding_products(const Window2D* g, const floating* w, floating* y) noexcept nogil:
+    """NaN into the outputs where a non-finite kernel offset reads the zero padding (inf*0 or
+    NaN*0), which correlate_clipped leaves out and the reference's im2col multiplies."""
+    cdef index_t i, j, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi
+    for i in range(g.kernel_h):
+        valid_range(g.height, g.out_h, g.stride_h, i * g.dilation_h - g.pad_h, &oh_lo, &oh_hi)
+        for j in range(g.kernel_w):
+            if isfinite(w[i * g.kernel_w + j]):
+                continue
+            valid_range(g.width, g.out_w, g.stride_w, j * g.dilation_w - g.pad_w, &ow_lo, &ow_hi)
+            for oh in range(g.out_h):
+                for ow in range(g.out_w):
+                    if not (oh_lo <= oh < oh_hi and ow_lo <= ow < ow_hi):
+                        y[oh * g.out_w + ow] = w[i * g.kernel_w + j] * 0
+
+
+cdef bint padding_meets_nonfinite(const Window2D* g, const floating* dout, index_t i,
+                                  index_t j) noexcept nogil:
+    """Whether dout is non-finite at an output whose kernel offset (i, j) reads the padding."""
+    cdef index_t oh, ow, oh_lo, oh_hi, ow_lo, ow_hi
+    valid_range(g.height, g.out_h, g.stride_h, i * g.dilation_h - g.pad_h, &oh_lo, &oh_hi)
+    valid_range(g.width, g.out_w, g.stride_w, j * g.dilation_w - g.pad_w, &ow_lo, &ow_hi)
+    for oh in range(g.out_h):
+        for ow in range(g.out_w):
+            if not (oh_lo <= oh < oh_hi and ow_lo <= ow < ow_hi) and not isfinite(dout[oh * g.out_w + ow]):
+                return True
+    return False
 
 
 cdef void add_weight_gradient(const Window2D* g, const floating* dout, const floating* x,
                               floating* dw, floating* db, bint overwrite) noexcept nogil:
-    """dw (KH, KW) (+)= correlation of x with one output gradient plane; db (+)= its sum.
-
-    Each sum runs in LANES partial sums over the output columns, added up in lane order: a
-    fixed order set by the shape alone.
-    """
+    """dw (KH, KW) (+)= correlation of x with one output gradient plane; db (+)= its sum
+    (unless NULL). Each kernel offset sums over the outputs whose input is inside x, in the
+    fixed order of kernels/depthwise.h."""
     cdef index_t OW = g.out_w, SW = g.stride_w
-    cdef index_t i, j, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi
-    cdef floating acc[LANES]
-    cdef floating total
+    cdef index_t i, j, oh_lo, oh_hi, ow_lo, ow_hi
+    cdef floating total, plane_total
     cdef const floating* src
     cdef const floating* d
-    cdef int l
+    # A finite sum means every element is finite: then no padding product can be NaN.
+    if floating is float:
+        plane_total = fc_f32_dw_sum(dout, g.out_h * OW)
+    else:
+        plane_total = fc_f64_dw_sum(dout, g.out_h * OW)
     for i in range(g.kernel_h):
         valid_range(g.height, g.out_h, g.stride_h, i * g.dilation_h - g.pad_h, &oh_lo, &oh_hi)
         for j in range(g.kernel_w):
             valid_range(g.width, OW, SW, j * g.dilation_w - g.pad_w, &ow_lo, &ow_hi)
-            for l in range(LANES):
-                acc[l] = 0
-            for oh in range(oh_lo, oh_hi):
-                src = x + (oh * g.stride_h + i * g.dilation_h - g.pad_h) * g.width + j * g.dilation_w - g.pad_w
-                d = dout + oh * OW
-                ow = ow_lo
-                if SW == 1:
-                    while ow + LANES <= ow_hi:
-                        for l in range(LANES):
-                            acc[l] = acc[l] + d[ow + l] * src[ow + l]
-                        ow = ow + LANES
-                    for l in range(ow_hi - ow):
-                        acc[l] = acc[l] + d[ow + l] * src[ow + l]
+            total = 0
+            if oh_lo < oh_hi and ow_lo < ow_hi:
+                # the input that output (oh_lo, ow_lo) reads with offset (i, j), and its gradient
+                src = (x + (oh_lo * g.stride_h + i * g.dilation_h - g.pad_h) * g.width
+                       + ow_lo * SW + j * g.dilation_w - g.pad_w)
+                d = dout + oh_lo * OW + ow_lo
+                if floating is float:
+                    total = fc_f32_dw_dot_rows(d, OW, src, g.stride_h * g.width, SW, oh_hi - oh_lo,
+                                               ow_hi - ow_lo)
                 else:
-                    while ow + LANES <= ow_hi:
-                        for l in range(LANES):
-                            acc[l] = acc[l] + d[ow + l] * src[(ow + l) * SW]
-                        ow = ow + LANES
-                    for l in range(ow_hi - ow):
-                        acc[l] = acc[l] + d[ow + l] * src[(ow + l) * SW]
-            total = lane_total(acc)
+                    total = fc_f64_dw_dot_rows(d, OW, src, g.stride_h * g.width, SW, oh_hi - oh_lo,
+                                               ow_hi - ow_lo)
+            if not isfinite(plane_total) and padding_meets_nonfinite(g, dout, i, j):
+                total = total + plane_total * 0   # NaN, as the padding's product
             if overwrite:
                 dw[i * g.kernel_w + j] = total
             else:
                 dw[i * g.kernel_w + j] = dw[i * g.kernel_w + j] + total
-    if db == NULL:
-        return
-    for l in range(LANES):
-        acc[l] = 0
-    ow = 0
-    while ow + LANES <= g.out_h * OW:
-        for l in range(LANES):
-            acc[l] = acc[l] + dout[ow + l]
-        ow = ow + LANES
-    for l in range(g.out_h * OW - ow):
-        acc[l] = acc[l] + dout[ow + l]
-    total = lane_total(acc)
-    db[0] = total if overwrite else db[0] + total
+    if db != NULL:
+        db[0] = plane_total if overwrite else db[0] + plane_total
 
 
 # ----------------------------------------------------------------------------------------------
 # Tasks: (channel c, chunk of images)
 # ----------------------------------------------------------------------------------------------
 
+cdef index_t depthwise_workspace(const Window2D* g) noexcept nogil:
+    """Elements of workspace per thread: a window for x (forward) or for a stride-1 dout (data
+    gradient). The weight gradient needs none: it clips each kernel offset's range."""
+    cdef Window2D flipped = flipped_geometry(g)
+    return max(window_size(g), window_size(&flipped))
+
+
+cdef inline floating* zeroed_window(const Window2D* g, floating* buf) noexcept nogil:
+    """g's window at buf, zeroed, or NULL when there is none (see window_size)."""
+    cdef index_t size = window_size(g)
+    if size == 0:
+        return NULL
+    memset(buf, 0, size * sizeof(floating))
+    return buf
+
+
 cdef void forward_task(const Window2D* g, index_t task, index_t n_chunks, index_t n_images,
                        index_t channels, index_t multiplier, const floating* x, const floating* w,
-                       const floating* b, floating* y) noexcept nogil:
+                       const floating* b, floating* y, floating* buf) noexcept nogil:
     cdef index_t c = task // n_chunks, n, k, f, first, stop
     cdef index_t hw = g.height * g.width, ohw = g.out_h * g.out_w, kk = g.kernel_h * g.kernel_w
+    cdef floating* window = zeroed_window(g, buf)
+    cdef const floating* src
+    cdef Window2D t
+    # Without a window, padding is skipped, not multiplied (see the module docstring).
+    cdef bint clipped = window == NULL and not all_inside(g)
     chunk_images(task % n_chunks, n_chunks, n_images, &first, &stop)
     for n in range(first, stop):
+        src = windowed(g, x + (n * channels + c) * hw, window, &t)
         for k in range(multiplier):
             f = c * multiplier + k
-            forward_plane(g, x + (n * channels + c) * hw, w + f * kk, 0 if b == NULL else b[f],
-                          y + (n * channels * multiplier + f) * ohw)
+            correlate_plane(&t, src, w + f * kk, 1, 0 if b == NULL else b[f], False,
+                            y + (n * channels * multiplier + f) * ohw)
+            if clipped and not finite_kernel(w + f * kk, kk):
+                mark_padding_products(g, w + f * kk, y + (n * channels * multiplier + f) * ohw)
 
 
 cdef void depthwise_forward(const Window2D* g, index_t n_images, index_t channels,
                             index_t multiplier, const floating* x, const floating* w,
-                            const floating* b, floating* y, int threads) noexcept nogil:
+                            const floating* b, floating* y, floating* workspace,
+                            int threads) noexcept nogil:
     """y = conv2d(x, w, b, groups=channels) for w (channels*multiplier, 1, KH, KW).
 
-    g: the geometry of one plane (g.channels is 1). b may be NULL.
+    g: the geometry of one plane (g.channels is 1). b may be NULL. workspace: at least
+    `threads` * depthwise_workspace(g) elements.
     """
     cdef index_t n_chunks = depthwise_chunks(n_images, channels)
-    cdef index_t tasks = channels * n_chunks, t
+    cdef index_t tasks = channels * n_chunks, t, per_thread = depthwise_workspace(g)
     if threads > tasks:
         threads = <int>tasks
     if threads <= 1:
         for t in range(tasks):
-            forward_task(g, t, n_chunks, n_images, channels, multiplier, x, w, b, y)
+            forward_task(g, t, n_chunks, n_images, channels, multiplier, x, w, b, y, workspace)
     else:
         with parallel(num_threads=threads):
             for t in prange(tasks, schedule='dynamic'):
-                forward_task(g, t, n_chunks, n_images, channels, multiplier, x, w, b, y)
+                forward_task(g, t, n_chunks, n_images, channels, multiplier, x, w, b, y,
+                             workspace + omp_get_thread_num() * per_thread)
 
 
 cdef void backward_task(const Window2D* g, index_t task, index_t n_chunks, index_t n_images,
                         index_t channels, index_t multiplier, const floating* dout,
                         const floating* x, const floating* w, floating* dx,
                         const floating* dx_init, floating* dw, floating* db, floating* parts,
-                        index_t part_size) noexcept nogil:
+                        index_t part_size, floating* buf) noexcept nogil:
     cdef index_t c = task // n_chunks, chunk = task % n_chunks, n, k, f, q, first, stop
     cdef index_t hw = g.height * g.width, ohw = g.out_h * g.out_w, kk = g.kernel_h * g.kernel_w
     cdef index_t filters = channels * multiplier
+    cdef bint gather = g.stride_h == 1 and g.stride_w == 1
+    cdef Window2D flipped = flipped_geometry(g), t
+    cdef floating* dout_window = NULL
     cdef floating* dw_part = NULL
     cdef floating* db_part = NULL
     cdef floating* plane = NULL
+    cdef const floating* src
     cdef floating init
-    # Chunk 0 writes straight into dw/db, chunk k > 0 into partial k - 1.
     if dw != NULL:
+        # Chunk 0 writes straight into dw/db, chunk k > 0 into partial k - 1.
         dw_part = dw if chunk == 0 else parts + (chunk - 1) * part_size
-        db_part = NULL if db == NULL else (db if chunk == 0 else dw_part + filters * kk)
+        if db != NULL:
+            db_part = db if chunk == 0 else dw_part + filters * kk
+    if dx != NULL and gather:
+        dout_window = zeroed_window(&flipped, buf)
     chunk_images(chunk, n_chunks, n_images, &first, &stop)
     for n in range(first, stop):
         if dx != NULL:
@@ -222,38 +392,48 @@ cdef void backward_task(const Window2D* g, index_t task, index_t n_chunks, index
             init = 0 if dx_init == NULL else dx_init[c]
             for q in range(hw):
                 plane[q] = init
+            for k in range(multiplier):
+                f = c * multiplier + k
+                # The correlation multiplies the kernel by the zeros around dout: only a finite
+                # kernel leaves them out of the sums.
+                if gather and finite_kernel(w + f * kk, kk):
+                    src = windowed(&flipped, dout + (n * filters + f) * ohw, dout_window, &t)
+                    correlate_plane(&t, src, w + f * kk + kk - 1, -1, 0, True, plane)
+                else:
+                    scatter_data_gradient(g, dout + (n * filters + f) * ohw, w + f * kk, plane)
+        if dw_part == NULL:
+            continue
         for k in range(multiplier):
             f = c * multiplier + k
-            if dx != NULL:
-                add_data_gradient(g, dout + (n * filters + f) * ohw, w + f * kk, plane)
-            if dw_part != NULL:
-                add_weight_gradient(g, dout + (n * filters + f) * ohw, x + (n * channels + c) * hw,
-                                    dw_part + f * kk, NULL if db_part == NULL else db_part + f,
-                                    n == first)
+            add_weight_gradient(g, dout + (n * filters + f) * ohw, x + (n * channels + c) * hw,
+                                dw_part + f * kk, NULL if db_part == NULL else db_part + f,
+                                n == first)
 
 
 cdef void depthwise_backward(const Window2D* g, index_t n_images, index_t channels,
                              index_t multiplier, const floating* dout, const floating* x,
                              const floating* w, floating* dx, const floating* dx_init,
                              floating* dw, floating* db, floating* parts, index_t part_size,
-                             int threads) noexcept nogil:
+                             floating* workspace, int threads) noexcept nogil:
     """Gradients of depthwise_forward for upstream gradient dout (N, channels*multiplier, OH, OW).
 
     dx: NULL (not wanted) or the (N, channels, H, W) data gradient, starting from dx_init[c]
     (NULL: zeros). dw: NULL (not wanted) or the weight gradient, db NULL or the bias gradient;
     chunk k > 0 of depthwise_chunks() leaves its dw, db partial at parts + (k - 1)*part_size
-    (dw first, db after it) for the caller to add, in chunk order.
+    (dw first, db after it) for the caller to add, in chunk order. workspace: at least
+    `threads` * depthwise_workspace(g) elements.
     """
     cdef index_t n_chunks = depthwise_chunks(n_images, channels)
-    cdef index_t tasks = channels * n_chunks, t
+    cdef index_t tasks = channels * n_chunks, t, per_thread = depthwise_workspace(g)
     if threads > tasks:
         threads = <int>tasks
     if threads <= 1:
         for t in range(tasks):
             backward_task(g, t, n_chunks, n_images, channels, multiplier, dout, x, w, dx, dx_init,
-                          dw, db, parts, part_size)
+                          dw, db, parts, part_size, workspace)
     else:
         with parallel(num_threads=threads):
             for t in prange(tasks, schedule='dynamic'):
                 backward_task(g, t, n_chunks, n_images, channels, multiplier, dout, x, w, dx,
-                              dx_init, dw, db, parts, part_size)
+                              dx_init, dw, db, parts, part_size,
+                              workspace + omp_get_thread_num() * per_thread)
