@@ -331,7 +331,8 @@ def test_kernels_receive_checked_arguments(spy, backend, fname, args, kwargs):
     float_dtypes = {a.dtype for a in arrays if a.dtype != np.int64}
     assert len(float_dtypes) == 1  # one computation dtype for every float operand
     for a in kernel_args:
-        if isinstance(a, tuple):
-            assert all(type(v) is int for v in a), a
+        if isinstance(a, tuple):   # hyper-parameters: ints, or (before, after) pairs of ints
+            assert all(type(v) is int or (type(v) is tuple and all(type(e) is int for e in v))
+                       for v in a), a
         else:
-            assert a is None or isinstance(a, np.ndarray), a
+            assert a is None or type(a) is int or isinstance(a, np.ndarray), a
