@@ -360,16 +360,22 @@ def _conv_plan(fname, nd, backward, meta, stride, padding, dilation, groups):
     return (stride, padding, dilation, groups), out_shape, dtype
 
 
-def transposed_output_size(fname, nd, in_sizes, kernel, stride, padding, output_padding, dilation):
-    """OH = (H - 1)*sh - 2*ph + dh*(KH - 1) + output_padding_h + 1 (same for W), each >= 1."""
-    out = []
-    for axis, size, k, s, p, op, d in zip(_DIM_NAMES[nd], in_sizes, kernel, stride, padding,
-                                          output_padding, dilation):
+def check_output_padding(fname, output_padding, stride, dilation):
+    """output_padding must be smaller than the stride or the dilation (per axis), as torch."""
+    for op, s, d in zip(output_padding, stride, dilation):
         if op >= s and op >= d:
             raise ValueError(
                 f"{fname}: output_padding must be smaller than the stride or the dilation, got "
                 f"output_padding={output_padding} with stride={stride}, dilation={dilation}"
             )
+
+
+def transposed_output_size(fname, nd, in_sizes, kernel, stride, padding, output_padding, dilation):
+    """OH = (H - 1)*sh - 2*ph + dh*(KH - 1) + output_padding_h + 1 (same for W), each >= 1."""
+    check_output_padding(fname, output_padding, stride, dilation)
+    out = []
+    for axis, size, k, s, p, op, d in zip(_DIM_NAMES[nd], in_sizes, kernel, stride, padding,
+                                          output_padding, dilation):
         length = (size - 1) * s - 2 * p + d * (k - 1) + op + 1
         if length < 1:
             raise ValueError(

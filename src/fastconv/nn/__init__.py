@@ -17,7 +17,7 @@ from fastconv.nn._base import BackwardBeforeForwardError, Layer
 from fastconv.nn.activations import ReLU, Sigmoid, Tanh
 from fastconv.nn.containers import Sequential
 from fastconv.nn.gradcheck import gradcheck
-from fastconv.nn.conv import Conv1D, Conv2D
+from fastconv.nn.conv import Conv1D, Conv2D, ConvTranspose2D
 from fastconv.nn.linear import Flatten, Linear
 from fastconv.nn.pooling import AvgPool2D, MaxPool2D
 from fastconv.nn.losses import SoftmaxCrossEntropy
@@ -26,7 +26,8 @@ from fastconv.nn.optim import SGD, Adam, Optimizer
 
 __all__ = [
     "Layer", "BackwardBeforeForwardError",
-    "Conv2D", "Conv1D", "MaxPool2D", "AvgPool2D", "ReLU", "Sigmoid", "Tanh", "Flatten",
+    "Conv2D", "Conv1D", "ConvTranspose2D",
+    "MaxPool2D", "AvgPool2D", "ReLU", "Sigmoid", "Tanh", "Flatten",
     "Linear", "BatchNorm1D", "BatchNorm2D", "Dropout", "Sequential",
     "SoftmaxCrossEntropy", "SGD", "Adam", "Optimizer", "gradcheck",
 ]
