@@ -29,6 +29,14 @@ def typed_usage() -> float:
     a = fc.avg_pool2d(y, 3, stride=2, padding=1)
     da = fc.avg_pool2d_backward(np.ones_like(a), y.shape, 3, stride=2, padding=1)
     r = reference.conv2d(x, w, b, padding=1)
+    g = fc.conv2d(x, w[:3, :1], None, 1, "same", 1, 3)                  # depthwise
+    dg = fc.conv2d_backward(np.ones_like(g), x, w[:3, :1], padding="same", groups=3)
+    v = fc.conv1d(x[:, :, 0, :], w[:3, :1, 0, :], padding="valid", groups=3)
+    t = fc.conv_transpose2d(x, w.transpose(1, 0, 2, 3), b, stride=2, padding=1, output_padding=(1, 0))
+    dt = fc.conv_transpose2d_backward(np.ones_like(t), x, w.transpose(1, 0, 2, 3), 2, 1, (1, 0))
+    t1 = fc.conv_transpose1d(x[:, :, 0, :], w[:3, :, 0, :], None, 2, groups=3, dilation=2)
+    dt1 = reference.conv_transpose1d_backward(np.ones_like(t1), x[:, :, 0, :], w[:3, :, 0, :], 2, groups=3,
+                                              dilation=2)
 
     name: str = fc.get_backend()
     with fc.use_backend("reference") as active:
@@ -41,7 +49,7 @@ def typed_usage() -> float:
     assert isinstance(config["openmp"], bool) and version
 
     first_index: int = int(idx.flat[0])
-    total = sum(float(v.sum()) for v in (dx, dw, db, dz[0], back, dp, da, r))
+    total = sum(float(a.sum()) for a in (dx, dw, db, dz[0], back, dp, da, r, dg[1], v, dt[0], dt1[2]))
     return total + first_index
 
 

@@ -9,7 +9,7 @@ from numpy.typing import ArrayLike
 from fastconv import cs231n as cs231n
 from fastconv import nn as nn
 from fastconv import reference as reference
-from fastconv._typing import FloatArray, IndexArray, IntOrPair, IntOrSingle, Shape4D
+from fastconv._typing import ConvPadding, FloatArray, IndexArray, IntOrPair, IntOrSingle, Shape4D
 
 __version__: str
 __all__: list[str]
@@ -19,8 +19,9 @@ def conv2d(
     w: ArrayLike,
     b: ArrayLike | None = None,
     stride: IntOrPair = 1,
-    padding: IntOrPair = 0,
+    padding: IntOrPair | ConvPadding = 0,
     dilation: IntOrPair = 1,
+    groups: int = 1,
     *,
     backend: str | None = None,
 ) -> FloatArray: ...
@@ -29,8 +30,9 @@ def conv2d_backward(
     x: ArrayLike,
     w: ArrayLike,
     stride: IntOrPair = 1,
-    padding: IntOrPair = 0,
+    padding: IntOrPair | ConvPadding = 0,
     dilation: IntOrPair = 1,
+    groups: int = 1,
     *,
     backend: str | None = None,
 ) -> tuple[FloatArray, FloatArray, FloatArray]: ...
@@ -39,8 +41,9 @@ def conv1d(
     w: ArrayLike,
     b: ArrayLike | None = None,
     stride: IntOrSingle = 1,
-    padding: IntOrSingle = 0,
+    padding: IntOrSingle | ConvPadding = 0,
     dilation: IntOrSingle = 1,
+    groups: int = 1,
     *,
     backend: str | None = None,
 ) -> FloatArray: ...
@@ -49,7 +52,56 @@ def conv1d_backward(
     x: ArrayLike,
     w: ArrayLike,
     stride: IntOrSingle = 1,
+    padding: IntOrSingle | ConvPadding = 0,
+    dilation: IntOrSingle = 1,
+    groups: int = 1,
+    *,
+    backend: str | None = None,
+) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+def conv_transpose2d(
+    x: ArrayLike,
+    w: ArrayLike,
+    b: ArrayLike | None = None,
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    output_padding: IntOrPair = 0,
+    groups: int = 1,
+    dilation: IntOrPair = 1,
+    *,
+    backend: str | None = None,
+) -> FloatArray: ...
+def conv_transpose2d_backward(
+    dout: ArrayLike,
+    x: ArrayLike,
+    w: ArrayLike,
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    output_padding: IntOrPair = 0,
+    groups: int = 1,
+    dilation: IntOrPair = 1,
+    *,
+    backend: str | None = None,
+) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+def conv_transpose1d(
+    x: ArrayLike,
+    w: ArrayLike,
+    b: ArrayLike | None = None,
+    stride: IntOrSingle = 1,
     padding: IntOrSingle = 0,
+    output_padding: IntOrSingle = 0,
+    groups: int = 1,
+    dilation: IntOrSingle = 1,
+    *,
+    backend: str | None = None,
+) -> FloatArray: ...
+def conv_transpose1d_backward(
+    dout: ArrayLike,
+    x: ArrayLike,
+    w: ArrayLike,
+    stride: IntOrSingle = 1,
+    padding: IntOrSingle = 0,
+    output_padding: IntOrSingle = 0,
+    groups: int = 1,
     dilation: IntOrSingle = 1,
     *,
     backend: str | None = None,

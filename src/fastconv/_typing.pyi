@@ -1,6 +1,6 @@
 # Type aliases shared by the stubs of fastconv's public API (stub-only: no runtime module).
 from collections.abc import Sequence
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 from numpy.typing import NDArray
@@ -9,6 +9,8 @@ from numpy.typing import NDArray
 IntOrPair: TypeAlias = int | tuple[int, int] | Sequence[int]
 # A 1-D hyper-parameter: an int or a 1-tuple.
 IntOrSingle: TypeAlias = int | tuple[int] | Sequence[int]
+# The padding strings of the convolution functions (torch's).
+ConvPadding: TypeAlias = Literal["valid", "same"]
 # (N, C, H, W) of the input a gradient or col2im result is shaped like.
 Shape4D: TypeAlias = tuple[int, int, int, int] | Sequence[int]
 # Results are float32 when every floating input is float32, otherwise float64.
