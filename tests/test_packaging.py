@@ -166,7 +166,9 @@ def mypy(tmp_path_factory):
     if os.environ.get("PYTHONPATH"):
         # A source tree on PYTHONPATH (a development run) is the fastconv that the tests
         # import: check that one, its modules silently, as mypy treats an installed package.
-        env["MYPYPATH"], extra = os.environ["PYTHONPATH"], ["--follow-imports=silent"]
+        # (relative entries resolved as Python did, from the directory pytest started in)
+        paths = [os.path.abspath(p) for p in os.environ["PYTHONPATH"].split(os.pathsep) if p]
+        env["MYPYPATH"], extra = os.pathsep.join(paths), ["--follow-imports=silent"]
 
     def run(path, *options):
         return subprocess.run(
