@@ -16,11 +16,15 @@ multiply the zero padding too: a non-finite weight (forward) or output gradient 
 gradient) that meets the padding gives NaN there, and the data gradient never meets it.
 
 A stride-1 data gradient is itself a correlation (of dout with the flipped kernel) and runs
-on the same micro-kernel; other strides scatter dout, offset by offset.
+on the same micro-kernel; other strides scatter dout, offset by offset. The weight gradient
+reads x through the same window, all offsets of a kernel row in one pass over dout.
 
-Work is split into tasks of (channel, chunk of consecutive images), decided by N and C only;
-each task owns its dx planes and one dW/db partial (its chunk's), which the caller sums in
-chunk order (fastconv._ext._conv.sum_partials): results never depend on the thread count.
+Work is split into tasks of (chunk of consecutive images, block of consecutive channels),
+decided by N and C only; a task visits its planes image by image, channel by channel, which
+is the order they lie in memory (a channel across the batch would jump a whole image between
+planes of a few kB). Each task owns its dx planes and its channels' part of its chunk's dW/db
+partial, which the caller sums in chunk order (fastconv._ext._conv.sum_partials): results
+never depend on the thread count.
 """
 
 from cython cimport floating
@@ -49,12 +53,19 @@ cdef extern from "kernels/depthwise.h" nogil:
     double fc_f64_dw_dot_rows(const double* d, Py_ssize_t d_step, const double* x,
                               Py_ssize_t x_step, Py_ssize_t stride, Py_ssize_t rows,
                               Py_ssize_t count)
+    void fc_f32_dw_dot_taps(const float* d, Py_ssize_t d_step, const float* x, Py_ssize_t x_step,
+                            Py_ssize_t tap_col, Py_ssize_t stride, Py_ssize_t kw, Py_ssize_t rows,
+                            Py_ssize_t count, float* out, int accumulate)
+    void fc_f64_dw_dot_taps(const double* d, Py_ssize_t d_step, const double* x, Py_ssize_t x_step,
+                            Py_ssize_t tap_col, Py_ssize_t stride, Py_ssize_t kw, Py_ssize_t rows,
+                            Py_ssize_t count, double* out, int accumulate)
     float fc_f32_dw_sum(const float* d, Py_ssize_t count)
     double fc_f64_dw_sum(const double* d, Py_ssize_t count)
 
-# At least this many tasks when the batch allows it, so that small channel counts still use
-# several threads (tasks = channels * chunks of images).
-cdef index_t MIN_TASKS = 8
+# Chunks of images: at most this many dW partials (as fastconv._ext._conv's batch mode).
+cdef index_t MAX_CHUNKS = 8
+# About this many (chunk, channel block) tasks, for a good balance under dynamic scheduling.
+cdef index_t TASKS_WANTED = 32
 # A window may hold at most this many times the plane's elements plus WINDOW_SLACK (so a
 # 3x3-padded 28x28 plane has one, a 5x5 plane padded by 100 has not).
 cdef index_t WINDOW_RATIO = 4
@@ -62,15 +73,21 @@ cdef index_t WINDOW_SLACK = 4096
 
 
 cdef index_t depthwise_chunks(index_t n_images, index_t channels) noexcept nogil:
-    """Chunks of consecutive images per channel: enough for MIN_TASKS tasks, at most N."""
-    cdef index_t chunks = (MIN_TASKS + channels - 1) // channels
-    return chunks if chunks < n_images else n_images
+    """Chunks of consecutive images (each with one dW/db partial): min(N, MAX_CHUNKS)."""
+    return n_images if n_images < MAX_CHUNKS else MAX_CHUNKS
 
 
-cdef inline void chunk_images(index_t chunk, index_t n_chunks, index_t n_images,
-                              index_t* first, index_t* stop) noexcept nogil:
-    first[0] = chunk * n_images // n_chunks
-    stop[0] = (chunk + 1) * n_images // n_chunks
+cdef inline index_t channel_blocks(index_t n_chunks, index_t channels) noexcept nogil:
+    """Blocks of consecutive channels per chunk: TASKS_WANTED tasks in all, at most C."""
+    cdef index_t blocks = (TASKS_WANTED + n_chunks - 1) // n_chunks
+    return blocks if blocks < channels else channels
+
+
+cdef inline void task_range(index_t part, index_t parts, index_t count, index_t* first,
+                            index_t* stop) noexcept nogil:
+    """[first, stop): part `part` of `parts` nearly equal parts of range(count)."""
+    first[0] = part * count // parts
+    stop[0] = (part + 1) * count // parts
 
 
 # ----------------------------------------------------------------------------------------------
@@ -260,18 +277,35 @@ cdef bint padding_meets_nonfinite(const Window2D* g, const floating* dout, index
 cdef void add_weight_gradient(const Window2D* g, const floating* dout, const floating* x,
                               floating* dw, floating* db, bint overwrite) noexcept nogil:
     """dw (KH, KW) (+)= correlation of x with one output gradient plane; db (+)= its sum
-    (unless NULL). Each kernel offset sums over the outputs whose input is inside x, in the
-    fixed order of kernels/depthwise.h."""
+    (unless NULL), in the fixed orders of kernels/depthwise.h. When every kernel offset reads
+    inside x (its window), a kernel row's offsets go in one pass; otherwise each offset sums
+    over the outputs whose input is inside x."""
     cdef index_t OW = g.out_w, SW = g.stride_w
     cdef index_t i, j, oh_lo, oh_hi, ow_lo, ow_hi
-    cdef floating total, plane_total
+    cdef floating total, plane_total = 0
     cdef const floating* src
     cdef const floating* d
-    # A finite sum means every element is finite: then no padding product can be NaN.
-    if floating is float:
-        plane_total = fc_f32_dw_sum(dout, g.out_h * OW)
-    else:
-        plane_total = fc_f64_dw_sum(dout, g.out_h * OW)
+    cdef bint inside = all_inside(g)
+    if db != NULL or not inside:
+        if floating is float:
+            plane_total = fc_f32_dw_sum(dout, g.out_h * OW)
+        else:
+            plane_total = fc_f64_dw_sum(dout, g.out_h * OW)
+    if db != NULL:
+        db[0] = plane_total if overwrite else db[0] + plane_total
+    if inside:
+        for i in range(g.kernel_h):
+            # the input that output (0, 0) reads with offset (i, 0)
+            src = x + (i * g.dilation_h - g.pad_h) * g.width - g.pad_w
+            if floating is float:
+                fc_f32_dw_dot_taps(dout, OW, src, g.stride_h * g.width, g.dilation_w, SW, g.kernel_w,
+                                   g.out_h, OW, dw + i * g.kernel_w, not overwrite)
+            else:
+                fc_f64_dw_dot_taps(dout, OW, src, g.stride_h * g.width, g.dilation_w, SW, g.kernel_w,
+                                   g.out_h, OW, dw + i * g.kernel_w, not overwrite)
+        return
+    # Clipped: a finite plane sum means every element is finite, and then no product with the
+    # skipped padding could have been NaN.
     for i in range(g.kernel_h):
         valid_range(g.height, g.out_h, g.stride_h, i * g.dilation_h - g.pad_h, &oh_lo, &oh_hi)
         for j in range(g.kernel_w):
@@ -294,8 +328,6 @@ cdef void add_weight_gradient(const Window2D* g, const floating* dout, const flo
                 dw[i * g.kernel_w + j] = total
             else:
                 dw[i * g.kernel_w + j] = dw[i * g.kernel_w + j] + total
-    if db != NULL:
-        db[0] = plane_total if overwrite else db[0] + plane_total
 
 
 # ----------------------------------------------------------------------------------------------
@@ -303,10 +335,10 @@ cdef void add_weight_gradient(const Window2D* g, const floating* dout, const flo
 # ----------------------------------------------------------------------------------------------
 
 cdef index_t depthwise_workspace(const Window2D* g) noexcept nogil:
-    """Elements of workspace per thread: a window for x (forward) or for a stride-1 dout (data
-    gradient). The weight gradient needs none: it clips each kernel offset's range."""
+    """Elements of workspace per thread: a window for x (forward, weight gradient) and one for
+    a stride-1 dout (data gradient)."""
     cdef Window2D flipped = flipped_geometry(g)
-    return max(window_size(g), window_size(&flipped))
+    return window_size(g) + window_size(&flipped)
 
 
 cdef inline floating* zeroed_window(const Window2D* g, floating* buf) noexcept nogil:
@@ -321,22 +353,25 @@ cdef inline floating* zeroed_window(const Window2D* g, floating* buf) noexcept n
 cdef void forward_task(const Window2D* g, index_t task, index_t n_chunks, index_t n_images,
                        index_t channels, index_t multiplier, const floating* x, const floating* w,
                        const floating* b, floating* y, floating* buf) noexcept nogil:
-    cdef index_t c = task // n_chunks, n, k, f, first, stop
+    cdef index_t blocks = channel_blocks(n_chunks, channels)
+    cdef index_t n, c, k, f, n_first, n_stop, c_first, c_stop
     cdef index_t hw = g.height * g.width, ohw = g.out_h * g.out_w, kk = g.kernel_h * g.kernel_w
     cdef floating* window = zeroed_window(g, buf)
     cdef const floating* src
     cdef Window2D t
     # Without a window, padding is skipped, not multiplied (see the module docstring).
     cdef bint clipped = window == NULL and not all_inside(g)
-    chunk_images(task % n_chunks, n_chunks, n_images, &first, &stop)
-    for n in range(first, stop):
-        src = windowed(g, x + (n * channels + c) * hw, window, &t)
-        for k in range(multiplier):
-            f = c * multiplier + k
-            correlate_plane(&t, src, w + f * kk, 1, 0 if b == NULL else b[f], False,
-                            y + (n * channels * multiplier + f) * ohw)
-            if clipped and not finite_kernel(w + f * kk, kk):
-                mark_padding_products(g, w + f * kk, y + (n * channels * multiplier + f) * ohw)
+    task_range(task // blocks, n_chunks, n_images, &n_first, &n_stop)
+    task_range(task % blocks, blocks, channels, &c_first, &c_stop)
+    for n in range(n_first, n_stop):
+        for c in range(c_first, c_stop):
+            src = windowed(g, x + (n * channels + c) * hw, window, &t)
+            for k in range(multiplier):
+                f = c * multiplier + k
+                correlate_plane(&t, src, w + f * kk, 1, 0 if b == NULL else b[f], False,
+                                y + (n * channels * multiplier + f) * ohw)
+                if clipped and not finite_kernel(w + f * kk, kk):
+                    mark_padding_products(g, w + f * kk, y + (n * channels * multiplier + f) * ohw)
 
 
 cdef void depthwise_forward(const Window2D* g, index_t n_images, index_t channels,
@@ -349,7 +384,8 @@ cdef void depthwise_forward(const Window2D* g, index_t n_images, index_t channel
     `threads` * depthwise_workspace(g) elements.
     """
     cdef index_t n_chunks = depthwise_chunks(n_images, channels)
-    cdef index_t tasks = channels * n_chunks, t, per_thread = depthwise_workspace(g)
+    cdef index_t tasks = n_chunks * channel_blocks(n_chunks, channels), t
+    cdef index_t per_thread = depthwise_workspace(g)
     if threads > tasks:
         threads = <int>tasks
     if threads <= 1:
@@ -367,47 +403,58 @@ cdef void backward_task(const Window2D* g, index_t task, index_t n_chunks, index
                         const floating* x, const floating* w, floating* dx,
                         const floating* dx_init, floating* dw, floating* db, floating* parts,
                         index_t part_size, floating* buf) noexcept nogil:
-    cdef index_t c = task // n_chunks, chunk = task % n_chunks, n, k, f, q, first, stop
+    cdef index_t blocks = channel_blocks(n_chunks, channels), chunk = task // blocks
+    cdef index_t n, c, k, f, q, n_first, n_stop, c_first, c_stop
     cdef index_t hw = g.height * g.width, ohw = g.out_h * g.out_w, kk = g.kernel_h * g.kernel_w
     cdef index_t filters = channels * multiplier
     cdef bint gather = g.stride_h == 1 and g.stride_w == 1
     cdef Window2D flipped = flipped_geometry(g), t
+    cdef floating* x_window = NULL
     cdef floating* dout_window = NULL
     cdef floating* dw_part = NULL
     cdef floating* db_part = NULL
-    cdef floating* plane = NULL
+    cdef floating* plane
     cdef const floating* src
+    cdef const floating* d
     cdef floating init
+    cdef bint started
     if dw != NULL:
+        x_window = zeroed_window(g, buf)
         # Chunk 0 writes straight into dw/db, chunk k > 0 into partial k - 1.
         dw_part = dw if chunk == 0 else parts + (chunk - 1) * part_size
         if db != NULL:
             db_part = db if chunk == 0 else dw_part + filters * kk
     if dx != NULL and gather:
-        dout_window = zeroed_window(&flipped, buf)
-    chunk_images(chunk, n_chunks, n_images, &first, &stop)
-    for n in range(first, stop):
-        if dx != NULL:
-            plane = dx + (n * channels + c) * hw
-            init = 0 if dx_init == NULL else dx_init[c]
-            for q in range(hw):
-                plane[q] = init
+        dout_window = zeroed_window(&flipped, buf + window_size(g))
+    task_range(chunk, n_chunks, n_images, &n_first, &n_stop)
+    task_range(task % blocks, blocks, channels, &c_first, &c_stop)
+    for n in range(n_first, n_stop):
+        for c in range(c_first, c_stop):
+            if dx != NULL:
+                plane = dx + (n * channels + c) * hw
+                init = 0 if dx_init == NULL else dx_init[c]
+                started = False      # whether plane holds init (+ earlier filters) yet
+                for k in range(multiplier):
+                    f = c * multiplier + k
+                    d = dout + (n * filters + f) * ohw
+                    # The correlation multiplies the kernel by the zeros around dout: only a
+                    # finite kernel leaves them out of the sums.
+                    if gather and finite_kernel(w + f * kk, kk):
+                        src = windowed(&flipped, d, dout_window, &t)
+                        correlate_plane(&t, src, w + f * kk + kk - 1, -1, init, started, plane)
+                    else:
+                        if not started:
+                            for q in range(hw):
+                                plane[q] = init
+                        scatter_data_gradient(g, d, w + f * kk, plane)
+                    started = True
+            if dw_part == NULL:
+                continue
+            src = windowed(g, x + (n * channels + c) * hw, x_window, &t)
             for k in range(multiplier):
                 f = c * multiplier + k
-                # The correlation multiplies the kernel by the zeros around dout: only a finite
-                # kernel leaves them out of the sums.
-                if gather and finite_kernel(w + f * kk, kk):
-                    src = windowed(&flipped, dout + (n * filters + f) * ohw, dout_window, &t)
-                    correlate_plane(&t, src, w + f * kk + kk - 1, -1, 0, True, plane)
-                else:
-                    scatter_data_gradient(g, dout + (n * filters + f) * ohw, w + f * kk, plane)
-        if dw_part == NULL:
-            continue
-        for k in range(multiplier):
-            f = c * multiplier + k
-            add_weight_gradient(g, dout + (n * filters + f) * ohw, x + (n * channels + c) * hw,
-                                dw_part + f * kk, NULL if db_part == NULL else db_part + f,
-                                n == first)
+                add_weight_gradient(&t, dout + (n * filters + f) * ohw, src, dw_part + f * kk,
+                                    NULL if db_part == NULL else db_part + f, n == n_first)
 
 
 cdef void depthwise_backward(const Window2D* g, index_t n_images, index_t channels,
@@ -424,7 +471,8 @@ cdef void depthwise_backward(const Window2D* g, index_t n_images, index_t channe
     `threads` * depthwise_workspace(g) elements.
     """
     cdef index_t n_chunks = depthwise_chunks(n_images, channels)
-    cdef index_t tasks = channels * n_chunks, t, per_thread = depthwise_workspace(g)
+    cdef index_t tasks = n_chunks * channel_blocks(n_chunks, channels), t
+    cdef index_t per_thread = depthwise_workspace(g)
     if threads > tasks:
         threads = <int>tasks
     if threads <= 1:

@@ -4,6 +4,7 @@
  *   dw_correlate  a band of output rows of a correlation whose kernel offsets all read inside
  *                 the input: the forward, and a stride-1 data gradient (kernel flipped)
  *   dw_dot_rows   one kernel offset's weight gradient: a dot product over a band of rows
+ *   dw_dot_taps   the same for the offsets of a kernel row at once, all inside the input
  *   dw_sum        a bias gradient: the sum of a plane
  *
  * Portable C99 over a small vector type (FC_DW_VECTOR_BYTES of the floating type): GCC's
@@ -24,6 +25,7 @@
 #define FC_DW_TILE_ROWS 4       /* dw_correlate tiles: rows ... */
 #define FC_DW_TILE_VECTORS 2    /* ... x vectors of columns: 8 accumulators */
 #define FC_DW_DOT_VECTORS 4     /* dw_dot_rows / dw_sum: 4 accumulators */
+#define FC_DW_DOT_TAPS 3        /* dw_dot_taps: offsets per pass, 2 accumulators each */
 
 /* -DFC_DW_NATIVE_VECTORS=0 builds the struct version with any compiler (to compare them). */
 #ifndef FC_DW_NATIVE_VECTORS

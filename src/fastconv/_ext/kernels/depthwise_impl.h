@@ -237,6 +237,105 @@ FC_DW_NOINLINE static FC_REAL FC_NAME(dw_dot_rows)(const FC_REAL *restrict d, pt
     return FC_NAME(dw_dot_body)(d, d_step, x, x_step, stride, rows, count);
 }
 
+/* ------------------------------------------------------------------------------------------
+ * dw_dot_taps: the dot products of dw_dot_rows for the kernel offsets j < kw of one kernel row
+ * at once, where every offset reads inside x:
+ *
+ *   out[j] (+)= sum over r < rows, o < count of d[r*d_step + o] * x[r*x_step + j*tap_col + o*stride]
+ *
+ * (out[j] + the sum, if accumulate.)
+ * Each d element is loaded once for all kw offsets. Per offset, in an order fixed by count:
+ * columns two vectors at a time into two partial sums, one more vector into the first, the
+ * last columns (fewer than a vector) one by one into rest[]; added up in order at the end. */
+
+/* Offsets j0 .. j0 + taps - 1 (taps a constant, at most FC_DW_DOT_TAPS). */
+static inline void FC_NAME(dw_dot_taps_group)(const FC_REAL *restrict d, ptrdiff_t d_step,
+                                              const FC_REAL *restrict x, ptrdiff_t x_step,
+                                              ptrdiff_t tap_col, ptrdiff_t stride, ptrdiff_t rows,
+                                              ptrdiff_t count, FC_REAL *restrict out, int accumulate,
+                                              int taps)
+{
+    VEC a[FC_DW_DOT_TAPS][2];
+    FC_REAL rest[FC_DW_DOT_TAPS][V];
+    const ptrdiff_t pairs = count / (2 * V) * (2 * V), whole = count / V * V;
+    ptrdiff_t r, o;
+    int j, l;
+    for (j = 0; j < taps; j++) {
+        a[j][0] = a[j][1] = FC_NAME(vsplat)(0);
+        for (l = 0; l < V; l++)
+            rest[j][l] = 0;
+    }
+    for (r = 0; r < rows; r++) {
+        const FC_REAL *dr = d + r * d_step, *xr = x + r * x_step;
+        for (o = 0; o < pairs; o += 2 * V) {
+            const VEC d0 = FC_NAME(vload)(dr + o, 1), d1 = FC_NAME(vload)(dr + o + V, 1);
+            for (j = 0; j < taps; j++) {
+                const FC_REAL *q = xr + j * tap_col + o * stride;
+                a[j][0] = FC_NAME(vadd)(a[j][0], FC_NAME(vmul)(d0, FC_NAME(vload)(q, stride)));
+                a[j][1] = FC_NAME(vadd)(a[j][1], FC_NAME(vmul)(d1, FC_NAME(vload)(q + V * stride, stride)));
+            }
+        }
+        if (o < whole) {
+            const VEC d0 = FC_NAME(vload)(dr + o, 1);
+            for (j = 0; j < taps; j++)
+                a[j][0] = FC_NAME(vadd)(a[j][0], FC_NAME(vmul)(d0, FC_NAME(vload)(
+                    xr + j * tap_col + o * stride, stride)));
+            o += V;
+        }
+        for (l = 0; l < V - 1; l++)   /* (a constant trip count: rest[] keeps constant indices) */
+            if (o + l < count)
+                for (j = 0; j < taps; j++)
+                    rest[j][l] += dr[o + l] * xr[j * tap_col + (o + l) * stride];
+    }
+    for (j = 0; j < taps; j++) {
+        FC_REAL total = FC_NAME(vsum)(FC_NAME(vsum)(0, a[j][0]), a[j][1]);
+        for (l = 0; l < V; l++)
+            total += rest[j][l];
+        out[j] = accumulate ? out[j] + total : total;
+    }
+}
+
+static inline void FC_NAME(dw_dot_taps_body)(const FC_REAL *restrict d, ptrdiff_t d_step,
+                                             const FC_REAL *restrict x, ptrdiff_t x_step,
+                                             ptrdiff_t tap_col, ptrdiff_t stride, ptrdiff_t kw,
+                                             ptrdiff_t rows, ptrdiff_t count, FC_REAL *restrict out,
+                                             int accumulate)
+{
+    ptrdiff_t j0 = 0;
+    for (; j0 + FC_DW_DOT_TAPS <= kw; j0 += FC_DW_DOT_TAPS)
+        FC_NAME(dw_dot_taps_group)(d, d_step, x + j0 * tap_col, x_step, tap_col, stride, rows, count,
+                                   out + j0, accumulate, FC_DW_DOT_TAPS);
+    switch (kw - j0) {   /* the last group, with its size a constant too */
+    case 3:
+        FC_NAME(dw_dot_taps_group)(d, d_step, x + j0 * tap_col, x_step, tap_col, stride, rows, count,
+                                   out + j0, accumulate, 3);
+        break;
+    case 2:
+        FC_NAME(dw_dot_taps_group)(d, d_step, x + j0 * tap_col, x_step, tap_col, stride, rows, count,
+                                   out + j0, accumulate, 2);
+        break;
+    case 1:
+        FC_NAME(dw_dot_taps_group)(d, d_step, x + j0 * tap_col, x_step, tap_col, stride, rows, count,
+                                   out + j0, accumulate, 1);
+        break;
+    default:
+        break;
+    }
+}
+
+FC_DW_NOINLINE static void FC_NAME(dw_dot_taps)(const FC_REAL *restrict d, ptrdiff_t d_step,
+                                                const FC_REAL *restrict x, ptrdiff_t x_step,
+                                                ptrdiff_t tap_col, ptrdiff_t stride, ptrdiff_t kw,
+                                                ptrdiff_t rows, ptrdiff_t count,
+                                                FC_REAL *restrict out, int accumulate)
+{
+    if (stride == 1)
+        FC_NAME(dw_dot_taps_body)(d, d_step, x, x_step, tap_col, 1, kw, rows, count, out, accumulate);
+    else
+        FC_NAME(dw_dot_taps_body)(d, d_step, x, x_step, tap_col, stride, kw, rows, count, out,
+                                  accumulate);
+}
+
 /* dw_sum: d[0] + ... + d[count - 1] (a bias gradient), in the order of one row of
  * dw_dot_rows. */
 FC_DW_NOINLINE static FC_REAL FC_NAME(dw_sum)(const FC_REAL *restrict d, ptrdiff_t count)
