@@ -14,6 +14,10 @@
 * non-contiguous inputs, and infinities/NaN at padded borders as the reference has them.
 """
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -32,6 +36,37 @@ DTYPES = (np.float32, np.float64)
 TOL = {np.float32: 1e-4, np.float64: 1e-10}
 seeds = st.integers(0, 2**32 - 1)
 needs_compiled = pytest.mark.skipif("cython" not in AVAILABLE_BACKENDS, reason="compiled backend not built")
+
+
+def _depthwise_isas():
+    """The instruction sets of the direct depthwise kernels this machine runs."""
+    try:
+        from fastconv._ext import _depthwise
+    except ImportError:
+        return []
+    available = []
+    for isa in ("generic", "avx2"):
+        try:
+            _depthwise._use_kernels(isa)
+            available.append(isa)
+        except ValueError:
+            pass
+    _depthwise._use_kernels("best")
+    return available
+
+
+@pytest.fixture(params=_depthwise_isas() or [None])
+def depthwise_isa(request):
+    """Each instruction set of the direct depthwise kernels in turn (the best one afterwards)."""
+    if request.param is None:
+        yield None
+        return
+    from fastconv._ext import _depthwise
+    _depthwise._use_kernels(request.param)
+    try:
+        yield request.param
+    finally:
+        _depthwise._use_kernels("best")
 
 
 def assert_close(actual, expected, dtype, what):
@@ -171,7 +206,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
 
 @pytest.mark.parametrize("nd", [2, 1])
 @given(data_=st.data(), dtype=st.sampled_from(DTYPES), seed=seeds)
-def test_grouped_conv_matches_torch(backend, nd, data_, dtype, seed):
+def test_grouped_conv_matches_torch(backend, depthwise_isa, nd, data_, dtype, seed):
     cfg = data_.draw(grouped_configs(nd=nd))
     rng = np.random.default_rng(seed)
     x, w, b = data(rng, cfg, dtype, cfg["w_shape"][0])
@@ -431,7 +466,7 @@ def split_case_data(name, x_shape, w_shape, hyper, dtype, seed=7):
 @needs_compiled
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name, x_shape, w_shape, hyper", SPLIT_CASES)
-def test_bitwise_identical_for_any_thread_count(name, x_shape, w_shape, hyper, dtype):
+def test_bitwise_identical_for_any_thread_count(depthwise_isa, name, x_shape, w_shape, hyper, dtype):
     x, w, b, dout, y = split_case_data(name, x_shape, w_shape, hyper, dtype)
     results = {}
     for threads in (1, 2, 3):
@@ -467,6 +502,19 @@ def test_workspace_reuse_does_not_leak_between_calls(dtype):
             for what, a, e in zip(("y", "dx", "dw", "db"), got, expected):
                 assert np.isfinite(a).all(), f"{param.id} {what}: NaN leaked from an earlier call"
                 assert_close(a, e, dtype, f"{param.id} {what}")
+
+
+@needs_compiled
+@pytest.mark.parametrize("value", ["generic", ""])
+def test_fastconv_isa_selects_the_depthwise_kernels(value):
+    """FASTCONV_ISA=generic (the convolution engine's variable) forces the portable kernels,
+    otherwise the best this CPU runs are used; show_config() names them."""
+    expected = "generic" if value else _depthwise_isas()[-1]
+    code = "import fastconv; print(fastconv.show_config()['depthwise_kernels'])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, FASTCONV_ISA=value))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == expected, done.stdout
 
 
 # ----------------------------------------------------------------------------------------------
@@ -533,7 +581,7 @@ def assert_same_ieee(got, want, what):
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("stride, padding, dilation", [(1, 1, 1), (2, 1, 1), (1, 2, 2), (1, 40, 1), (2, 40, 2)],
                          ids=["window", "strided", "dilated", "no-window", "no-window-strided"])
-def test_depthwise_infinities_at_padded_borders_as_the_reference(stride, padding, dilation):
+def test_depthwise_infinities_at_padded_borders_as_the_reference(depthwise_isa, stride, padding, dilation):
     """The direct depthwise kernels skip the padding where the im2col reference multiplies its
     zeros: inf or NaN weights (forward) and output gradients (weight gradient) meeting the
     padding must still give NaN there, and nothing else may change."""

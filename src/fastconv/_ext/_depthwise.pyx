@@ -27,6 +27,8 @@ partial, which the caller sums in chunk order (fastconv._ext._conv.sum_partials)
 never depend on the thread count.
 """
 
+import os
+
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.math cimport isfinite
@@ -37,30 +39,55 @@ from fastconv._ext._openmp cimport omp_get_thread_num
 from fastconv._ext._im2col cimport valid_range
 
 cdef extern from "kernels/depthwise.h" nogil:
-    void fc_f32_dw_correlate(const float* src, Py_ssize_t src_step, Py_ssize_t tap_row,
-                             Py_ssize_t tap_col, Py_ssize_t stride, const float* w,
-                             Py_ssize_t wstep, Py_ssize_t kh, Py_ssize_t kw, float* y,
-                             Py_ssize_t y_step, Py_ssize_t rows, Py_ssize_t count, float start,
-                             int accumulate)
-    void fc_f64_dw_correlate(const double* src, Py_ssize_t src_step, Py_ssize_t tap_row,
-                             Py_ssize_t tap_col, Py_ssize_t stride, const double* w,
-                             Py_ssize_t wstep, Py_ssize_t kh, Py_ssize_t kw, double* y,
-                             Py_ssize_t y_step, Py_ssize_t rows, Py_ssize_t count, double start,
-                             int accumulate)
-    float fc_f32_dw_dot_rows(const float* d, Py_ssize_t d_step, const float* x,
-                             Py_ssize_t x_step, Py_ssize_t stride, Py_ssize_t rows,
-                             Py_ssize_t count)
-    double fc_f64_dw_dot_rows(const double* d, Py_ssize_t d_step, const double* x,
-                              Py_ssize_t x_step, Py_ssize_t stride, Py_ssize_t rows,
-                              Py_ssize_t count)
-    void fc_f32_dw_dot_taps(const float* d, Py_ssize_t d_step, const float* x, Py_ssize_t x_step,
-                            Py_ssize_t tap_col, Py_ssize_t stride, Py_ssize_t kw, Py_ssize_t rows,
-                            Py_ssize_t count, float* out, int accumulate)
-    void fc_f64_dw_dot_taps(const double* d, Py_ssize_t d_step, const double* x, Py_ssize_t x_step,
-                            Py_ssize_t tap_col, Py_ssize_t stride, Py_ssize_t kw, Py_ssize_t rows,
-                            Py_ssize_t count, double* out, int accumulate)
-    float fc_f32_dw_sum(const float* d, Py_ssize_t count)
-    double fc_f64_dw_sum(const double* d, Py_ssize_t count)
+    void fc_dw_prefetch(const void* p, size_t nbytes)
+    ctypedef struct fc_dw_kernels:
+        const char* isa
+        void (*f32_correlate)(const float* src, Py_ssize_t src_step, Py_ssize_t tap_row,
+                           Py_ssize_t tap_col, Py_ssize_t stride, const float* w, Py_ssize_t wstep,
+                           Py_ssize_t kh, Py_ssize_t kw, float* y, Py_ssize_t y_step,
+                           Py_ssize_t rows, Py_ssize_t count, float start, int accumulate) noexcept nogil
+        float (*f32_dot_rows)(const float* d, Py_ssize_t d_step, const float* x, Py_ssize_t x_step,
+                           Py_ssize_t stride, Py_ssize_t rows, Py_ssize_t count) noexcept nogil
+        void (*f32_dot_taps)(const float* d, Py_ssize_t d_step, const float* x, Py_ssize_t x_step,
+                          Py_ssize_t tap_col, Py_ssize_t stride, Py_ssize_t kw, Py_ssize_t rows,
+                          Py_ssize_t count, float* out, int accumulate) noexcept nogil
+        float (*f32_sum)(const float* d, Py_ssize_t count) noexcept nogil
+        void (*f64_correlate)(const double* src, Py_ssize_t src_step, Py_ssize_t tap_row,
+                           Py_ssize_t tap_col, Py_ssize_t stride, const double* w, Py_ssize_t wstep,
+                           Py_ssize_t kh, Py_ssize_t kw, double* y, Py_ssize_t y_step,
+                           Py_ssize_t rows, Py_ssize_t count, double start, int accumulate) noexcept nogil
+        double (*f64_dot_rows)(const double* d, Py_ssize_t d_step, const double* x, Py_ssize_t x_step,
+                            Py_ssize_t stride, Py_ssize_t rows, Py_ssize_t count) noexcept nogil
+        void (*f64_dot_taps)(const double* d, Py_ssize_t d_step, const double* x, Py_ssize_t x_step,
+                          Py_ssize_t tap_col, Py_ssize_t stride, Py_ssize_t kw, Py_ssize_t rows,
+                          Py_ssize_t count, double* out, int accumulate) noexcept nogil
+        double (*f64_sum)(const double* d, Py_ssize_t count) noexcept nogil
+    const fc_dw_kernels* fc_dw_kernels_for(const char* isa)
+    const fc_dw_kernels* fc_dw_best()
+
+
+# The micro-kernels in use: the best instruction set of this CPU, unless FASTCONV_ISA=generic
+# asks for the portable ones (the variable of the convolution engine's instruction sets).
+cdef const fc_dw_kernels* kernels = fc_dw_best()
+if os.environ.get("FASTCONV_ISA", "").strip().lower() == "generic":
+    kernels = fc_dw_kernels_for(b"generic")
+
+
+def kernel_isa():
+    """The instruction set of the depthwise micro-kernels in use: 'avx2' or 'generic'."""
+    return kernels.isa.decode()
+
+
+def _use_kernels(isa):
+    """Tests: run the depthwise micro-kernels of `isa` ('generic', 'avx2' or 'best').
+
+    Not thread-safe: nothing may run while it switches."""
+    global kernels
+    cdef const fc_dw_kernels* chosen = fc_dw_best() if isa == "best" else fc_dw_kernels_for(isa.encode())
+    if chosen == NULL:
+        raise ValueError(f"the depthwise kernels for {isa!r} are not available on this CPU or build")
+    kernels = chosen
+
 
 # Chunks of images: at most this many dW partials (as fastconv._ext._conv's batch mode).
 cdef index_t MAX_CHUNKS = 8
@@ -196,11 +223,11 @@ cdef void correlate_plane(const Window2D* g, const floating* x, const floating* 
         return
     # every offset of every output reads inside x: the micro-kernel over the whole plane
     if floating is float:
-        fc_f32_dw_correlate(x - g.pad_h * g.width - g.pad_w, g.stride_h * g.width,
+        kernels.f32_correlate(x - g.pad_h * g.width - g.pad_w, g.stride_h * g.width,
                             g.dilation_h * g.width, g.dilation_w, g.stride_w, w, wstep,
                             g.kernel_h, g.kernel_w, y, g.out_w, g.out_h, g.out_w, start, accumulate)
     else:
-        fc_f64_dw_correlate(x - g.pad_h * g.width - g.pad_w, g.stride_h * g.width,
+        kernels.f64_correlate(x - g.pad_h * g.width - g.pad_w, g.stride_h * g.width,
                             g.dilation_h * g.width, g.dilation_w, g.stride_w, w, wstep,
                             g.kernel_h, g.kernel_w, y, g.out_w, g.out_h, g.out_w, start, accumulate)
 
@@ -288,9 +315,9 @@ cdef void add_weight_gradient(const Window2D* g, const floating* dout, const flo
     cdef bint inside = all_inside(g)
     if db != NULL or not inside:
         if floating is float:
-            plane_total = fc_f32_dw_sum(dout, g.out_h * OW)
+            plane_total = kernels.f32_sum(dout, g.out_h * OW)
         else:
-            plane_total = fc_f64_dw_sum(dout, g.out_h * OW)
+            plane_total = kernels.f64_sum(dout, g.out_h * OW)
     if db != NULL:
         db[0] = plane_total if overwrite else db[0] + plane_total
     if inside:
@@ -298,10 +325,10 @@ cdef void add_weight_gradient(const Window2D* g, const floating* dout, const flo
             # the input that output (0, 0) reads with offset (i, 0)
             src = x + (i * g.dilation_h - g.pad_h) * g.width - g.pad_w
             if floating is float:
-                fc_f32_dw_dot_taps(dout, OW, src, g.stride_h * g.width, g.dilation_w, SW, g.kernel_w,
+                kernels.f32_dot_taps(dout, OW, src, g.stride_h * g.width, g.dilation_w, SW, g.kernel_w,
                                    g.out_h, OW, dw + i * g.kernel_w, not overwrite)
             else:
-                fc_f64_dw_dot_taps(dout, OW, src, g.stride_h * g.width, g.dilation_w, SW, g.kernel_w,
+                kernels.f64_dot_taps(dout, OW, src, g.stride_h * g.width, g.dilation_w, SW, g.kernel_w,
                                    g.out_h, OW, dw + i * g.kernel_w, not overwrite)
         return
     # Clipped: a finite plane sum means every element is finite, and then no product with the
@@ -317,10 +344,10 @@ cdef void add_weight_gradient(const Window2D* g, const floating* dout, const flo
                        + ow_lo * SW + j * g.dilation_w - g.pad_w)
                 d = dout + oh_lo * OW + ow_lo
                 if floating is float:
-                    total = fc_f32_dw_dot_rows(d, OW, src, g.stride_h * g.width, SW, oh_hi - oh_lo,
+                    total = kernels.f32_dot_rows(d, OW, src, g.stride_h * g.width, SW, oh_hi - oh_lo,
                                                ow_hi - ow_lo)
                 else:
-                    total = fc_f64_dw_dot_rows(d, OW, src, g.stride_h * g.width, SW, oh_hi - oh_lo,
+                    total = kernels.f64_dot_rows(d, OW, src, g.stride_h * g.width, SW, oh_hi - oh_lo,
                                                ow_hi - ow_lo)
             if not isfinite(plane_total) and padding_meets_nonfinite(g, dout, i, j):
                 total = total + plane_total * 0   # NaN, as the padding's product
@@ -350,6 +377,15 @@ cdef inline floating* zeroed_window(const Window2D* g, floating* buf) noexcept n
     return buf
 
 
+cdef inline void next_plane(const floating* a, index_t n, index_t c, index_t n_stop, index_t c_first,
+                            index_t c_stop, index_t channels, index_t size) noexcept nogil:
+    """Prefetch the plane(s) of `a` (size elements per channel) that a task visits after (n, c)."""
+    if c + 1 < c_stop:
+        fc_dw_prefetch(a + (n * channels + c + 1) * size, size * sizeof(floating))
+    elif n + 1 < n_stop:
+        fc_dw_prefetch(a + ((n + 1) * channels + c_first) * size, size * sizeof(floating))
+
+
 cdef void forward_task(const Window2D* g, index_t task, index_t n_chunks, index_t n_images,
                        index_t channels, index_t multiplier, const floating* x, const floating* w,
                        const floating* b, floating* y, floating* buf) noexcept nogil:
@@ -365,6 +401,7 @@ cdef void forward_task(const Window2D* g, index_t task, index_t n_chunks, index_
     task_range(task % blocks, blocks, channels, &c_first, &c_stop)
     for n in range(n_first, n_stop):
         for c in range(c_first, c_stop):
+            next_plane(x, n, c, n_stop, c_first, c_stop, channels, hw)
             src = windowed(g, x + (n * channels + c) * hw, window, &t)
             for k in range(multiplier):
                 f = c * multiplier + k
@@ -430,6 +467,9 @@ cdef void backward_task(const Window2D* g, index_t task, index_t n_chunks, index
     task_range(task % blocks, blocks, channels, &c_first, &c_stop)
     for n in range(n_first, n_stop):
         for c in range(c_first, c_stop):
+            next_plane(dout, n, c, n_stop, c_first, c_stop, channels, ohw * multiplier)
+            if dw != NULL:
+                next_plane(x, n, c, n_stop, c_first, c_stop, channels, hw)
             if dx != NULL:
                 plane = dx + (n * channels + c) * hw
                 init = 0 if dx_init == NULL else dx_init[c]
