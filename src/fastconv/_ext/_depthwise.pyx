@@ -93,6 +93,8 @@ def _use_kernels(isa):
 cdef index_t MAX_CHUNKS = 8
 # About this many (chunk, channel block) tasks, for a good balance under dynamic scheduling.
 cdef index_t TASKS_WANTED = 32
+# Prefetch the plane this many planes ahead of the one being computed.
+cdef index_t PREFETCH_PLANES = 2
 # A window may hold at most this many times the plane's elements plus WINDOW_SLACK (so a
 # 3x3-padded 28x28 plane has one, a 5x5 plane padded by 100 has not).
 cdef index_t WINDOW_RATIO = 4
@@ -379,11 +381,14 @@ cdef inline floating* zeroed_window(const Window2D* g, floating* buf) noexcept n
 
 cdef inline void next_plane(const floating* a, index_t n, index_t c, index_t n_stop, index_t c_first,
                             index_t c_stop, index_t channels, index_t size) noexcept nogil:
-    """Prefetch the plane(s) of `a` (size elements per channel) that a task visits after (n, c)."""
-    if c + 1 < c_stop:
-        fc_dw_prefetch(a + (n * channels + c + 1) * size, size * sizeof(floating))
-    elif n + 1 < n_stop:
-        fc_dw_prefetch(a + ((n + 1) * channels + c_first) * size, size * sizeof(floating))
+    """Prefetch the plane of `a` (size elements per channel) that a task visits two planes
+    after (n, c): one plane's work is too short to hide the memory latency of the next."""
+    c = c + PREFETCH_PLANES
+    while c >= c_stop:
+        c = c - (c_stop - c_first)
+        n = n + 1
+    if n < n_stop:
+        fc_dw_prefetch(a + (n * channels + c) * size, size * sizeof(floating))
 
 
 cdef void forward_task(const Window2D* g, index_t task, index_t n_chunks, index_t n_images,
