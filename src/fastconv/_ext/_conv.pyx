@@ -1,5 +1,12 @@
 """2-D convolution: forward, backward-data and backward-weight over im2col + GEMM.
 
+With groups, every task below does its work group by group: GEMMs on the group's slices of x,
+w and the output (no copies). A plan with one channel per group (depthwise) hands the whole
+call to the direct kernels of fastconv._ext._depthwise instead. The transposed convolution
+is the data gradient of the convolution that maps its output back to its input
+(transposed_plan), so its forward is backward() with dx only, and its backward is forward()
+plus backward() with dw only.
+
 How the work is split (all of it decided from the problem's shape, never from the thread
 count, so that every thread count computes exactly the same floating-point operations):
 
@@ -40,7 +47,7 @@ from fastconv._ext._blas cimport gemm
 from scipy.linalg.cython_blas cimport sgemm
 from fastconv._ext._im2col cimport im2col_image, col2im_image
 from fastconv._ext._depthwise cimport (depthwise_chunks, depthwise_workspace, depthwise_forward,
-                                        depthwise_backward)
+                                        depthwise_backward, plane_sum)
 
 # Enough tasks for up to this many threads on a small batch.
 cdef index_t TASKS_TARGET = 8
@@ -475,7 +482,8 @@ cdef void backward_chunk_task(const ConvPlan* p, index_t chunk, index_t n_chunks
     cdef bint overwrite
     for n in range(first, stop_image):
         if dx != NULL and not p.pointwise:
-            start_planes(dx + input_offset(p, n, 0), p.groups * p.g.channels, p.hw, NULL)  # col2im accumulates
+            # col2im accumulates
+            start_planes(dx + input_offset(p, n, 0), p.groups * p.g.channels, p.hw, NULL)
         for block in range(p.col_blocks):
             start = block * p.block_cols
             stop = min(start + p.block_cols, p.ohw)
@@ -602,7 +610,7 @@ cdef void backward(const ConvPlan* p, const floating* dout, const floating* x, c
     cdef floating* dw_part
     cdef floating* db_part
     if p.depthwise:
-        n_chunks = depthwise_chunks(p.n_images, p.groups)
+        n_chunks = depthwise_chunks(p.n_images)
         n_parts = n_chunks - 1 if dw != NULL else 0
         threads = <int>p.threads
         per_thread = depthwise_workspace(&p.g)
@@ -707,34 +715,11 @@ def conv2d_backward(const floating[:, :, :, ::1] dout, const floating[:, :, :, :
 # convolution's forward() of dout, its weight gradient backward()'s dw with dout as the
 # convolution's input and x as its upstream gradient. Only the bias gradient is new.
 
-cdef enum:
-    SUM_LANES = 8    # partial sums of plane_sum: independent chains, added in lane order
-
-
-cdef inline floating plane_sum(const floating* a, index_t size) noexcept nogil:
-    """a[0] + ... + a[size - 1] in SUM_LANES partial sums (o % SUM_LANES while whole tiles
-    fit, then one more) added in order: a fixed order, several additions in flight."""
-    cdef floating acc[SUM_LANES]
-    cdef floating total = 0, rest = 0
-    cdef index_t o = 0, l
-    for l in range(SUM_LANES):
-        acc[l] = 0
-    while o + SUM_LANES <= size:
-        for l in range(SUM_LANES):
-            acc[l] = acc[l] + a[o + l]
-        o = o + SUM_LANES
-    while o < size:
-        rest = rest + a[o]
-        o = o + 1
-    for l in range(SUM_LANES):
-        total = total + acc[l]
-    return total + rest
-
-
 cdef void channel_sums(const floating* a, index_t n_images, index_t channels, index_t plane,
                        floating* sums, int threads) noexcept nogil:
     """sums[c] = a[:, c].sum() for a (n_images, channels, plane): image by image, each plane
-    by plane_sum; channels are independent, so any thread count gives the same sums."""
+    by _depthwise.plane_sum (in a fixed order of partial sums); channels are independent, so
+    any thread count gives the same sums."""
     cdef index_t c, n
     cdef floating s
     for c in prange(channels, schedule='static', num_threads=threads if threads < channels else channels):

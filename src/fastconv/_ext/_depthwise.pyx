@@ -19,6 +19,10 @@ A stride-1 data gradient is itself a correlation (of dout with the flipped kerne
 on the same micro-kernel; other strides scatter dout, offset by offset. The weight gradient
 reads x through the same window, all offsets of a kernel row in one pass over dout.
 
+The micro-kernels come in one table per instruction set (portable, and AVX2 + FMA on
+x86-64), the best one this CPU runs chosen at import; FASTCONV_ISA=generic forces the
+portable one, and kernel_isa() (show_config()["depthwise_kernels"]) names the one in use.
+
 Work is split into tasks of (chunk of consecutive images, block of consecutive channels),
 decided by N and C only; a task visits its planes image by image, channel by channel, which
 is the order they lie in memory (a channel across the batch would jump a whole image between
@@ -43,24 +47,24 @@ cdef extern from "kernels/depthwise.h" nogil:
     ctypedef struct fc_dw_kernels:
         const char* isa
         void (*f32_correlate)(const float* src, Py_ssize_t src_step, Py_ssize_t tap_row,
-                           Py_ssize_t tap_col, Py_ssize_t stride, const float* w, Py_ssize_t wstep,
-                           Py_ssize_t kh, Py_ssize_t kw, float* y, Py_ssize_t y_step,
-                           Py_ssize_t rows, Py_ssize_t count, float start, int accumulate) noexcept nogil
+                              Py_ssize_t tap_col, Py_ssize_t stride, const float* w, Py_ssize_t wstep,
+                              Py_ssize_t kh, Py_ssize_t kw, float* y, Py_ssize_t y_step,
+                              Py_ssize_t rows, Py_ssize_t count, float start, int accumulate) noexcept nogil
         float (*f32_dot_rows)(const float* d, Py_ssize_t d_step, const float* x, Py_ssize_t x_step,
-                           Py_ssize_t stride, Py_ssize_t rows, Py_ssize_t count) noexcept nogil
+                              Py_ssize_t stride, Py_ssize_t rows, Py_ssize_t count) noexcept nogil
         void (*f32_dot_taps)(const float* d, Py_ssize_t d_step, const float* x, Py_ssize_t x_step,
-                          Py_ssize_t tap_col, Py_ssize_t stride, Py_ssize_t kw, Py_ssize_t rows,
-                          Py_ssize_t count, float* out, int accumulate) noexcept nogil
+                             Py_ssize_t tap_col, Py_ssize_t stride, Py_ssize_t kw, Py_ssize_t rows,
+                             Py_ssize_t count, float* out, int accumulate) noexcept nogil
         float (*f32_sum)(const float* d, Py_ssize_t count) noexcept nogil
         void (*f64_correlate)(const double* src, Py_ssize_t src_step, Py_ssize_t tap_row,
-                           Py_ssize_t tap_col, Py_ssize_t stride, const double* w, Py_ssize_t wstep,
-                           Py_ssize_t kh, Py_ssize_t kw, double* y, Py_ssize_t y_step,
-                           Py_ssize_t rows, Py_ssize_t count, double start, int accumulate) noexcept nogil
+                              Py_ssize_t tap_col, Py_ssize_t stride, const double* w, Py_ssize_t wstep,
+                              Py_ssize_t kh, Py_ssize_t kw, double* y, Py_ssize_t y_step,
+                              Py_ssize_t rows, Py_ssize_t count, double start, int accumulate) noexcept nogil
         double (*f64_dot_rows)(const double* d, Py_ssize_t d_step, const double* x, Py_ssize_t x_step,
-                            Py_ssize_t stride, Py_ssize_t rows, Py_ssize_t count) noexcept nogil
+                               Py_ssize_t stride, Py_ssize_t rows, Py_ssize_t count) noexcept nogil
         void (*f64_dot_taps)(const double* d, Py_ssize_t d_step, const double* x, Py_ssize_t x_step,
-                          Py_ssize_t tap_col, Py_ssize_t stride, Py_ssize_t kw, Py_ssize_t rows,
-                          Py_ssize_t count, double* out, int accumulate) noexcept nogil
+                             Py_ssize_t tap_col, Py_ssize_t stride, Py_ssize_t kw, Py_ssize_t rows,
+                             Py_ssize_t count, double* out, int accumulate) noexcept nogil
         double (*f64_sum)(const double* d, Py_ssize_t count) noexcept nogil
     const fc_dw_kernels* fc_dw_kernels_for(const char* isa)
     const fc_dw_kernels* fc_dw_best()
@@ -101,7 +105,15 @@ cdef index_t WINDOW_RATIO = 4
 cdef index_t WINDOW_SLACK = 4096
 
 
-cdef index_t depthwise_chunks(index_t n_images, index_t channels) noexcept nogil:
+cdef floating plane_sum(const floating* a, index_t size) noexcept nogil:
+    """a[0] + ... + a[size - 1], in the fixed order of partial sums of kernels/depthwise.h."""
+    if floating is float:
+        return kernels.f32_sum(a, size)
+    else:
+        return kernels.f64_sum(a, size)
+
+
+cdef index_t depthwise_chunks(index_t n_images) noexcept nogil:
     """Chunks of consecutive images (each with one dW/db partial): min(N, MAX_CHUNKS)."""
     return n_images if n_images < MAX_CHUNKS else MAX_CHUNKS
 
@@ -158,12 +170,11 @@ cdef void fill_window(const Window2D* g, const floating* x, floating* window) no
     inside it: a negative padding crops). The zeros around it are never written, so a window
     is zeroed once and refilled plane after plane."""
     cdef Window2D t = window_geometry(g)
-    cdef index_t r, r_lo, r_hi, c_lo, c_hi
-    valid_range(t.height, g.height, 1, g.pad_h, &r_lo, &r_hi)   # plane rows r at r + pad_h
-    valid_range(t.width, g.width, 1, g.pad_w, &c_lo, &c_hi)
-    cdef index_t q
+    cdef index_t r, q, r_lo, r_hi, c_lo, c_hi
     cdef floating* dst
     cdef const floating* src
+    valid_range(t.height, g.height, 1, g.pad_h, &r_lo, &r_hi)   # plane rows r at r + pad_h
+    valid_range(t.width, g.width, 1, g.pad_w, &c_lo, &c_hi)
     for r in range(r_lo, r_hi):
         # An inline loop, not memcpy: rows are short, the call would cost more than the copy.
         dst = window + (r + g.pad_h) * t.width + g.pad_w
@@ -226,12 +237,12 @@ cdef void correlate_plane(const Window2D* g, const floating* x, const floating* 
     # every offset of every output reads inside x: the micro-kernel over the whole plane
     if floating is float:
         kernels.f32_correlate(x - g.pad_h * g.width - g.pad_w, g.stride_h * g.width,
-                            g.dilation_h * g.width, g.dilation_w, g.stride_w, w, wstep,
-                            g.kernel_h, g.kernel_w, y, g.out_w, g.out_h, g.out_w, start, accumulate)
+                              g.dilation_h * g.width, g.dilation_w, g.stride_w, w, wstep,
+                              g.kernel_h, g.kernel_w, y, g.out_w, g.out_h, g.out_w, start, accumulate)
     else:
         kernels.f64_correlate(x - g.pad_h * g.width - g.pad_w, g.stride_h * g.width,
-                            g.dilation_h * g.width, g.dilation_w, g.stride_w, w, wstep,
-                            g.kernel_h, g.kernel_w, y, g.out_w, g.out_h, g.out_w, start, accumulate)
+                              g.dilation_h * g.width, g.dilation_w, g.stride_w, w, wstep,
+                              g.kernel_h, g.kernel_w, y, g.out_w, g.out_h, g.out_w, start, accumulate)
 
 
 cdef void scatter_data_gradient(const Window2D* g, const floating* dout, const floating* w,
@@ -316,10 +327,7 @@ cdef void add_weight_gradient(const Window2D* g, const floating* dout, const flo
     cdef const floating* d
     cdef bint inside = all_inside(g)
     if db != NULL or not inside:
-        if floating is float:
-            plane_total = kernels.f32_sum(dout, g.out_h * OW)
-        else:
-            plane_total = kernels.f64_sum(dout, g.out_h * OW)
+        plane_total = plane_sum(dout, g.out_h * OW)
     if db != NULL:
         db[0] = plane_total if overwrite else db[0] + plane_total
     if inside:
@@ -328,10 +336,10 @@ cdef void add_weight_gradient(const Window2D* g, const floating* dout, const flo
             src = x + (i * g.dilation_h - g.pad_h) * g.width - g.pad_w
             if floating is float:
                 kernels.f32_dot_taps(dout, OW, src, g.stride_h * g.width, g.dilation_w, SW, g.kernel_w,
-                                   g.out_h, OW, dw + i * g.kernel_w, not overwrite)
+                                     g.out_h, OW, dw + i * g.kernel_w, not overwrite)
             else:
                 kernels.f64_dot_taps(dout, OW, src, g.stride_h * g.width, g.dilation_w, SW, g.kernel_w,
-                                   g.out_h, OW, dw + i * g.kernel_w, not overwrite)
+                                     g.out_h, OW, dw + i * g.kernel_w, not overwrite)
         return
     # Clipped: a finite plane sum means every element is finite, and then no product with the
     # skipped padding could have been NaN.
@@ -347,10 +355,10 @@ cdef void add_weight_gradient(const Window2D* g, const floating* dout, const flo
                 d = dout + oh_lo * OW + ow_lo
                 if floating is float:
                     total = kernels.f32_dot_rows(d, OW, src, g.stride_h * g.width, SW, oh_hi - oh_lo,
-                                               ow_hi - ow_lo)
+                                                 ow_hi - ow_lo)
                 else:
                     total = kernels.f64_dot_rows(d, OW, src, g.stride_h * g.width, SW, oh_hi - oh_lo,
-                                               ow_hi - ow_lo)
+                                                 ow_hi - ow_lo)
             if not isfinite(plane_total) and padding_meets_nonfinite(g, dout, i, j):
                 total = total + plane_total * 0   # NaN, as the padding's product
             if overwrite:
@@ -425,7 +433,7 @@ cdef void depthwise_forward(const Window2D* g, index_t n_images, index_t channel
     g: the geometry of one plane (g.channels is 1). b may be NULL. workspace: at least
     `threads` * depthwise_workspace(g) elements.
     """
-    cdef index_t n_chunks = depthwise_chunks(n_images, channels)
+    cdef index_t n_chunks = depthwise_chunks(n_images)
     cdef index_t tasks = n_chunks * channel_blocks(n_chunks, channels), t
     cdef index_t per_thread = depthwise_workspace(g)
     if threads > tasks:
@@ -515,7 +523,7 @@ cdef void depthwise_backward(const Window2D* g, index_t n_images, index_t channe
     (dw first, db after it) for the caller to add, in chunk order. workspace: at least
     `threads` * depthwise_workspace(g) elements.
     """
-    cdef index_t n_chunks = depthwise_chunks(n_images, channels)
+    cdef index_t n_chunks = depthwise_chunks(n_images)
     cdef index_t tasks = n_chunks * channel_blocks(n_chunks, channels), t
     cdef index_t per_thread = depthwise_workspace(g)
     if threads > tasks:
