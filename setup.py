@@ -22,6 +22,7 @@ from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).parent
 EXT_DIR = Path("src", "fastconv", "_ext")
+KERNEL_DIR = EXT_DIR / "kernels"   # C headers of micro-kernels, included by the .pyx files
 
 OPENMP_PROBE = textwrap.dedent(
     """
@@ -140,6 +141,8 @@ def extensions():
                 f"fastconv._ext.{pyx.stem}",
                 [str(pyx)],
                 include_dirs=[np.get_include()],
+                # A changed header must rebuild the extensions (cythonize only tracks .pyx/.pxd).
+                depends=[str(h) for h in sorted(KERNEL_DIR.glob("*.h"))],
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
                 + ([("CYTHON_WITHOUT_ASSERTIONS", None)] if not debug else []),
             )

@@ -17,8 +17,9 @@ from fastconv import _backend
 from conftest import AVAILABLE_BACKENDS
 
 PUBLIC_FUNCTIONS = [
-    "conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "im2col", "col2im",
-    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "conv2d", "conv2d_backward", "conv1d", "conv1d_backward",
+    "conv_transpose2d", "conv_transpose2d_backward", "conv_transpose1d", "conv_transpose1d_backward",
+    "im2col", "col2im", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "max_pool1d", "max_pool1d_backward", "avg_pool1d", "avg_pool1d_backward",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
 ]
@@ -123,6 +124,11 @@ def test_reference_namespace_is_the_reference_backend():
         "avg_pool1d_backward": (rng.standard_normal((2, 3, 4)), x1.shape, 3, 2, 1, True, False),
         "adaptive_avg_pool2d": (x, (4, 5)),
         "adaptive_avg_pool2d_backward": (rng.standard_normal((2, 3, 4, 5)), x.shape),
+        # w (C=3, F=4, 3, 2) as a transposed convolution's weight: (2, 4, 9, 7) out, stride 1.
+        "conv_transpose2d": (x, w.transpose(1, 0, 2, 3), b),
+        "conv_transpose2d_backward": (rng.standard_normal((2, 4, 9, 7)), x, w.transpose(1, 0, 2, 3)),
+        "conv_transpose1d": (x1, w1.transpose(1, 0, 2), b, 2, 0, 1),
+        "conv_transpose1d_backward": (rng.standard_normal((2, 4, 13)), x1, w1.transpose(1, 0, 2), 2, 0, 1),
     }
     assert sorted(calls) == sorted(PUBLIC_FUNCTIONS)
     for active in AVAILABLE_BACKENDS:

@@ -15,8 +15,8 @@ from conftest import AVAILABLE_BACKENDS
 
 
 def _workload(dtype, seed):
-    """(name, args, kwargs) of one call of every public function, on varied shapes (some
-    large enough for the parallel paths: batch >= 8, more than 2**16 elements)."""
+    """(name, args) of one call of every public function, on varied shapes (some large enough
+    for the parallel paths: batch >= 8, more than 2**16 elements)."""
     rng = np.random.default_rng(seed)
 
     def r(*shape):
@@ -36,6 +36,23 @@ def _workload(dtype, seed):
             ("im2col", (x, k, s, p, d)),
             ("col2im", (r(n, c * k * k, oh * ow), x.shape, k, s, p, d)),
         ]
+    # Grouped, depthwise (direct kernels, with and without their padded window) and transposed:
+    # hyper-parameters in signature order (conv: stride, padding, dilation, groups; transposed:
+    # stride, padding, output_padding, groups, dilation).
+    for name, x_shape, w_shape, hyper in [
+        ("conv2d", (9, 8, 14, 13), (6, 4, 3, 3), (1, "same", 1, 2)),
+        ("conv2d", (10, 6, 20, 20), (12, 1, 3, 3), (1, 1, 1, 6)),
+        ("conv2d", (2, 4, 6, 6), (4, 1, 3, 3), (2, 40, 1, 4)),
+        ("conv1d", (3, 4, 50), (4, 1, 4), (1, "same", 1, 4)),
+        ("conv_transpose2d", (9, 8, 14, 14), (8, 2, 2, 2), (2, 0, 0, 2, 1)),
+        ("conv_transpose2d", (4, 8, 32, 32), (8, 1, 3, 3), (1, 1, 0, 8, 1)),
+        ("conv_transpose1d", (2, 3, 40), (3, 2, 3), (2, 1, 1, 1, 1)),
+    ]:
+        transposed = "transpose" in name
+        filters = w_shape[1] * hyper[3] if transposed else w_shape[0]
+        x, wt, b = r(*x_shape), r(*w_shape), r(filters)
+        y = getattr(fc.reference, name)(x, wt, b, *hyper)
+        calls += [(name, (x, wt, b) + hyper), (name + "_backward", (r(*y.shape), x, wt) + hyper)]
     for n, c, h, w, k, s, p in [(2, 3, 9, 10, 2, None, 0), (4, 16, 40, 41, 3, 2, 1), (1, 2, 5, 33, (2, 3), 1, 1)]:
         x = r(n, c, h, w)
         y, idx = fc.reference.max_pool2d(x, k, s, p)
@@ -169,6 +186,7 @@ def _small_calls(dtype):
     dout = rng.standard_normal((2, 4, 8, 8)).astype(dtype)
     y, idx = fc.max_pool2d(x, 2)
     cols = fc.im2col(x, 3, 1, 1)
+    tdout = rng.standard_normal((2, 3, 16, 16)).astype(dtype)   # conv_transpose2d(x, w[:3], b[:3], 2, 1, 1)
     bad_idx = idx.copy()
     bad_idx[0, 0, 0, 0] = 64
     x1 = x[:, :, 0]
@@ -185,6 +203,10 @@ def _small_calls(dtype):
         lambda be: fc.max_pool2d(x, 2, backend=be),
         lambda be: fc.max_pool2d_backward(y, idx, x.shape, backend=be),
         lambda be: fc.avg_pool2d(x, 3, 2, 1, backend=be),
+        lambda be: fc.conv2d(x, w[:3, :1], None, 1, "same", 1, 3, backend=be),            # depthwise
+        lambda be: fc.conv2d_backward(dout[:, :3], x, w[:3, :1], 1, "same", 1, 3, backend=be),
+        lambda be: fc.conv_transpose2d(x, w[:3], b[:3], 2, 1, 1, backend=be),
+        lambda be: fc.conv_transpose2d_backward(tdout, x, w[:3], 2, 1, 1, backend=be),
         lambda be: fc.avg_pool2d_backward(fc.avg_pool2d(x, 3, 2, 1), x.shape, 3, 2, 1, backend=be),
         lambda be: fc.max_pool2d(x, 3, 2, 1, 2, True, backend=be),
         lambda be: fc.avg_pool2d_backward(a, x.shape, 3, 2, 1, True, False, 5, backend=be),
@@ -197,6 +219,8 @@ def _small_calls(dtype):
         # Refused calls: the error path must not leak either (exceptions hold frames).
         lambda be: _refused(lambda: fc.max_pool2d_backward(y, bad_idx, x.shape, backend=be)),
         lambda be: _refused(lambda: fc.conv2d(x, w[:, :2], backend=be)),
+        lambda be: _refused(lambda: fc.conv2d(x, w, groups=2, backend=be)),
+        lambda be: _refused(lambda: fc.conv_transpose2d(x, w[:3], output_padding=1, backend=be)),
         lambda be: _refused(lambda: fc.im2col(x.astype(np.complex64), 3, backend=be)),
     ]
 

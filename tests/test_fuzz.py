@@ -133,16 +133,22 @@ def _valid_args(name):
     """A small valid call of `name` (keyword arguments), built by hand."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 2, 5, 5))
+    nd = 1 if "1d" in name else 2
+    sl = (slice(None),) * 2 + (0,) * (2 - nd)   # 1-D: the first row of each plane
     if name in ("conv2d", "conv1d"):
-        nd = 2 if name == "conv2d" else 1
-        sl = (slice(None),) * 2 + (0,) * (2 - nd)
-        return {"x": x[sl], "w": rng.standard_normal((3, 2, 3, 3))[sl], "b": rng.standard_normal(3),
-                "stride": 1, "padding": 1, "dilation": 1}
+        return {"x": x[sl], "w": rng.standard_normal((4, 1, 3, 3))[sl], "b": rng.standard_normal(4),
+                "stride": 1, "padding": 1, "dilation": 1, "groups": 2}
     if name in ("conv2d_backward", "conv1d_backward"):
-        nd = 2 if name == "conv2d_backward" else 1
-        sl = (slice(None),) * 2 + (0,) * (2 - nd)
-        return {"dout": rng.standard_normal((2, 3, 5, 5))[sl], "x": x[sl],
-                "w": rng.standard_normal((3, 2, 3, 3))[sl], "stride": 1, "padding": 1, "dilation": 1}
+        return {"dout": rng.standard_normal((2, 4, 5, 5))[sl], "x": x[sl],
+                "w": rng.standard_normal((4, 1, 3, 3))[sl], "stride": 1, "padding": 1, "dilation": 1,
+                "groups": 2}
+    transposed = {"stride": 2, "padding": 1, "output_padding": 1, "groups": 2, "dilation": 1}
+    if name in ("conv_transpose2d", "conv_transpose1d"):      # output (2, 4, 10, 10)
+        return {"x": x[sl], "w": rng.standard_normal((2, 2, 3, 3))[sl], "b": rng.standard_normal(4),
+                **transposed}
+    if name in ("conv_transpose2d_backward", "conv_transpose1d_backward"):
+        return {"dout": rng.standard_normal((2, 4, 10, 10))[sl], "x": x[sl],
+                "w": rng.standard_normal((2, 2, 3, 3))[sl], **transposed}
     if name == "im2col":
         return {"x": x, "kernel_size": 3, "stride": 1, "padding": 1, "dilation": 1}
     if name == "col2im":

@@ -31,7 +31,8 @@ def close(actual, expected):
 
 
 def conv_args(cfg, dtype, seed):
-    """Checked kernel arguments (batch at least 1) and random data for a conv configuration."""
+    """Checked kernel arguments (batch at least 1) and random data for a conv configuration:
+    params is (stride, padding, dilation) with (h, w) padding, as im2col/col2im take it."""
     rng = np.random.default_rng(seed)
     n, *rest = cfg["x_shape"]
     x = rng.standard_normal((max(n, 1), *rest)).astype(dtype)
@@ -41,16 +42,31 @@ def conv_args(cfg, dtype, seed):
     return rng, x, w, b, params
 
 
+def conv_kernel_params(params, groups=1):
+    """(stride, padding, dilation) as the convolution kernels take them: padding as a
+    (before, after) pair per axis, and groups."""
+    stride, padding, dilation = params
+    return stride, tuple((p, p) for p in padding), dilation, groups
+
+
+def pool_args(cfg):
+    kernel = pair(cfg["kernel_size"])
+    stride = kernel if cfg["stride"] is None else pair(cfg["stride"])
+    return kernel, stride, pair(cfg["padding"])
+
+
 @given(cfg=tiny_conv, dtype=st.sampled_from(DTYPES), use_bias=st.booleans(), seed=seeds)
 def test_conv2d(kernel_module, cfg, dtype, use_bias, seed):
     _, x, w, b, params = conv_args(cfg, dtype, seed)
     b = b if use_bias else None
+    params = conv_kernel_params(params)
     close(kernel_module.conv2d(x, w, b, *params), naive.conv2d(x, w, b, *params))
 
 
 @given(cfg=tiny_conv, dtype=st.sampled_from(DTYPES), seed=seeds)
 def test_conv2d_backward(kernel_module, cfg, dtype, seed):
     rng, x, w, _, params = conv_args(cfg, dtype, seed)
+    params = conv_kernel_params(params)
     dout = rng.standard_normal(naive.conv2d(x, w, None, *params).shape).astype(dtype)
     for got, want in zip(
         kernel_module.conv2d_backward(dout, x, w, *params), naive.conv2d_backward(dout, x, w, *params)
@@ -110,8 +126,9 @@ def test_avg_pool2d(kernel_module, cfg, dtype, seed):
 def test_naive_conv_against_torch(cfg, seed):
     rng, x, w, b, params = conv_args(cfg, np.float64, seed)
     stride, padding, dilation = params
+    conv_params = conv_kernel_params(params)
     np.testing.assert_allclose(
-        naive.conv2d(x, w, b, *params),
+        naive.conv2d(x, w, b, *conv_params),
         F.conv2d(torch.tensor(x), torch.tensor(w), torch.tensor(b), stride, padding, dilation).numpy(),
         rtol=1e-12, atol=1e-12,
     )
@@ -119,7 +136,7 @@ def test_naive_conv_against_torch(cfg, seed):
     yt = F.conv2d(xt, wt, None, stride, padding, dilation)
     dout = rng.standard_normal(yt.shape)
     yt.backward(torch.tensor(dout))
-    dx, dw, db = naive.conv2d_backward(dout, x, w, *params)
+    dx, dw, db = naive.conv2d_backward(dout, x, w, *conv_params)
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dw, wt.grad.numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(db, dout.sum(axis=(0, 2, 3)), rtol=1e-12, atol=1e-12)

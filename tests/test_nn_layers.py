@@ -8,6 +8,8 @@ import fastconv
 from fastconv import nn
 from helpers import randn
 
+# torch warns that an even total "same" padding needs a padded copy of its input.
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
 
 
 def away_from_zero(*shape, seed=0):
@@ -37,6 +39,14 @@ GRADCHECK_CASES = [
     ("conv2d-dilated-nobias", lambda: nn.Conv2D(2, 2, (2, 3), padding=(0, 2), dilation=(2, 1), bias=False, rng=1, **F64),
      lambda: randn(1, 2, 5, 4)),
     ("conv1d", lambda: nn.Conv1D(2, 3, 3, stride=2, padding=1, dilation=2, rng=2, **F64), lambda: randn(2, 2, 9)),
+    ("conv2d-grouped", lambda: nn.Conv2D(4, 6, (3, 2), stride=(1, 2), padding=1, groups=2, rng=9, **F64),
+     lambda: randn(2, 4, 5, 5)),
+    ("conv2d-depthwise-same", lambda: nn.Conv2D(3, 6, 2, padding="same", groups=3, rng=10, **F64),
+     lambda: randn(2, 3, 5, 4)),
+    ("conv1d-grouped-valid", lambda: nn.Conv1D(4, 2, 3, padding="valid", groups=2, bias=False, rng=11, **F64),
+     lambda: randn(2, 4, 7)),
+    ("convtranspose2d", lambda: nn.ConvTranspose2D(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2,
+                                                   dilation=(1, 2), rng=12, **F64), lambda: randn(2, 4, 3, 4)),
     ("linear", lambda: nn.Linear(4, 3, rng=3, **F64), lambda: randn(5, 4)),
     ("linear-3d", lambda: nn.Linear(4, 3, bias=False, rng=3, **F64), lambda: randn(2, 3, 4)),
     ("maxpool", lambda: nn.MaxPool2D(3, stride=2, padding=1, **F64), lambda: distinct(2, 2, 5, 5)),
@@ -176,6 +186,20 @@ TORCH_CASES = [
      lambda: torch.nn.Conv2d(2, 3, 1, bias=False), (2, 2, 3, 3)),
     ("conv1d", lambda d: nn.Conv1D(3, 2, 4, stride=3, padding=2, dilation=1, rng=0, dtype=d),
      lambda: torch.nn.Conv1d(3, 2, 4, stride=3, padding=2), (2, 3, 11)),
+    ("conv2d-grouped", lambda d: nn.Conv2D(6, 4, 3, stride=2, padding=1, groups=2, rng=0, dtype=d),
+     lambda: torch.nn.Conv2d(6, 4, 3, stride=2, padding=1, groups=2), (2, 6, 7, 6)),
+    ("conv2d-depthwise-multiplier", lambda d: nn.Conv2D(3, 6, 3, padding="same", dilation=2, groups=3, rng=0,
+                                                        dtype=d),
+     lambda: torch.nn.Conv2d(3, 6, 3, padding="same", dilation=2, groups=3), (2, 3, 8, 7)),
+    ("conv1d-grouped-same", lambda d: nn.Conv1D(4, 4, 4, padding="same", groups=4, bias=False, rng=0, dtype=d),
+     lambda: torch.nn.Conv1d(4, 4, 4, padding="same", groups=4, bias=False), (2, 4, 9)),
+    ("convtranspose2d", lambda d: nn.ConvTranspose2D(4, 6, (3, 2), stride=2, padding=(1, 0), output_padding=1,
+                                                     groups=2, dilation=1, rng=0, dtype=d),
+     lambda: torch.nn.ConvTranspose2d(4, 6, (3, 2), stride=2, padding=(1, 0), output_padding=1, groups=2),
+     (2, 4, 5, 4)),
+    ("convtranspose2d-nobias-dilated", lambda d: nn.ConvTranspose2D(2, 3, 3, dilation=2, output_padding=1,
+                                                                    bias=False, rng=0, dtype=d),
+     lambda: torch.nn.ConvTranspose2d(2, 3, 3, dilation=2, output_padding=1, bias=False), (2, 2, 4, 4)),
     ("linear", lambda d: nn.Linear(5, 3, rng=0, dtype=d), lambda: torch.nn.Linear(5, 3), (4, 5)),
     ("linear-3d", lambda d: nn.Linear(5, 3, rng=0, dtype=d), lambda: torch.nn.Linear(5, 3), (2, 4, 5)),
     ("maxpool", lambda d: nn.MaxPool2D((3, 2), stride=(2, 1), padding=(1, 1), dtype=d),
@@ -309,6 +333,10 @@ def test_dropout_reproducible_from_seed():
 @pytest.mark.parametrize("make, fan_in", [
     (lambda: nn.Conv2D(8, 64, (3, 5), rng=0), 8 * 15),
     (lambda: nn.Conv1D(4, 64, 7, rng=0), 28),
+    (lambda: nn.Conv2D(8, 64, (3, 5), groups=4, rng=0), 2 * 15),          # C/groups * KH*KW
+    (lambda: nn.Conv2D(64, 64, 3, groups=64, rng=0), 9),                   # depthwise
+    (lambda: nn.ConvTranspose2D(8, 64, 2, groups=2, rng=0), 32 * 4),       # torch: F/groups * KH*KW
+    (lambda: nn.ConvTranspose2D(64, 16, 3, stride=2, rng=0), 16 * 9),
     (lambda: nn.Linear(50, 200, rng=0), 50),
 ])
 def test_default_init_is_pytorchs(make, fan_in):
@@ -393,6 +421,18 @@ def test_sequential_forward_backward_matches_torch(active_backend):
     (lambda: nn.Conv2D(2.0, 3, 3), TypeError),
     (lambda: nn.Conv2D(2, 3, 3, bias="yes"), TypeError),
     (lambda: nn.Conv1D(2, 3, 3, dilation=0), ValueError),
+    (lambda: nn.Conv2D(4, 6, 3, groups=0), ValueError),
+    (lambda: nn.Conv2D(4, 6, 3, groups=3), ValueError),                    # 3 does not divide 4
+    (lambda: nn.Conv2D(4, 6, 3, groups=4), ValueError),                    # nor 6
+    (lambda: nn.Conv2D(4, 6, 3, groups=2.0), TypeError),
+    (lambda: nn.Conv2D(4, 6, 3, stride=2, padding="same"), ValueError),
+    (lambda: nn.Conv1D(4, 6, 3, padding="full"), ValueError),
+    (lambda: nn.ConvTranspose2D(4, 6, 3, output_padding=1), ValueError),  # stride 1, dilation 1
+    (lambda: nn.ConvTranspose2D(4, 6, 3, stride=2, output_padding=(0, 2)), ValueError),
+    (lambda: nn.ConvTranspose2D(4, 6, 3, padding="same"), TypeError),
+    (lambda: nn.ConvTranspose2D(4, 6, 3, groups=4), ValueError),          # 4 does not divide 6
+    (lambda: nn.ConvTranspose2D(4, 6, 0), ValueError),
+    (lambda: nn.ConvTranspose2D(4, 6, 2, bias=1), TypeError),
     (lambda: nn.Linear(3, -1), ValueError),
     (lambda: nn.Linear(True, 2), TypeError),
     (lambda: nn.MaxPool2D(2, padding=2), ValueError),
@@ -428,8 +468,8 @@ def test_bad_construction_arguments(make, error):
 
 
 @pytest.mark.parametrize("layer", [
-    nn.Conv2D(1, 1, 1), nn.Conv1D(1, 1, 1), nn.Linear(1, 1), nn.MaxPool2D(1), nn.AvgPool2D(1), nn.ReLU(),
-    nn.MaxPool1D(1), nn.AvgPool1D(1), nn.AdaptiveAvgPool2D(1),
+    nn.Conv2D(1, 1, 1), nn.Conv1D(1, 1, 1), nn.ConvTranspose2D(1, 1, 1), nn.Linear(1, 1), nn.MaxPool2D(1),
+    nn.AvgPool2D(1), nn.ReLU(), nn.MaxPool1D(1), nn.AvgPool1D(1), nn.AdaptiveAvgPool2D(1),
     nn.Sigmoid(), nn.Tanh(), nn.Flatten(), nn.BatchNorm1D(1), nn.BatchNorm2D(1), nn.Dropout(0.5),
     nn.Sequential(nn.ReLU()),
 ], ids=lambda layer: type(layer).__name__)

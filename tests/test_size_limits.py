@@ -91,6 +91,87 @@ def test_conv1d_with_huge_padding_and_dilation(dtype):
     np.testing.assert_allclose(y, expected, rtol=tol, atol=tol)
 
 
+@needs_compiled
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_depthwise_with_dilation_and_stride_near_2_31(dtype):
+    """The geometry of test_conv_with_dilation_and_stride_near_2_31 on a depthwise
+    convolution with a channel multiplier (the direct kernels, whose padded window would be
+    ~2**31 rows: they clip instead): output row 0 is kernel row 1 times the input row, output
+    row 1 kernel row 0 times it, filter f = c*2 + k reading channel c only."""
+    rng = np.random.default_rng(3)
+    n, c, width = 2, 3, 5
+    x = rng.standard_normal((n, c, 1, width)).astype(dtype)
+    w = rng.standard_normal((2 * c, 1, 2, 1)).astype(dtype)
+    b = rng.standard_normal(2 * c).astype(dtype)
+    geometry = dict(stride=(H31, 1), padding=(H31, 0), dilation=(H31, 1), groups=c)
+    y = fc.conv2d(x, w, b, **geometry, backend="cython")
+    x_of_filter = np.repeat(x[:, :, 0].astype(np.float64), 2, axis=1)       # (n, 2c, width)
+    w64 = w[:, 0, :, 0].astype(np.float64)                                   # (2c, 2)
+    expected = np.stack([x_of_filter * w64[None, :, 1, None], x_of_filter * w64[None, :, 0, None]], axis=2)
+    expected += b[None, :, None, None]
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(y, expected, rtol=tol, atol=tol)
+
+    dout = rng.standard_normal(y.shape).astype(dtype)
+    dx, dw, db = fc.conv2d_backward(dout, x, w, **geometry, backend="cython")
+    d64 = dout.astype(np.float64)
+    per_filter = d64[:, :, 0] * w64[None, :, 1, None] + d64[:, :, 1] * w64[None, :, 0, None]
+    np.testing.assert_allclose(dx[:, :, 0], per_filter.reshape(n, c, 2, width).sum(axis=2), rtol=tol, atol=tol)
+    np.testing.assert_allclose(dw[:, 0, 1, 0], (d64[:, :, 0] * x_of_filter).sum(axis=(0, 2)), rtol=tol, atol=tol)
+    np.testing.assert_allclose(dw[:, 0, 0, 0], (d64[:, :, 1] * x_of_filter).sum(axis=(0, 2)), rtol=tol, atol=tol)
+    np.testing.assert_allclose(db, d64.sum(axis=(0, 2, 3)), rtol=tol, atol=tol)
+
+
+@needs_compiled
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("groups", [1, 3])
+def test_conv_transpose_with_stride_and_dilation_near_2_31(dtype, groups):
+    """KH = 2, H = 2, stride = padding = 2**31 - 2, dilation 2**31 - 1: OH = 2, and only two
+    products land inside it: input row 1 with kernel row 0 on output row 0 (1*s - p = 0), input
+    row 0 with kernel row 1 on output row 1 (d - p = 1). groups=3 is depthwise (the direct
+    kernels)."""
+    rng = np.random.default_rng(4)
+    n, c, width = 2, 3, 4
+    f_per_group = 1 if groups == 3 else 2
+    x = rng.standard_normal((n, c, 2, width)).astype(dtype)
+    w = rng.standard_normal((c, f_per_group, 2, 1)).astype(dtype)
+    b = rng.standard_normal(f_per_group * groups).astype(dtype)
+    geometry = dict(stride=(H31 - 1, 1), padding=(H31 - 1, 0), dilation=(H31, 1), groups=groups)
+    y = fc.conv_transpose2d(x, w, b, **geometry, backend="cython")
+    assert y.shape == (n, f_per_group * groups, 2, width)
+    x64, w64 = x.astype(np.float64), w[..., 0].astype(np.float64)            # w64: (c, f/g, 2)
+    cg = c // groups
+
+    def transposed_row(rows, tap):
+        """sum over the group's channels of x row `rows` times kernel row `tap`: (n, F, width)."""
+        out = np.zeros((n, f_per_group * groups, width))
+        for ci in range(c):
+            g = ci // cg
+            for fl in range(f_per_group):
+                out[:, g * f_per_group + fl] += x64[:, ci, rows] * w64[ci, fl, tap]
+        return out
+
+    expected = np.stack([transposed_row(1, 0), transposed_row(0, 1)], axis=2) + b[None, :, None, None]
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(y, expected, rtol=tol, atol=tol)
+
+    dout = rng.standard_normal(y.shape).astype(dtype)
+    dx, dw, db = fc.conv_transpose2d_backward(dout, x, w, **geometry, backend="cython")
+    d64 = dout.astype(np.float64)
+    exp_dx, exp_dw = np.zeros(x.shape), np.zeros(w.shape)
+    for ci in range(c):
+        g = ci // cg
+        for fl in range(f_per_group):
+            f = g * f_per_group + fl
+            exp_dx[:, ci, 1] += d64[:, f, 0] * w64[ci, fl, 0]
+            exp_dx[:, ci, 0] += d64[:, f, 1] * w64[ci, fl, 1]
+            exp_dw[ci, fl, 0, 0] = (x64[:, ci, 1] * d64[:, f, 0]).sum()
+            exp_dw[ci, fl, 1, 0] = (x64[:, ci, 0] * d64[:, f, 1]).sum()
+    np.testing.assert_allclose(dx, exp_dx, rtol=tol, atol=tol)
+    np.testing.assert_allclose(dw, exp_dw, rtol=tol, atol=tol)
+    np.testing.assert_allclose(db, d64.sum(axis=(0, 2, 3)), rtol=tol, atol=tol)
+
+
 def _window_max(x, rows, cols):
     """Max and flat index (first maximum, NaN-free data) of x[:, :, rows, cols] per plane."""
     sub = x[:, :, rows][:, :, :, cols]
@@ -254,6 +335,14 @@ def refused_calls():
         # BLAS takes 32-bit sizes: a convolution output plane of more than 2**31 - 1 elements.
         ("conv OH*OW > 2**31", lambda b: fc.conv2d(X, W[:, :, :1, :1], padding=(0, 2**30 + 1), backend=b), "OH*OW"),
         ("conv1d OL > 2**31", lambda b: fc.conv1d(X[:, :, 0], W[:, :, 0, :1], padding=2**30 + 1, backend=b), "OL"),
+        ("depthwise output > 2**63 elements",
+         lambda b: fc.conv2d(X, W[:2, :1], padding=H31, groups=2, backend=b), "output"),
+        ("groups 2**40", lambda b: fc.conv2d(X, W, groups=2**40, backend=b), "groups"),
+        ("conv_transpose output > 2**63 elements",
+         lambda b: fc.conv_transpose2d(X, W[:2], stride=H31, backend=b), "output"),
+        ("conv_transpose stride 2**31", lambda b: fc.conv_transpose2d(X, W[:2], stride=2**31, backend=b), "stride"),
+        ("conv_transpose output_padding 2**31",
+         lambda b: fc.conv_transpose2d(X, W[:2], stride=H31, output_padding=2**31, backend=b), "output_padding"),
         # input_shape entries whose product overflows 64 bits, or no array could have.
         ("input_shape 2**64", lambda b: fc.max_pool2d_backward(np.ones((1, 1, 1, 1)), np.zeros((1, 1, 1, 1), int),
                                                                (1, 1, 2**64, 4), backend=b), "input_shape"),
@@ -293,7 +382,8 @@ def test_refused_before_allocating(backend, case):
     assert message.split(":")[0] in {"conv2d", "conv1d", "im2col", "col2im", "max_pool2d", "avg_pool2d",
                                      "max_pool2d_backward", "avg_pool2d_backward", "max_pool1d",
                                      "max_pool1d_backward", "adaptive_avg_pool2d",
-                                     "adaptive_avg_pool2d_backward"}, message
+                                     "adaptive_avg_pool2d_backward", "conv_transpose2d",
+                                     "conv_transpose1d"}, message
     if word:
         assert word in message, message
     assert peak < 16 << 20, f"{description}: {peak} bytes allocated before refusing"

@@ -19,6 +19,12 @@ X1 = rng.standard_normal((2, 3, 8))            # (N, C, L)
 W1 = rng.standard_normal((4, 3, 3))
 DOUT1 = rng.standard_normal((2, 4, 6))
 COLS = rng.standard_normal((2, 27, 16))        # im2col(X, 3)
+XG = rng.standard_normal((2, 4, 6, 6))         # 4 channels: groups 1, 2 or 4
+WG = rng.standard_normal((6, 2, 3, 3))         # groups=2: 6 filters of 2 channels
+WT = rng.standard_normal((3, 2, 3, 3))         # conv_transpose2d(X, WT): (C, F/groups, KH, KW)
+DOUT_T = rng.standard_normal((2, 2, 8, 8))     # its output
+WT1 = rng.standard_normal((3, 2, 3))
+DOUT_T1 = rng.standard_normal((2, 2, 10))      # conv_transpose1d(X1, WT1)
 POOL_DOUT = rng.standard_normal((2, 3, 3, 3))  # max_pool2d(X, 2)
 IDX = np.zeros((2, 3, 3, 3), dtype=np.int64)
 POOL_DOUT1 = rng.standard_normal((2, 3, 4))    # max_pool1d(X1, 2)
@@ -105,6 +111,65 @@ CASES = [
     ("conv1d", (X1.astype(np.complex64), W1), {}, TypeError, "x"),
     ("conv1d_backward", (DOUT1[:, :, :5], X1, W1), {}, ValueError, "dout"),
     ("conv1d_backward", (DOUT1, X1, W1), {"padding": 1}, ValueError, "dout"),
+    # --- groups and string paddings ----------------------------------------------------------
+    ("conv2d", (XG, WG), {"groups": 0}, ValueError, "groups"),
+    ("conv2d", (XG, WG), {"groups": -2}, ValueError, "groups"),
+    ("conv2d", (XG, WG), {"groups": 3}, ValueError, "groups"),              # 3 does not divide C=4
+    ("conv2d", (XG, WG[:5]), {"groups": 2}, ValueError, "groups"),          # nor F=5
+    ("conv2d", (XG, WG[:, :1]), {"groups": 2}, ValueError, "channels"),     # 2 groups of 1 != 4
+    ("conv2d", (XG, WG), {}, ValueError, "channels"),                       # groups=1: w expects 2
+    ("conv2d", (XG, WG, B), {"groups": 2}, ValueError, "b"),
+    ("conv2d", (XG, WG), {"groups": 2.0}, TypeError, "groups"),
+    ("conv2d", (XG, WG), {"groups": "2"}, TypeError, "groups"),
+    ("conv2d", (XG, WG), {"groups": True}, TypeError, "groups"),
+    ("conv2d", (XG, WG), {"groups": None}, TypeError, "groups"),
+    ("conv2d", (XG, WG), {"groups": (2,)}, TypeError, "groups"),
+    ("conv2d", (X, W), {"padding": "same", "stride": 2}, ValueError, "padding"),
+    ("conv2d", (X, W), {"padding": "same", "stride": (1, 2)}, ValueError, "padding"),
+    ("conv2d", (X, W), {"padding": "full"}, ValueError, "padding"),
+    ("conv2d", (X, W), {"padding": "SAME"}, ValueError, "padding"),
+    ("conv2d", (X, W), {"padding": ""}, ValueError, "padding"),
+    ("conv2d", (X, W), {"padding": ("same", 1)}, TypeError, "padding"),
+    ("conv2d", (X[:, :, :2], W), {"padding": "valid"}, ValueError, "kernel"),
+    ("conv2d_backward", (DOUT, XG, WG), {"groups": 3}, ValueError, "groups"),
+    ("conv2d_backward", (DOUT[:, :3], XG, WG), {"groups": 2}, ValueError, "dout"),
+    ("conv2d_backward", (DOUT, X, W), {"padding": "same"}, ValueError, "dout"),   # same: 6x6 out
+    ("conv2d_backward", (DOUT, X, W), {"padding": "same", "stride": 2}, ValueError, "padding"),
+    ("conv1d", (X1, W1), {"groups": 3}, ValueError, "groups"),
+    ("conv1d", (X1, W1[:, :1]), {"groups": 3}, ValueError, "groups"),    # F=4 not divisible by 3
+    ("conv1d", (X1, W1), {"padding": "same", "stride": 2}, ValueError, "padding"),
+    ("conv1d", (X1, W1), {"padding": "half"}, ValueError, "padding"),
+    ("conv1d_backward", (DOUT1, X1, W1), {"padding": "same"}, ValueError, "dout"),
+    # --- conv_transpose2d / conv_transpose1d ----------------------------------------------------
+    ("conv_transpose2d", (X[0], WT), {}, ValueError, "x"),
+    ("conv_transpose2d", (X, WT[0]), {}, ValueError, "w"),
+    ("conv_transpose2d", (X, WT[:2]), {}, ValueError, "channels"),
+    ("conv_transpose2d", (X, WT), {"groups": 2}, ValueError, "groups"),     # 2 does not divide C=3
+    ("conv_transpose2d", (X, WT), {"groups": 0}, ValueError, "groups"),
+    ("conv_transpose2d", (X, WT), {"groups": 1.5}, TypeError, "groups"),
+    ("conv_transpose2d", (X, WT, B[:3]), {}, ValueError, "b"),               # F = 2
+    ("conv_transpose2d", (X, WT), {"output_padding": 1}, ValueError, "output_padding"),  # stride 1
+    ("conv_transpose2d", (X, WT), {"stride": 2, "output_padding": 2}, ValueError, "output_padding"),
+    ("conv_transpose2d", (X, WT), {"stride": 2, "output_padding": (1, 2)}, ValueError, "output_padding"),
+    ("conv_transpose2d", (X, WT), {"output_padding": -1}, ValueError, "output_padding"),
+    ("conv_transpose2d", (X, WT), {"output_padding": 1.0}, TypeError, "output_padding"),
+    ("conv_transpose2d", (X, WT), {"padding": 5}, ValueError, "padding"),   # OH = 5 + 2 - 10 + 1 < 1
+    ("conv_transpose2d", (X, WT), {"padding": -1}, ValueError, "padding"),
+    ("conv_transpose2d", (X, WT), {"padding": "same"}, TypeError, "padding"),
+    ("conv_transpose2d", (X, WT), {"stride": 0}, ValueError, "stride"),
+    ("conv_transpose2d", (X, WT), {"dilation": 0}, ValueError, "dilation"),
+    ("conv_transpose2d", (X.astype(np.complex128), WT), {}, TypeError, "x"),
+    ("conv_transpose2d", (X, "w"), {}, TypeError, "w"),
+    ("conv_transpose2d_backward", (DOUT_T[:, :, :7], X, WT), {}, ValueError, "dout"),
+    ("conv_transpose2d_backward", (DOUT_T, X, WT), {"output_padding": (1, 0), "dilation": 2}, ValueError, "dout"),
+    ("conv_transpose2d_backward", (DOUT_T, X, WT), {"groups": 2}, ValueError, "groups"),
+    ("conv_transpose2d_backward", (DOUT_T, X, WT), {"groups": 3}, ValueError, "dout"),    # F = 6
+    ("conv_transpose2d_backward", (DOUT_T.astype(object), X, WT), {}, TypeError, "dout"),
+    ("conv_transpose1d", (X, WT1), {}, ValueError, "x"),
+    ("conv_transpose1d", (X1, WT1[:2]), {}, ValueError, "channels"),
+    ("conv_transpose1d", (X1, WT1), {"output_padding": 1}, ValueError, "output_padding"),
+    ("conv_transpose1d", (X1, WT1), {"stride": (1, 1)}, ValueError, "stride"),
+    ("conv_transpose1d_backward", (DOUT_T1[:, :, :9], X1, WT1), {}, ValueError, "dout"),
     # --- im2col / col2im --------------------------------------------------------------------
     ("im2col", (X[0], 3), {}, ValueError, "x"),
     ("im2col", (X, 0), {}, ValueError, "kernel_size"),
@@ -498,6 +563,10 @@ VALID_CALLS = [  # odd but valid spellings, layouts and dtypes
     ("adaptive_avg_pool2d", (np.asfortranarray(X), np.array([2, 5])), {}),
     ("adaptive_avg_pool2d", (X, (None, 4)), {}),
     ("adaptive_avg_pool2d_backward", (POOL_DOUT, np.array(X.shape)), {}),
+    ("conv2d", (XG.astype(np.float32), WG.astype(np.float32)), {"groups": np.int64(2), "padding": "same"}),
+    ("conv1d_backward", (DOUT1, X1, W1), {"padding": "valid", "groups": 1}),
+    ("conv_transpose2d", (X, np.asfortranarray(WT), B[:2]), {"stride": [2, 1], "output_padding": (1, 0)}),
+    ("conv_transpose1d_backward", (DOUT_T1, X1, WT1), {}),
 ]
 
 
@@ -518,8 +587,9 @@ def test_kernels_receive_checked_arguments(spy, backend, fname, args, kwargs):
     float_dtypes = {a.dtype for a in arrays if a.dtype != np.int64}
     assert len(float_dtypes) == 1  # one computation dtype for every float operand
     for a in kernel_args:
-        if isinstance(a, tuple):
-            assert all(type(v) is int for v in a), a
+        if isinstance(a, tuple):   # hyper-parameters: ints, or (before, after) pairs of ints
+            assert all(type(v) is int or (type(v) is tuple and all(type(e) is int for e in v))
+                       for v in a), a
         else:
             assert a is None or isinstance(a, np.ndarray) or type(a) in (bool, int), a
 

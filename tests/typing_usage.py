@@ -47,6 +47,14 @@ def typed_usage() -> float:
     h = fc.relu(y)
     dh = fc.relu_backward(np.ones_like(h), h)
     loss, dlogits = fc.softmax_cross_entropy(rng.standard_normal((4, 3)), np.array([0, 2, 1, 1]))
+    gc = fc.conv2d(x, w[:3, :1], None, 1, "same", 1, 3)                  # depthwise
+    dgc = fc.conv2d_backward(np.ones_like(gc), x, w[:3, :1], padding="same", groups=3)
+    vc = fc.conv1d(x[:, :, 0, :], w[:3, :1, 0, :], padding="valid", groups=3)
+    t = fc.conv_transpose2d(x, w.transpose(1, 0, 2, 3), b, stride=2, padding=1, output_padding=(1, 0))
+    dt = fc.conv_transpose2d_backward(np.ones_like(t), x, w.transpose(1, 0, 2, 3), 2, 1, (1, 0))
+    t1 = fc.conv_transpose1d(x[:, :, 0, :], w[:3, :, 0, :], None, 2, groups=3, dilation=2)
+    dt1 = reference.conv_transpose1d_backward(np.ones_like(t1), x[:, :, 0, :], w[:3, :, 0, :], 2, groups=3,
+                                              dilation=2)
 
     name: str = fc.get_backend()
     with fc.use_backend("reference") as active:
@@ -60,7 +68,7 @@ def typed_usage() -> float:
 
     first_index: int = int(idx.flat[0])
     total = sum(float(v.sum()) for v in (dx, dw, db, dz[0], back, dp, da, r, pd, dao, dp1, da1, dg, gr,
-                                         dn, dgamma, dbeta, nl, dh, dlogits))
+                                         dn, dgamma, dbeta, nl, dh, dlogits, dgc[1], vc, dt[0], dt1[2]))
     return total + first_index + loss
 
 

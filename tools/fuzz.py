@@ -48,8 +48,9 @@ import warnings
 import numpy as np
 
 FUNCTIONS = (
-    "conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "im2col", "col2im",
-    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "conv2d", "conv2d_backward", "conv1d", "conv1d_backward",
+    "conv_transpose2d", "conv_transpose2d_backward", "conv_transpose1d", "conv_transpose1d_backward",
+    "im2col", "col2im", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "max_pool1d", "max_pool1d_backward", "avg_pool1d", "avg_pool1d_backward",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
     "batch_norm", "batch_norm_backward", "relu", "relu_backward", "softmax_cross_entropy",
@@ -312,6 +313,50 @@ def huge_window(src, nd, pool=None, ceil_mode=False, default_stride=False):
     return kernel, stride, padding, dilation, sizes
 
 
+def string_padding_window(src, nd):
+    """(kernel, stride, padding, dilation, sizes, output sizes) of a convolution whose padding
+    is "same" (stride 1, output size = input size) or "valid" (no padding)."""
+    kernel = [src.int(1, 4) for _ in range(nd)]
+    dilation = [src.int(1, 2) for _ in range(nd)]
+    if src.bool():
+        sizes = [src.int(1, 6) for _ in range(nd)]
+        return kernel, [1] * nd, "same", dilation, sizes, sizes
+    stride = [src.int(1, 3) for _ in range(nd)]
+    sizes = [d * (k - 1) + 1 + src.int(0, 4) for k, d in zip(kernel, dilation)]
+    outs = [out_size(size, k, s, 0, d) for size, k, s, d in zip(sizes, kernel, stride, dilation)]
+    return kernel, stride, "valid", dilation, sizes, outs
+
+
+def transposed_size(size, k, s, p, op, d):
+    """OH = (H - 1)*s - 2*p + d*(k - 1) + op + 1 (API.md)."""
+    return (size - 1) * s - 2 * p + d * (k - 1) + op + 1
+
+
+def transposed_window(src, nd, huge=False):
+    """(kernel, stride, padding, output_padding, dilation, sizes) of a valid transposed
+    convolution: output_padding below the stride or the dilation, an output of at least 1.
+    huge: strides, dilations and output paddings up to 2**31 - 1 whose output stays tiny."""
+    kernel, stride, padding, output_padding, dilation, sizes = [], [], [], [], [], []
+    for _ in range(nd):
+        pattern = src.int(0, 3) if huge else 0
+        if pattern == 1:    # input rows 1 and 0 land on output rows 0 and 1, nothing else inside
+            k, size, s, d, op = 2, 2, HUGE - 1, HUGE, 0
+            p = s
+        elif pattern == 2:  # a huge stride: only the output_padding rows after one input row
+            k, size, s, d, op, p = 1, 1, src.choice((HUGE, 2**30)), 1, src.int(0, 3), 0
+        elif pattern == 3:  # a huge dilation, padding taking most of it back
+            k, size, s, d = 2, 1, 1, src.choice((2**30 + 1, HUGE))
+            op = src.int(0, 2)
+            p = d // 2
+        else:
+            k, s, d, size = src.int(1, 4), src.int(1, 3), src.int(1, 2), src.int(1, 5)
+            op = src.int(0, max(s, d) - 1)
+            p = src.int(0, min(2, (transposed_size(size, k, s, 0, op, d) - 1) // 2))
+        kernel.append(k), stride.append(s), padding.append(p), output_padding.append(op)
+        dilation.append(d), sizes.append(size)
+    return kernel, stride, padding, output_padding, dilation, sizes
+
+
 def valid_call(src, name, huge=False):
     """Named arguments of a valid call of `name` (a dict in signature order) and how to spell
     its hyper-parameters (nd). huge: hyper-parameters up to 2**31 - 1 (see huge_window)."""
@@ -322,17 +367,34 @@ def valid_call(src, name, huge=False):
     if name in LAYER_FUNCTION_CALLS:
         return LAYER_FUNCTION_CALLS[name](src, n, c, dtype), 2
     if name.startswith("conv"):
-        nd = 1 if name.startswith("conv1d") else 2
-        kernel, stride, padding, dilation, sizes = valid_window(src, nd)
-        x = make_array(src, (n, c, *sizes), dtype)
-        w = make_array(src, (f, c, *kernel), src.choice((dtype, np.float32, np.float64)))
-        hyper = {"stride": spell_pair(src, stride, nd), "padding": spell_pair(src, padding, nd),
-                 "dilation": spell_pair(src, dilation, nd)}
+        nd = 1 if "1d" in name else 2
+        # groups divide both channel counts: c and f are per-group counts times groups
+        groups = src.choice((1, 1, 1, 2, 3))
+        other = src.choice((dtype, np.float32, np.float64))
+        if name.startswith("conv_transpose"):
+            kernel, stride, padding, output_padding, dilation, sizes = transposed_window(src, nd, huge)
+            x = make_array(src, (n, c * groups, *sizes), dtype)
+            w = make_array(src, (c * groups, f, *kernel), other)
+            hyper = {"stride": spell_pair(src, stride, nd), "padding": spell_pair(src, padding, nd),
+                     "output_padding": spell_pair(src, output_padding, nd), "groups": spell_int(src, groups),
+                     "dilation": spell_pair(src, dilation, nd)}
+            outs = [transposed_size(*v) for v in zip(sizes, kernel, stride, padding, output_padding, dilation)]
+        else:
+            if not huge and src.int(0, 3) == 0:
+                kernel, stride, padding, dilation, sizes, outs = string_padding_window(src, nd)
+                padding_arg = padding
+            else:
+                kernel, stride, padding, dilation, sizes = valid_window(src, nd)
+                outs = [out_size(*v) for v in zip(sizes, kernel, stride, padding, dilation)]
+                padding_arg = spell_pair(src, padding, nd)
+            x = make_array(src, (n, c * groups, *sizes), dtype)
+            w = make_array(src, (f * groups, c, *kernel), other)
+            hyper = {"stride": spell_pair(src, stride, nd), "padding": padding_arg,
+                     "dilation": spell_pair(src, dilation, nd), "groups": spell_int(src, groups)}
         if name.endswith("backward"):
-            outs = [out_size(*v) for v in zip(sizes, kernel, stride, padding, dilation)]
-            dout = make_array(src, (n, f, *outs), src.choice((dtype, np.float32, np.float64)))
+            dout = make_array(src, (n, f * groups, *outs), src.choice((dtype, np.float32, np.float64)))
             return {"dout": dout, "x": x, "w": w, **hyper}, nd
-        b = None if src.bool() else make_array(src, (f,), src.choice((dtype, np.float32, np.float64)))
+        b = None if src.bool() else make_array(src, (f * groups,), src.choice((dtype, np.float32, np.float64)))
         return {"x": x, "w": w, "b": b, **hyper}, nd
     if name in ("im2col", "col2im"):
         kernel, stride, padding, dilation, (h, w_) = valid_window(src, 2)
@@ -489,7 +551,8 @@ def spell_shape(src, shape):
 
 ARRAY_ARGS = ("x", "w", "b", "dout", "cols", "indices", "weight", "bias", "running_mean", "running_var",
               "mean", "invstd", "y", "logits", "target")
-HYPER_ARGS = ("kernel_size", "stride", "padding", "dilation", "output_size")  # ints or pairs of ints
+# ints or pairs of ints
+HYPER_ARGS = ("kernel_size", "stride", "padding", "output_padding", "dilation", "groups", "output_size")
 OPTION_ARGS = ("ceil_mode", "count_include_pad", "divisor_override")           # bools, None or an int
 # The layer functions' scalar arguments: replaced by odd values, validity unknown (momentum 0
 # and eps 1 are valid, momentum 2 is not).
@@ -618,6 +681,10 @@ def mutate(src, name, args, nd):
     if kind == "valid_spelling" and hypers:
         key = src.choice(hypers)
         value = args[key]
+        if key == "groups":  # an int, never a pair
+            if isinstance(value, (int, np.integer)) and 1 <= value < 2**31:
+                args[key] = spell_int(src, int(value))
+            return True
         if value is not None and not isinstance(value, np.ndarray):
             pair = value if isinstance(value, (tuple, list)) else (value,) * nd
             pair = [int(v) for v in pair] if all(isinstance(v, (int, np.integer)) for v in pair) else []

@@ -24,9 +24,10 @@ checks=("$@")
 work=$(mktemp -d "${TMPDIR:-/tmp}/fastconv-memcheck.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 # Tests that drive the compiled kernels (the rest of the suite exercises Python layers above).
-KERNEL_TESTS="tests/test_cython_conv.py tests/test_cython_pool.py tests/test_pool_options.py
-  tests/test_layouts.py tests/test_validation.py tests/test_fuzz.py tests/test_size_limits.py
-  tests/test_numerics.py tests/test_concurrency.py tests/test_dense_optim.py tests/test_layer_functions.py"
+KERNEL_TESTS="tests/test_cython_conv.py tests/test_conv_groups_transpose.py tests/test_cython_pool.py
+  tests/test_pool_options.py tests/test_layouts.py tests/test_validation.py tests/test_fuzz.py
+  tests/test_size_limits.py tests/test_numerics.py tests/test_concurrency.py tests/test_dense_optim.py
+  tests/test_layer_functions.py"
 
 
 log() { printf '\n=== memcheck: %s ===\n' "$*"; }
@@ -122,6 +123,30 @@ if not quick:
 # tap is far outside), and ceil_mode's second window a 2**30 stride after the first.
 huge_options = [(1, 2, 3, 9, 2, (H31, 1), (0, 1), (H31, 2)), (1, 2, 3, 3, (3, 2**31 - 2), (1, 2**30), (1, 2**30 - 1), 1)]
 huge_conv = [(1, 2, 3, 4, 2, 2, 2, (1, H31), (2**30, 2**30), (H31, H31)), (2, 1, 2, 2, 1, 3, 1, H31, (2**30 + 2, 0), (2**30 + 1, 1))]
+# Grouped, depthwise (direct kernels: padded window, clipped path, strides, multipliers) and
+# transposed convolutions: (function, x shape, w shape, hyper-parameters).
+group_cases = [
+    ("conv2d", (2, 4, 7, 6), (6, 2, 3, 2), dict(padding="same", groups=2)),
+    ("conv2d", (9, 6, 9, 8), (12, 1, 3, 3), dict(padding=1, groups=6)),
+    ("conv2d", (1, 3, 17, 16), (3, 1, 5, 5), dict(stride=2, padding=2, dilation=2, groups=3)),
+    ("conv2d", (2, 2, 4, 5), (4, 1, 3, 3), dict(padding=30, groups=2)),
+    ("conv2d", (2, 8, 5, 5), (8, 2, 1, 1), dict(groups=4)),
+    ("conv1d", (3, 4, 20), (4, 1, 4), dict(padding="same", groups=4)),
+    ("conv_transpose2d", (2, 4, 5, 4), (4, 3, 3, 3), dict(stride=2, padding=1, output_padding=1, groups=2)),
+    ("conv_transpose2d", (9, 3, 6, 6), (3, 1, 3, 3), dict(padding=1, groups=3)),
+    ("conv_transpose1d", (2, 2, 7), (2, 3, 4), dict(stride=3, output_padding=2, dilation=2)),
+]
+if not quick:
+    group_cases += [("conv2d", (10, 8, 20, 21), (8, 1, 3, 3), dict(padding=1, groups=8)),
+                    ("conv2d", (3, 6, 24, 24), (6, 2, 3, 3), dict(stride=2, groups=3)),
+                    ("conv_transpose2d", (9, 8, 14, 14), (8, 4, 2, 2), dict(stride=2)),
+                    ("conv_transpose2d", (2, 6, 20, 20), (6, 1, 3, 3), dict(padding=1, groups=6))]
+huge_groups = [  # near 2**31: compiled only (the reference materialises the padding)
+    ("conv2d", (2, 3, 1, 5), (6, 1, 2, 1), dict(stride=(H31, 1), padding=(H31, 0), dilation=(H31, 1), groups=3)),
+    ("conv_transpose2d", (2, 3, 2, 4), (3, 2, 2, 1), dict(stride=(H31 - 1, 1), padding=(H31 - 1, 0), dilation=(H31, 1))),
+    ("conv_transpose2d", (2, 3, 2, 4), (3, 1, 2, 1),
+     dict(stride=(H31 - 1, 1), padding=(H31 - 1, 0), dilation=(H31, 1), groups=3)),
+]
 
 for dtype, threads in itertools.product((np.float32, np.float64), (1, 2)):
     fc.set_num_threads(threads)
@@ -145,6 +170,17 @@ for dtype, threads in itertools.product((np.float32, np.float64), (1, 2)):
             cols = fc.im2col(x, (kh, kw), s, p, d, backend="cython")
             fc.col2im(cols, x.shape, (kh, kw), s, p, d, backend="cython")
             count += 4
+    for name, x_shape, w_shape, hyper in group_cases + huge_groups:
+        filters = w_shape[1] * hyper.get("groups", 1) if "transpose" in name else w_shape[0]
+        x, wt, b = (rng.standard_normal(s).astype(dtype) for s in (x_shape, w_shape, (filters,)))
+        y = getattr(fc, name)(x, wt, b, **hyper, backend="cython")
+        dout = rng.standard_normal(y.shape).astype(dtype)
+        if (name, x_shape, w_shape, hyper) in huge_groups:
+            getattr(fc, name + "_backward")(dout, x, wt, **hyper, backend="cython")
+            count += 2
+            continue
+        run(name, x, wt, b, **hyper)
+        run(name + "_backward", dout, x, wt, **hyper)
     for n, c, h, w, k, s, p in pool_shapes + huge_pool:
         x = rng.standard_normal((n, c, h, w)).astype(dtype)
         if dtype == np.float64:

@@ -1,7 +1,7 @@
 """fastconv: fast, exact convolution and pooling kernels for NumPy.
 
-Compiled Cython kernels (OpenMP threads, BLAS GEMM) for conv1d/conv2d forward and backward,
-im2col/col2im, 1-D and 2-D max and average pooling and adaptive average pooling, each checked
+Compiled Cython kernels (OpenMP threads, BLAS GEMM) for conv1d/conv2d forward and backward
+(grouped, depthwise and transposed too), im2col/col2im, 1-D and 2-D max and average pooling and adaptive average pooling, each checked
 against the pure-NumPy implementation of the same name in :mod:`fastconv.reference`. Layers
 and training live in :mod:`fastconv.nn`, the CS231n ``fast_layers`` names in
 :mod:`fastconv.cs231n`.
@@ -22,6 +22,10 @@ from fastconv._api import (
     conv1d_backward,
     conv2d,
     conv2d_backward,
+    conv_transpose1d,
+    conv_transpose1d_backward,
+    conv_transpose2d,
+    conv_transpose2d_backward,
     im2col,
     max_pool1d,
     max_pool1d_backward,
@@ -39,6 +43,7 @@ from fastconv import cs231n, nn, reference
 __all__ = [
     "__version__",
     "conv2d", "conv2d_backward", "conv1d", "conv1d_backward",
+    "conv_transpose2d", "conv_transpose2d_backward", "conv_transpose1d", "conv_transpose1d_backward",
     "im2col", "col2im",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "max_pool1d", "max_pool1d_backward", "avg_pool1d", "avg_pool1d_backward",

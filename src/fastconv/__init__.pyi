@@ -10,6 +10,7 @@ from fastconv import cs231n as cs231n
 from fastconv import nn as nn
 from fastconv import reference as reference
 from fastconv._typing import (
+    ConvPadding,
     DataFormat,
     FloatArray,
     IndexArray,
@@ -28,8 +29,9 @@ def conv2d(
     w: ArrayLike,
     b: ArrayLike | None = None,
     stride: IntOrPair = 1,
-    padding: IntOrPair = 0,
+    padding: IntOrPair | ConvPadding = 0,
     dilation: IntOrPair = 1,
+    groups: int = 1,
     *,
     backend: str | None = None,
 ) -> FloatArray: ...
@@ -38,8 +40,9 @@ def conv2d_backward(
     x: ArrayLike,
     w: ArrayLike,
     stride: IntOrPair = 1,
-    padding: IntOrPair = 0,
+    padding: IntOrPair | ConvPadding = 0,
     dilation: IntOrPair = 1,
+    groups: int = 1,
     *,
     backend: str | None = None,
 ) -> tuple[FloatArray, FloatArray, FloatArray]: ...
@@ -48,8 +51,9 @@ def conv1d(
     w: ArrayLike,
     b: ArrayLike | None = None,
     stride: IntOrSingle = 1,
-    padding: IntOrSingle = 0,
+    padding: IntOrSingle | ConvPadding = 0,
     dilation: IntOrSingle = 1,
+    groups: int = 1,
     *,
     backend: str | None = None,
 ) -> FloatArray: ...
@@ -58,7 +62,56 @@ def conv1d_backward(
     x: ArrayLike,
     w: ArrayLike,
     stride: IntOrSingle = 1,
+    padding: IntOrSingle | ConvPadding = 0,
+    dilation: IntOrSingle = 1,
+    groups: int = 1,
+    *,
+    backend: str | None = None,
+) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+def conv_transpose2d(
+    x: ArrayLike,
+    w: ArrayLike,
+    b: ArrayLike | None = None,
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    output_padding: IntOrPair = 0,
+    groups: int = 1,
+    dilation: IntOrPair = 1,
+    *,
+    backend: str | None = None,
+) -> FloatArray: ...
+def conv_transpose2d_backward(
+    dout: ArrayLike,
+    x: ArrayLike,
+    w: ArrayLike,
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    output_padding: IntOrPair = 0,
+    groups: int = 1,
+    dilation: IntOrPair = 1,
+    *,
+    backend: str | None = None,
+) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+def conv_transpose1d(
+    x: ArrayLike,
+    w: ArrayLike,
+    b: ArrayLike | None = None,
+    stride: IntOrSingle = 1,
     padding: IntOrSingle = 0,
+    output_padding: IntOrSingle = 0,
+    groups: int = 1,
+    dilation: IntOrSingle = 1,
+    *,
+    backend: str | None = None,
+) -> FloatArray: ...
+def conv_transpose1d_backward(
+    dout: ArrayLike,
+    x: ArrayLike,
+    w: ArrayLike,
+    stride: IntOrSingle = 1,
+    padding: IntOrSingle = 0,
+    output_padding: IntOrSingle = 0,
+    groups: int = 1,
     dilation: IntOrSingle = 1,
     *,
     backend: str | None = None,

@@ -21,53 +21,68 @@ def _kernels(backend):
     return _backend.kernels(_backend._check_name(backend))
 
 
-def _as_2d_conv(x, w, params):
-    """View 1-D convolution operands as 2-D ones with H = 1 (C-contiguity is preserved)."""
-    stride, padding, dilation = params
-    x = None if x is None else x[:, :, None, :]
-    w = None if w is None else w[:, :, None, :]
-    return x, w, ((1,) + stride, (0,) + padding, (1,) + dilation)
+def _as_2d(*arrays):
+    """View 1-D convolution operands (N, C, L) as 2-D ones with H = 1 (C-contiguity is kept)."""
+    return tuple(None if a is None else a[:, :, None, :] for a in arrays)
+
+
+def _as_2d_params(params):
+    """1-D convolution hyper-parameters as 2-D ones whose first axis is trivial.
+
+    Convolution: (stride, padding, dilation, groups), padding as (before, after) pairs.
+    Transposed: (stride, padding, output_padding, groups, dilation).
+    """
+    if len(params) == 4:
+        stride, padding, dilation, groups = params
+        return (1,) + stride, ((0, 0),) + padding, (1,) + dilation, groups
+    stride, padding, output_padding, groups, dilation = params
+    return (1,) + stride, (0,) + padding, (0,) + output_padding, groups, (1,) + dilation
 
 
 # ----------------------------------------------------------------------------------------------
 # Convolution
 # ----------------------------------------------------------------------------------------------
+# conv{1,2}d and conv_transpose{1,2}d share these: `check` is the validation function, `kernel`
+# the name of the backend's kernel (the 1-D functions run the 2-D kernels with H = 1).
 
-def _conv_forward(fname, nd, x, w, b, stride, padding, dilation, backend):
+def _forward(fname, nd, check, kernel, x, w, b, hyper, backend):
     kernels = _kernels(backend)
-    (x, w, b), params, out_shape = check.conv(fname, nd, x, w, b, stride, padding, dilation)
+    (x, w, b), params, out_shape = check(fname, nd, x, w, b, *hyper)
     if x.shape[0] == 0:
         return np.zeros(out_shape, dtype=x.dtype)
     if nd == 1:
-        x, w, params = _as_2d_conv(x, w, params)
-    y = kernels.conv2d(x, w, b, *params)
+        (x, w), params = _as_2d(x, w), _as_2d_params(params)
+    y = getattr(kernels, kernel)(x, w, b, *params)
     return y.reshape(out_shape)
 
 
-def _conv_backward(fname, nd, dout, x, w, stride, padding, dilation, backend):
+def _backward(fname, nd, check, kernel, dout, x, w, hyper, backend):
     kernels = _kernels(backend)
-    (dout, x, w), params, _ = check.conv(
-        fname, nd, x, w, None, stride, padding, dilation, dout=dout, backward=True
-    )
+    (dout, x, w), params, out_shape = check(fname, nd, x, w, None, *hyper, dout=dout, backward=True)
     if x.shape[0] == 0:
-        return np.zeros_like(x), np.zeros_like(w), np.zeros(w.shape[0], dtype=w.dtype)
+        return np.zeros_like(x), np.zeros_like(w), np.zeros(out_shape[1], dtype=w.dtype)
     if nd == 1:
-        x2, w2, params = _as_2d_conv(x, w, params)
-        dx, dw, db = kernels.conv2d_backward(dout[:, :, None, :], x2, w2, *params)
+        dx, dw, db = getattr(kernels, kernel)(*_as_2d(dout, x, w), *_as_2d_params(params))
         return dx.reshape(x.shape), dw.reshape(w.shape), db
-    return kernels.conv2d_backward(dout, x, w, *params)
+    return getattr(kernels, kernel)(dout, x, w, *params)
 
 
-def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, *, backend=None):
-    """2-D cross-correlation, exactly ``torch.nn.functional.conv2d`` with ``groups=1``.
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, backend=None):
+    """2-D cross-correlation, exactly ``torch.nn.functional.conv2d``.
 
     Parameters
     ----------
     x : array_like, shape (N, C, H, W)
-    w : array_like, shape (F, C, KH, KW)
+    w : array_like, shape (F, C // groups, KH, KW)
     b : array_like, shape (F,), optional
-    stride, padding, dilation : int or (int, int)
-        Zero padding; ``OH = (H + 2*ph - dh*(KH-1) - 1) // sh + 1`` (same for W).
+    stride, dilation : int or (int, int)
+    padding : int, (int, int), "valid" or "same"
+        Zero padding; ``OH = (H + 2*ph - dh*(KH-1) - 1) // sh + 1`` (same for W). "valid" is
+        no padding; "same" pads so that OH = H and OW = W (stride 1 only), the odd element of
+        an odd total ``dh*(KH-1)`` at the bottom/right, as torch.
+    groups : int
+        Channels and filters are split into this many groups, each convolved on its own;
+        both C and F must be divisible by it. ``groups == C`` is a depthwise convolution.
     backend : {"cython", "reference"}, optional
         Run this call on the given backend instead of the active one.
 
@@ -75,30 +90,97 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, *, backend=None):
     -------
     y : ndarray, shape (N, F, OH, OW), float32 if every floating input is float32, else float64.
     """
-    return _conv_forward("conv2d", 2, x, w, b, stride, padding, dilation, backend)
+    return _forward("conv2d", 2, check.conv, "conv2d", x, w, b,
+                    (stride, padding, dilation, groups), backend)
 
 
-def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, *, backend=None):
+def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1, *, backend=None):
     """Gradients of :func:`conv2d`: returns ``(dx, dw, db)`` for upstream gradient ``dout``.
 
-    ``dout`` must have the forward output's shape (N, F, OH, OW). ``db`` is
-    ``dout.sum(axis=(0, 2, 3))`` and is always returned (ignore it for a bias-free layer).
+    ``dout`` must have the forward output's shape (N, F, OH, OW); ``dx`` has x's shape, ``dw``
+    w's shape (F, C // groups, KH, KW). ``db`` is ``dout.sum(axis=(0, 2, 3))`` and is always
+    returned (ignore it for a bias-free layer).
     """
-    return _conv_backward("conv2d_backward", 2, dout, x, w, stride, padding, dilation, backend)
+    return _backward("conv2d_backward", 2, check.conv, "conv2d_backward", dout, x, w,
+                     (stride, padding, dilation, groups), backend)
 
 
-def conv1d(x, w, b=None, stride=1, padding=0, dilation=1, *, backend=None):
-    """1-D cross-correlation, exactly ``torch.nn.functional.conv1d`` with ``groups=1``.
+def conv1d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, backend=None):
+    """1-D cross-correlation, exactly ``torch.nn.functional.conv1d``.
 
-    ``x`` is (N, C, L), ``w`` is (F, C, K), ``b`` is (F,); returns (N, F, OL) with
-    ``OL = (L + 2*p - d*(K-1) - 1) // s + 1``. Computed by the 2-D kernels with H = 1.
+    ``x`` is (N, C, L), ``w`` is (F, C // groups, K), ``b`` is (F,); returns (N, F, OL) with
+    ``OL = (L + 2*p - d*(K-1) - 1) // s + 1``. ``padding`` may also be "valid" or "same", and
+    ``groups`` means what it means for :func:`conv2d`. Computed by the 2-D kernels with H = 1.
     """
-    return _conv_forward("conv1d", 1, x, w, b, stride, padding, dilation, backend)
+    return _forward("conv1d", 1, check.conv, "conv2d", x, w, b,
+                    (stride, padding, dilation, groups), backend)
 
 
-def conv1d_backward(dout, x, w, stride=1, padding=0, dilation=1, *, backend=None):
+def conv1d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1, *, backend=None):
     """Gradients of :func:`conv1d`: returns ``(dx, dw, db)``; ``db = dout.sum(axis=(0, 2))``."""
-    return _conv_backward("conv1d_backward", 1, dout, x, w, stride, padding, dilation, backend)
+    return _backward("conv1d_backward", 1, check.conv, "conv2d_backward", dout, x, w,
+                     (stride, padding, dilation, groups), backend)
+
+
+def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
+                     backend=None):
+    """2-D transposed convolution, exactly ``torch.nn.functional.conv_transpose2d``.
+
+    The gradient of :func:`conv2d` with respect to its input, as a layer of its own (an
+    upsampling convolution): every input pixel adds ``x[n, c, h, w] * w[c]`` to the output
+    window at ``(h*sh - ph, w*sw - pw)``.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W)
+    w : array_like, shape (C, F // groups, KH, KW)
+    b : array_like, shape (F,), optional
+    stride, padding, output_padding, dilation : int or (int, int)
+        ``OH = (H - 1)*sh - 2*ph + dh*(KH - 1) + output_padding_h + 1`` (same for W);
+        ``output_padding`` adds rows and columns at the bottom/right and must be smaller than
+        the stride or the dilation.
+    groups : int
+        C and F are split into this many groups; C must be divisible by it.
+    backend : {"cython", "reference"}, optional
+        Run this call on the given backend instead of the active one.
+
+    Returns
+    -------
+    y : ndarray, shape (N, F, OH, OW), float32 if every floating input is float32, else float64.
+    """
+    return _forward("conv_transpose2d", 2, check.conv_transpose, "conv_transpose2d", x, w, b,
+                    (stride, padding, output_padding, groups, dilation), backend)
+
+
+def conv_transpose2d_backward(dout, x, w, stride=1, padding=0, output_padding=0, groups=1,
+                              dilation=1, *, backend=None):
+    """Gradients of :func:`conv_transpose2d`: returns ``(dx, dw, db)`` for upstream ``dout``.
+
+    ``dout`` must have the forward output's shape (N, F, OH, OW); ``db`` is
+    ``dout.sum(axis=(0, 2, 3))`` and is always returned.
+    """
+    return _backward("conv_transpose2d_backward", 2, check.conv_transpose,
+                     "conv_transpose2d_backward", dout, x, w,
+                     (stride, padding, output_padding, groups, dilation), backend)
+
+
+def conv_transpose1d(x, w, b=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
+                     backend=None):
+    """1-D transposed convolution, exactly ``torch.nn.functional.conv_transpose1d``.
+
+    ``x`` is (N, C, L), ``w`` is (C, F // groups, K), ``b`` is (F,); returns (N, F, OL) with
+    ``OL = (L - 1)*s - 2*p + d*(K - 1) + output_padding + 1``.
+    """
+    return _forward("conv_transpose1d", 1, check.conv_transpose, "conv_transpose2d", x, w, b,
+                    (stride, padding, output_padding, groups, dilation), backend)
+
+
+def conv_transpose1d_backward(dout, x, w, stride=1, padding=0, output_padding=0, groups=1,
+                              dilation=1, *, backend=None):
+    """Gradients of :func:`conv_transpose1d`: ``(dx, dw, db)``; ``db = dout.sum(axis=(0, 2))``."""
+    return _backward("conv_transpose1d_backward", 1, check.conv_transpose,
+                     "conv_transpose2d_backward", dout, x, w,
+                     (stride, padding, output_padding, groups, dilation), backend)
 
 
 # ----------------------------------------------------------------------------------------------

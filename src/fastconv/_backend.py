@@ -4,8 +4,12 @@ A backend is a module with the kernel functions below, each receiving arguments 
 fastconv._validation has already checked (C-contiguous arrays of the computation dtype, a
 non-empty batch, hyper-parameters as (h, w) tuples of ints) and returning new arrays:
 
-    conv2d(x, w, b, stride, padding, dilation) -> y              (b may be None)
-    conv2d_backward(dout, x, w, stride, padding, dilation) -> (dx, dw, db)
+    conv2d(x, w, b, stride, padding, dilation, groups) -> y      (b may be None; padding is
+    conv2d_backward(dout, x, w, stride, padding, dilation, groups)     ((top, bottom), (left, right)))
+        -> (dx, dw, db)
+    conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation) -> y
+    conv_transpose2d_backward(dout, x, w, stride, padding, output_padding, groups, dilation)
+        -> (dx, dw, db)
     im2col(x, kernel_size, stride, padding, dilation) -> cols
     col2im(cols, input_shape, kernel_size, stride, padding, dilation) -> x
     max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode) -> (y, indices)

@@ -11,14 +11,16 @@ from fastconv._version import __version__
 
 def _extension_info():
     try:
-        from fastconv._ext import _openmp_info
+        from fastconv._ext import _depthwise, _openmp_info
     except ImportError as exc:
-        return {"extension": f"not loaded ({exc})", "openmp": False, "openmp_version": None, "compiler": None}
+        return {"extension": f"not loaded ({exc})", "openmp": False, "openmp_version": None, "compiler": None,
+                "depthwise_kernels": None}
     return {
         "extension": "loaded",
         "openmp": _openmp_info.openmp_enabled(),
         "openmp_version": _openmp_info.openmp_version() or None,
         "compiler": _openmp_info.compiler(),
+        "depthwise_kernels": _depthwise.kernel_isa(),   # instruction set of the direct kernels
     }
 
 

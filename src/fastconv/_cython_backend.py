@@ -11,14 +11,26 @@ from fastconv._threads import get_num_threads
 # --- convolution and im2col/col2im (fastconv._ext._conv, fastconv._ext._im2col) ---------------
 # Thin on purpose: t1-sized calls are dominated by per-call overhead.
 
-def conv2d(x, w, b, stride, padding, dilation):
+def conv2d(x, w, b, stride, padding, dilation, groups):
     """y (N, F, OH, OW) = cross-correlation of x with w, plus b when given."""
-    return _conv.conv2d_forward(x, w, b, stride, padding, dilation, get_num_threads())
+    return _conv.conv2d_forward(x, w, b, stride, padding, dilation, groups, get_num_threads())
 
 
-def conv2d_backward(dout, x, w, stride, padding, dilation):
+def conv2d_backward(dout, x, w, stride, padding, dilation, groups):
     """(dx, dw, db) of conv2d for upstream gradient dout."""
-    return _conv.conv2d_backward(dout, x, w, stride, padding, dilation, get_num_threads())
+    return _conv.conv2d_backward(dout, x, w, stride, padding, dilation, groups, get_num_threads())
+
+
+def conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation):
+    """y (N, F, OH, OW) = transposed convolution of x with w, plus b when given."""
+    return _conv.conv_transpose2d_forward(x, w, b, stride, padding, output_padding, groups, dilation,
+                                          get_num_threads())
+
+
+def conv_transpose2d_backward(dout, x, w, stride, padding, output_padding, groups, dilation):
+    """(dx, dw, db) of conv_transpose2d for upstream gradient dout."""
+    return _conv.conv_transpose2d_backward(dout, x, w, stride, padding, output_padding, groups,
+                                           dilation, get_num_threads())
 
 
 def im2col(x, kernel_size, stride, padding, dilation):

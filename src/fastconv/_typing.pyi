@@ -9,6 +9,8 @@ from numpy.typing import NDArray
 IntOrPair: TypeAlias = int | tuple[int, int] | Sequence[int]
 # A 1-D hyper-parameter: an int or a 1-tuple.
 IntOrSingle: TypeAlias = int | tuple[int] | Sequence[int]
+# The padding strings of the convolution functions (torch's).
+ConvPadding: TypeAlias = Literal["valid", "same"]
 # (N, C, H, W) of the input a gradient or col2im result is shaped like; (N, C, L) for 1-D.
 Shape4D: TypeAlias = tuple[int, int, int, int] | Sequence[int]
 Shape3D: TypeAlias = tuple[int, int, int] | Sequence[int]

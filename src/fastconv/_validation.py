@@ -102,7 +102,7 @@ def _int(fname, name, value, description):
 
 def int_tuple(fname, name, value, nd, minimum):
     """An int or a length-nd sequence of ints, as a tuple of nd ints >= minimum."""
-    description = "an int" if nd == 1 else f"an int or a sequence of {nd} ints"
+    description = _int_spelling(nd)
     if nd == 1 and isinstance(value, (tuple, list)) and len(value) == 1:
         value = value[0]
     # After unwrapping a 1-list: conv1d's stride=[np.array(2)] is an int too.
@@ -167,28 +167,64 @@ def check_nonempty(fname, name, shape, axes_names):
 def output_size(fname, nd, in_sizes, kernel, stride, padding, dilation, ceil_mode=False):
     """Output spatial size; ValueError when the dilated kernel exceeds the padded input.
 
-    ``(size + 2p - span) / s + 1`` rounded down, or up with pooling's ceil_mode, which (as
-    torch) then drops a last window that would start in the right (bottom) padding; the last
-    window may still reach past the padding (the kernels clip it).
+    padding: one int per axis (both sides alike) or a (before, after) pair per axis.
+    ``(size + before + after - span) / s + 1`` rounded down, or up with pooling's ceil_mode,
+    which (as torch) then drops a last window that would start in the right (bottom) padding;
+    the last window may still reach past the padding (the kernels clip it).
     """
     out = []
     for axis, size, k, s, p, d in zip(_DIM_NAMES[nd], in_sizes, kernel, stride, padding, dilation):
+        before, after = p if isinstance(p, tuple) else (p, p)
         span = d * (k - 1) + 1
-        room = size + 2 * p - span  # how far the window slides inside the padded input
+        room = size + before + after - span  # how far the window slides inside the padded input
         if ceil_mode:
             count = -(-room // s) + 1
-            if (count - 1) * s >= size + p:
+            if (count - 1) * s >= size + before:
                 count -= 1
         else:
             count = room // s + 1
         if count < 1:
+            shown = before if before == after else (before, after)
             raise ValueError(
                 f"{fname}: the kernel spans {span} along {axis} (size {k}, dilation {d}) but the "
-                f"padded input has only {size + 2 * p} ({axis}={size}, padding={p}); the output "
-                f"would be empty" + (f" even with ceil_mode=True and stride {s}" if ceil_mode else "")
+                f"padded input has only {size + before + after} ({axis}={size}, padding={shown}); "
+                f"the output would be empty" + (f" even with ceil_mode=True and stride {s}" if ceil_mode else "")
             )
         out.append(count)
     return tuple(out)
+
+
+def conv_padding(fname, padding, nd, stride, dilation, kernel):
+    """A convolution's padding as a (before, after) pair per axis.
+
+    padding: an int or nd ints (both sides alike), "valid" (none) or "same" (output size equals
+    input size: stride 1 only; the total dilation*(K-1) is split with the odd element after, at
+    the bottom/right, as torch).
+    """
+    if isinstance(padding, str):
+        if padding == "valid":
+            return ((0, 0),) * nd
+        if padding != "same":
+            raise ValueError(
+                f"{fname}: padding must be 'valid', 'same', {_int_spelling(nd)}, got {padding!r}"
+            )
+        if any(s != 1 for s in stride):
+            raise ValueError(f"{fname}: padding='same' needs stride 1, got stride={stride}")
+        totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
+        return tuple((total // 2, total - total // 2) for total in totals)
+    return tuple((p, p) for p in int_tuple(fname, "padding", padding, nd, 0))
+
+
+def _int_spelling(nd):
+    return "an int" if nd == 1 else f"an int or a sequence of {nd} ints"
+
+
+def positive_count(fname, name, value):
+    """A count such as groups: a Python int >= 1 (bools, floats and sequences are refused)."""
+    value = _int(fname, name, value, "an int")
+    if value < 1:
+        raise ValueError(f"{fname}: {name} must be >= 1, got {value}")
+    return value
 
 
 def check_dout(fname, dout_shape, expected_shape):
@@ -203,43 +239,53 @@ def check_dout(fname, dout_shape, expected_shape):
 # Convolution
 # ----------------------------------------------------------------------------------------------
 
-def conv(fname, nd, x, w, b, stride, padding, dilation, dout=None, backward=False):
+def conv(fname, nd, x, w, b, stride, padding, dilation, groups, dout=None, backward=False):
     """Check a conv{nd}d forward (b) or backward (dout) call.
 
     Returns (arrays, params, out_shape) where arrays is [x, w, b] or [dout, x, w] (b may be
-    None) and params is (stride, padding, dilation) as nd-tuples.
+    None) and params is (stride, padding, dilation, groups): stride and dilation nd-tuples,
+    padding a (before, after) pair per axis.
     """
+    return _checked_call(_conv_plan, fname, nd, x, w, b, dout, backward,
+                         (stride, padding, dilation, groups))
+
+
+def conv_transpose(fname, nd, x, w, b, stride, padding, output_padding, groups, dilation,
+                   dout=None, backward=False):
+    """Check a conv_transpose{nd}d forward (b) or backward (dout) call.
+
+    Returns (arrays, params, out_shape) as conv() does, with params (stride, padding,
+    output_padding, groups, dilation): nd-tuples of ints, and groups an int.
+    """
+    return _checked_call(_conv_transpose_plan, fname, nd, x, w, b, dout, backward,
+                         (stride, padding, output_padding, groups, dilation))
+
+
+def _checked_call(plan, fname, nd, x, w, b, dout, backward, hyper):
+    """The arrays of a convolution call converted to the dtype that `plan` decides."""
     names = ("dout", "x", "w") if backward else ("x", "w", "b")
     values = (dout, x, w) if backward else (x, w, b)
     arrays = [None if v is None and n == "b" else _as_array(fname, n, v) for n, v in zip(names, values)]
     meta = tuple(None if a is None else (a.shape, a.dtype) for a in arrays)
-    args = (fname, nd, backward, meta, stride, padding, dilation)
+    args = (fname, nd, backward, meta) + tuple(hyper)
     # Everything but the conversion depends only on shapes, dtypes and hyper-parameters, so
     # the checks are cached for repeated calls (they cost more than a tiny convolution).
-    # Only plain ints are cached: 2.0 == 2 and True == 1 would otherwise share an entry.
-    if all(_is_plain_ints(p) for p in (stride, padding, dilation)):
-        params, out_shape, dtype = _conv_plan(*args)
+    # Only plain ints and strings are cached: 2.0 == 2 and True == 1 would otherwise share
+    # an entry.
+    if all(_is_plain(p) for p in hyper):
+        params, out_shape, dtype = plan(*args)
     else:
-        params, out_shape, dtype = _conv_plan.__wrapped__(*args)
+        params, out_shape, dtype = plan.__wrapped__(*args)
     converted = [None if a is None else np.ascontiguousarray(a, dtype=dtype) for a in arrays]
     return converted, params, out_shape
 
 
-def _is_plain_ints(value):
-    return type(value) is int or (type(value) is tuple and all(type(v) is int for v in value))
+def _is_plain(value):
+    return type(value) in (int, str) or (type(value) is tuple and all(type(v) is int for v in value))
 
 
-@functools.lru_cache(maxsize=512)
-def _conv_plan(fname, nd, backward, meta, stride, padding, dilation):
-    """The checks of conv() on shapes and dtypes: ((stride, padding, dilation), out_shape, dtype)."""
-    spatial = _DIM_NAMES[nd]
-    layouts = {
-        "x": ("N", "C") + spatial,
-        "w": ("F", "C") + (tuple("K" + a for a in spatial) if nd == 2 else ("K",)),
-        "b": ("F",),
-        "dout": ("N", "F") + spatial,
-    }
-    names = ("dout", "x", "w") if backward else ("x", "w", "b")
+def _array_shapes(fname, names, meta, layouts):
+    """{name: shape} of the given arrays after checking their dtypes and numbers of dimensions."""
     shapes = {}
     for name, item in zip(names, meta):
         if item is None:
@@ -252,38 +298,143 @@ def _conv_plan(fname, nd, backward, meta, stride, padding, dilation):
                 f"({', '.join(layouts[name])}), got a {len(shape)}-D array of shape {shape}"
             )
         shapes[name] = shape
-    xs, ws = shapes["x"], shapes["w"]
-    check_nonempty(fname, "x", xs, layouts["x"])
-    check_nonempty(fname, "w", ws, layouts["w"])
-    if xs[1] != ws[1]:
-        raise ValueError(f"{fname}: x has {xs[1]} channels but w expects {ws[1]} (w.shape={ws})")
-    if "b" in shapes and shapes["b"] != (ws[0],):
+    check_nonempty(fname, "x", shapes["x"], layouts["x"])
+    check_nonempty(fname, "w", shapes["w"], layouts["w"])
+    return shapes
+
+
+def _kernel_axes(nd):
+    return tuple("K" + a for a in _DIM_NAMES[nd]) if nd == 2 else ("K",)
+
+
+def _check_divides(fname, groups, count, what, name, shape):
+    if count % groups:
         raise ValueError(
-            f"{fname}: b must have shape (F,) = ({ws[0]},) to match w.shape={ws}, "
+            f"{fname}: groups={groups} must divide the {count} {what} of {name} "
+            f"({name}.shape={shape})"
+        )
+
+
+def _check_bias(fname, shapes, filters, ws):
+    if "b" in shapes and shapes["b"] != (filters,):
+        raise ValueError(
+            f"{fname}: b must have shape (F,) = ({filters},) to match w.shape={ws}, "
             f"got shape {shapes['b']}"
         )
-    stride = int_tuple(fname, "stride", stride, nd, 1)
-    padding = int_tuple(fname, "padding", padding, nd, 0)
-    dilation = int_tuple(fname, "dilation", dilation, nd, 1)
-    out_spatial = output_size(fname, nd, xs[2:], ws[2:], stride, padding, dilation)
-    out_shape = (xs[0], ws[0]) + out_spatial
+
+
+def _check_sizes(fname, nd, out_shape, columns, blas_dims, described):
+    """Refuse results and workspaces no array can hold, and GEMM sizes beyond BLAS's ints."""
     check_size(fname, "the output of shape", out_shape)
-    check_size(fname, "an image's im2col matrix of shape", (math.prod(ws[1:]), math.prod(out_spatial)))
+    check_size(fname, "an image's im2col matrix of shape", columns)
     # The compiled kernels hand these sizes to BLAS, whose dimensions are 32-bit ints. Both
     # backends refuse alike (a single output plane this large is already over 8 GB).
-    blas_dims = {"F": ws[0], "C*K" if nd == 1 else "C*KH*KW": math.prod(ws[1:]),
-                 "OL" if nd == 1 else "OH*OW": math.prod(out_spatial)}
     for dim_name, dim in blas_dims.items():
         if dim > MAX_HYPERPARAMETER:
             raise ValueError(
                 f"{fname}: {dim_name} = {dim} is more than BLAS's 32-bit limit of "
-                f"{MAX_HYPERPARAMETER} (x.shape={xs}, w.shape={ws}, stride={stride}, "
-                f"padding={padding}, dilation={dilation})"
+                f"{MAX_HYPERPARAMETER} ({described})"
             )
+
+
+@functools.lru_cache(maxsize=512)
+def _conv_plan(fname, nd, backward, meta, stride, padding, dilation, groups):
+    """The checks of conv() on shapes and dtypes: (params, out_shape, dtype)."""
+    spatial = _DIM_NAMES[nd]
+    layouts = {"x": ("N", "C") + spatial, "w": ("F", "C/groups") + _kernel_axes(nd),
+               "b": ("F",), "dout": ("N", "F") + spatial}
+    names = ("dout", "x", "w") if backward else ("x", "w", "b")
+    shapes = _array_shapes(fname, names, meta, layouts)
+    xs, ws = shapes["x"], shapes["w"]
+    groups = positive_count(fname, "groups", groups)
+    _check_divides(fname, groups, xs[1], "channels", "x", xs)
+    _check_divides(fname, groups, ws[0], "filters", "w", ws)
+    if xs[1] != ws[1] * groups:
+        expects = f"{ws[1]}" if groups == 1 else f"{groups} groups of {ws[1]} = {ws[1] * groups}"
+        raise ValueError(f"{fname}: x has {xs[1]} channels but w expects {expects} (w.shape={ws})")
+    _check_bias(fname, shapes, ws[0], ws)
+    stride = int_tuple(fname, "stride", stride, nd, 1)
+    dilation = int_tuple(fname, "dilation", dilation, nd, 1)
+    padding = conv_padding(fname, padding, nd, stride, dilation, ws[2:])
+    out_spatial = output_size(fname, nd, xs[2:], ws[2:], stride, padding, dilation)
+    out_shape = (xs[0], ws[0]) + out_spatial
+    ckk = math.prod(ws[1:])
+    _check_sizes(
+        fname, nd, out_shape, (ckk, math.prod(out_spatial)),
+        {"F": ws[0], "C*K" if nd == 1 else "C*KH*KW": ckk,
+         "OL" if nd == 1 else "OH*OW": math.prod(out_spatial)},
+        f"x.shape={xs}, w.shape={ws}, stride={stride}, padding={padding}, dilation={dilation}",
+    )
     if backward:
         check_dout(fname, shapes["dout"], out_shape)
     dtype = computation_dtype([item[1] for item in meta if item is not None])
-    return (stride, padding, dilation), out_shape, dtype
+    return (stride, padding, dilation, groups), out_shape, dtype
+
+
+def check_output_padding(fname, output_padding, stride, dilation):
+    """output_padding must be smaller than the stride or the dilation (per axis), as torch."""
+    for op, s, d in zip(output_padding, stride, dilation):
+        if op >= s and op >= d:
+            raise ValueError(
+                f"{fname}: output_padding must be smaller than the stride or the dilation, got "
+                f"output_padding={output_padding} with stride={stride}, dilation={dilation}"
+            )
+
+
+def transposed_output_size(fname, nd, in_sizes, kernel, stride, padding, output_padding, dilation):
+    """OH = (H - 1)*sh - 2*ph + dh*(KH - 1) + output_padding_h + 1 (same for W), each >= 1."""
+    check_output_padding(fname, output_padding, stride, dilation)
+    out = []
+    for axis, size, k, s, p, op, d in zip(_DIM_NAMES[nd], in_sizes, kernel, stride, padding,
+                                          output_padding, dilation):
+        length = (size - 1) * s - 2 * p + d * (k - 1) + op + 1
+        if length < 1:
+            raise ValueError(
+                f"{fname}: the output would be empty: {axis} = ({size} - 1)*{s} - 2*{p} + "
+                f"{d}*({k} - 1) + {op} + 1 = {length} (padding={padding} is too large)"
+            )
+        out.append(length)
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=512)
+def _conv_transpose_plan(fname, nd, backward, meta, stride, padding, output_padding, groups, dilation):
+    """The checks of conv_transpose() on shapes and dtypes: (params, out_shape, dtype)."""
+    spatial = _DIM_NAMES[nd]
+    layouts = {"x": ("N", "C") + spatial, "w": ("C", "F/groups") + _kernel_axes(nd),
+               "b": ("F",), "dout": ("N", "F") + spatial}
+    names = ("dout", "x", "w") if backward else ("x", "w", "b")
+    shapes = _array_shapes(fname, names, meta, layouts)
+    xs, ws = shapes["x"], shapes["w"]
+    groups = positive_count(fname, "groups", groups)
+    if xs[1] != ws[0]:
+        raise ValueError(
+            f"{fname}: x has {xs[1]} channels but w expects {ws[0]} (w.shape={ws}; a transposed "
+            f"convolution's w is (C, F/groups) + kernel)"
+        )
+    _check_divides(fname, groups, xs[1], "channels", "x", xs)
+    filters = ws[1] * groups
+    _check_bias(fname, shapes, filters, ws)
+    stride = int_tuple(fname, "stride", stride, nd, 1)
+    padding = int_tuple(fname, "padding", padding, nd, 0)
+    output_padding = int_tuple(fname, "output_padding", output_padding, nd, 0)
+    dilation = int_tuple(fname, "dilation", dilation, nd, 1)
+    out_spatial = transposed_output_size(fname, nd, xs[2:], ws[2:], stride, padding,
+                                         output_padding, dilation)
+    out_shape = (xs[0], filters) + out_spatial
+    # The compiled kernels run the convolution whose data gradient this is: its im2col matrix
+    # is (F/groups*KH*KW, H*W) and its GEMMs have these sizes.
+    fkk, in_plane = math.prod(ws[1:]), math.prod(xs[2:])
+    _check_sizes(
+        fname, nd, out_shape, (fkk, in_plane),
+        {"C/groups": xs[1] // groups, "F/groups*K" if nd == 1 else "F/groups*KH*KW": fkk,
+         "L" if nd == 1 else "H*W": in_plane},
+        f"x.shape={xs}, w.shape={ws}, stride={stride}, padding={padding}, dilation={dilation}",
+    )
+    if backward:
+        check_dout(fname, shapes["dout"], out_shape)
+    dtype = computation_dtype([item[1] for item in meta if item is not None])
+    return (stride, padding, output_padding, groups, dilation), out_shape, dtype
 
 
 # ----------------------------------------------------------------------------------------------

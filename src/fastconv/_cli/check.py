@@ -1,6 +1,7 @@
 """python -m fastconv check: cross-check the compiled kernels against fastconv.reference.
 
-Draws random configurations (shapes, strides, paddings, dilations, pooling's ceil_mode,
+Draws random configurations (shapes, strides, paddings including "same"/"valid", dilations,
+groups including depthwise ones, transposed convolutions' output paddings, pooling's ceil_mode,
 count_include_pad, divisor_override and adaptive output sizes, both dtypes), runs every public
 function on both backends and compares: max pooling and ReLU exactly (values and indices), the rest
 within a tolerance of the dtype. Also checks that the compiled results are bitwise
@@ -16,8 +17,9 @@ from fastconv import _backend
 
 TOLERANCE = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
 FUNCTIONS = (
-    "conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "im2col", "col2im",
-    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "conv2d", "conv2d_backward", "conv1d", "conv1d_backward",
+    "conv_transpose2d", "conv_transpose2d_backward", "conv_transpose1d", "conv_transpose1d_backward",
+    "im2col", "col2im", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "max_pool1d", "max_pool1d_backward", "avg_pool1d", "avg_pool1d_backward",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
     "batch_norm", "batch_norm_backward", "relu", "relu_backward", "softmax_cross_entropy",
@@ -33,17 +35,51 @@ def add_arguments(parser):
     )
 
 
+def _ints(rng, low, high, count):
+    return tuple(int(v) for v in rng.integers(low, high, count))
+
+
 def _draw_conv(rng, nd):
-    """A random valid convolution configuration for conv{nd}d."""
+    """A random valid convolution configuration for conv{nd}d (without groups)."""
     while True:
-        n, c, f = rng.integers(1, 5), rng.integers(1, 6), rng.integers(1, 6)
-        size = tuple(int(v) for v in rng.integers(1, 13, nd))
-        kernel = tuple(int(v) for v in rng.integers(1, 5, nd))
-        stride = tuple(int(v) for v in rng.integers(1, 4, nd))
-        padding = tuple(int(v) for v in rng.integers(0, 3, nd))
-        dilation = tuple(int(v) for v in rng.integers(1, 3, nd))
+        n, c, f = _ints(rng, 1, 5, 1) + _ints(rng, 1, 6, 2)
+        size, kernel = _ints(rng, 1, 13, nd), _ints(rng, 1, 5, nd)
+        stride, padding, dilation = _ints(rng, 1, 4, nd), _ints(rng, 0, 3, nd), _ints(rng, 1, 3, nd)
         if all(s + 2 * p >= d * (k - 1) + 1 for s, k, p, d in zip(size, kernel, padding, dilation)):
-            return (int(n), int(c)) + size, (int(f), int(c)) + kernel, stride, padding, dilation
+            return (n, c) + size, (f, c) + kernel, stride, padding, dilation
+
+
+def _draw_grouped_conv(rng, nd):
+    """_draw_conv with groups (a third of them depthwise) and, now and then, padding="same"
+    (stride 1) or "valid": (x shape, w shape, keyword arguments)."""
+    while True:
+        xs, ws, stride, padding, dilation = _draw_conv(rng, nd)
+        groups = int(rng.integers(1, 4))
+        per_group = 1 if rng.random() < 0.33 else ws[1]
+        xs, ws = xs[:1] + (groups * per_group,) + xs[2:], (groups * ws[0], per_group) + ws[2:]
+        choice = rng.random()
+        if choice < 0.2:
+            stride, padding = (1,) * nd, "same"
+        elif choice < 0.3:
+            padding = "valid"
+            if any(s < d * (k - 1) + 1 for s, k, d in zip(xs[2:], ws[2:], dilation)):
+                continue
+        return xs, ws, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def _draw_transposed_conv(rng, nd):
+    """A random valid transposed convolution: (x shape, w shape, keyword arguments)."""
+    while True:
+        n, per_group, f_per_group = _ints(rng, 1, 5, 1) + _ints(rng, 1, 4, 2)
+        groups = int(rng.integers(1, 4))
+        size, kernel = _ints(rng, 1, 9, nd), _ints(rng, 1, 5, nd)
+        stride, padding, dilation = _ints(rng, 1, 4, nd), _ints(rng, 0, 3, nd), _ints(rng, 1, 3, nd)
+        output_padding = tuple(int(rng.integers(0, max(s, d))) for s, d in zip(stride, dilation))
+        if all((h - 1) * s - 2 * p + d * (k - 1) + op >= 0
+               for h, k, s, p, op, d in zip(size, kernel, stride, padding, output_padding, dilation)):
+            return ((n, groups * per_group) + size, (groups * per_group, f_per_group) + kernel,
+                    dict(stride=stride, padding=padding, output_padding=output_padding, groups=groups,
+                         dilation=dilation))
 
 
 def _draw_pool(rng, nd, kind):
@@ -111,14 +147,16 @@ def _calls(name, rng, dtype):
     if name in ("batch_norm", "batch_norm_backward", "relu", "relu_backward", "softmax_cross_entropy"):
         return _layer_calls(name, rng, dtype, data)
     if name.startswith("conv"):
-        nd = 1 if name.startswith("conv1d") else 2
-        xs, ws, stride, padding, dilation = _draw_conv(rng, nd)
+        nd = 1 if "1d" in name else 2
+        transposed = name.startswith("conv_transpose")
+        xs, ws, params = (_draw_transposed_conv if transposed else _draw_grouped_conv)(rng, nd)
         x, w = data(xs), data(ws)
-        params = dict(stride=stride, padding=padding, dilation=dilation)
+        forward = name.replace("_backward", "")
+        filters = ws[1] * params["groups"] if transposed else ws[0]
         if name.endswith("backward"):
-            out = fastconv.reference.__dict__[f"conv{nd}d"](x, w, **params)
+            out = getattr(fastconv.reference, forward)(x, w, **params)
             return (data(out.shape), x, w), params
-        return (x, w, data(ws[:1])), params
+        return (x, w, data((filters,))), params
     if name in ("im2col", "col2im"):
         xs, ws, stride, padding, dilation = _draw_conv(rng, 2)
         params = dict(kernel_size=ws[2:], stride=stride, padding=padding, dilation=dilation)
@@ -176,7 +214,7 @@ def run(args):
     many = max(threads, 3)
     print(f"fastconv {fastconv.__version__}: compiled vs reference, {configs} random configurations "
           f"per row, seed {args.seed}; determinism: 1 vs {many} threads")
-    width = max(map(len, FUNCTIONS)) + 2
+    width = max(len(name) for name in FUNCTIONS) + 2
     header = f"{'function':<{width}}{'dtype':<9}{'max rel. error':>16}{'tolerance':>12}{'1 vs n threads':>16}  result"
     print(header)
     print("-" * len(header))

@@ -17,7 +17,7 @@ from fastconv.nn._base import BackwardBeforeForwardError, Layer
 from fastconv.nn.activations import LeakyReLU, ReLU, Sigmoid, Tanh
 from fastconv.nn.containers import Identity, Residual, Sequential
 from fastconv.nn.gradcheck import gradcheck
-from fastconv.nn.conv import Conv1D, Conv2D
+from fastconv.nn.conv import Conv1D, Conv2D, ConvTranspose2D
 from fastconv.nn.linear import Flatten, Linear
 from fastconv.nn.pooling import AdaptiveAvgPool2D, AvgPool1D, AvgPool2D, MaxPool1D, MaxPool2D
 from fastconv.nn.losses import SoftmaxCrossEntropy
@@ -27,7 +27,8 @@ from fastconv.nn.schedules import CosineAnnealingLR, StepLR
 
 __all__ = [
     "Layer", "BackwardBeforeForwardError",
-    "Conv2D", "Conv1D", "MaxPool2D", "AvgPool2D", "ReLU", "Sigmoid", "Tanh", "Flatten",
+    "Conv2D", "Conv1D", "ConvTranspose2D",
+    "MaxPool2D", "AvgPool2D", "ReLU", "Sigmoid", "Tanh", "Flatten",
     "Linear", "BatchNorm1D", "BatchNorm2D", "Dropout", "Sequential",
     "LeakyReLU", "Identity", "Residual", "MaxPool1D", "AvgPool1D", "AdaptiveAvgPool2D",
     "SoftmaxCrossEntropy", "SGD", "Adam", "Optimizer", "StepLR", "CosineAnnealingLR", "gradcheck",

@@ -9,24 +9,48 @@ loop implementations that read like the mathematics, for tests on tiny shapes.
 from fastconv import _api
 
 
-def conv2d(x, w, b=None, stride=1, padding=0, dilation=1):
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     """:func:`fastconv.conv2d` on the reference backend."""
-    return _api.conv2d(x, w, b, stride, padding, dilation, backend="reference")
+    return _api.conv2d(x, w, b, stride, padding, dilation, groups, backend="reference")
 
 
-def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1):
+def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1):
     """:func:`fastconv.conv2d_backward` on the reference backend."""
-    return _api.conv2d_backward(dout, x, w, stride, padding, dilation, backend="reference")
+    return _api.conv2d_backward(dout, x, w, stride, padding, dilation, groups, backend="reference")
 
 
-def conv1d(x, w, b=None, stride=1, padding=0, dilation=1):
+def conv1d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     """:func:`fastconv.conv1d` on the reference backend."""
-    return _api.conv1d(x, w, b, stride, padding, dilation, backend="reference")
+    return _api.conv1d(x, w, b, stride, padding, dilation, groups, backend="reference")
 
 
-def conv1d_backward(dout, x, w, stride=1, padding=0, dilation=1):
+def conv1d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1):
     """:func:`fastconv.conv1d_backward` on the reference backend."""
-    return _api.conv1d_backward(dout, x, w, stride, padding, dilation, backend="reference")
+    return _api.conv1d_backward(dout, x, w, stride, padding, dilation, groups, backend="reference")
+
+
+def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """:func:`fastconv.conv_transpose2d` on the reference backend."""
+    return _api.conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation,
+                                 backend="reference")
+
+
+def conv_transpose2d_backward(dout, x, w, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """:func:`fastconv.conv_transpose2d_backward` on the reference backend."""
+    return _api.conv_transpose2d_backward(dout, x, w, stride, padding, output_padding, groups,
+                                          dilation, backend="reference")
+
+
+def conv_transpose1d(x, w, b=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """:func:`fastconv.conv_transpose1d` on the reference backend."""
+    return _api.conv_transpose1d(x, w, b, stride, padding, output_padding, groups, dilation,
+                                 backend="reference")
+
+
+def conv_transpose1d_backward(dout, x, w, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """:func:`fastconv.conv_transpose1d_backward` on the reference backend."""
+    return _api.conv_transpose1d_backward(dout, x, w, stride, padding, output_padding, groups,
+                                          dilation, backend="reference")
 
 
 def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
@@ -124,8 +148,9 @@ def softmax_cross_entropy(logits, target):
 
 
 __all__ = [
-    "conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "im2col", "col2im",
-    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "conv2d", "conv2d_backward", "conv1d", "conv1d_backward",
+    "conv_transpose2d", "conv_transpose2d_backward", "conv_transpose1d", "conv_transpose1d_backward",
+    "im2col", "col2im", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "max_pool1d", "max_pool1d_backward", "avg_pool1d", "avg_pool1d_backward",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
     "batch_norm", "batch_norm_backward", "relu", "relu_backward", "softmax_cross_entropy",

@@ -2,6 +2,7 @@
 from numpy.typing import ArrayLike
 
 from fastconv._typing import (
+    ConvPadding,
     DataFormat,
     FloatArray,
     IndexArray,
@@ -19,31 +20,75 @@ def conv2d(
     w: ArrayLike,
     b: ArrayLike | None = None,
     stride: IntOrPair = 1,
-    padding: IntOrPair = 0,
+    padding: IntOrPair | ConvPadding = 0,
     dilation: IntOrPair = 1,
+    groups: int = 1,
 ) -> FloatArray: ...
 def conv2d_backward(
     dout: ArrayLike,
     x: ArrayLike,
     w: ArrayLike,
     stride: IntOrPair = 1,
-    padding: IntOrPair = 0,
+    padding: IntOrPair | ConvPadding = 0,
     dilation: IntOrPair = 1,
+    groups: int = 1,
 ) -> tuple[FloatArray, FloatArray, FloatArray]: ...
 def conv1d(
     x: ArrayLike,
     w: ArrayLike,
     b: ArrayLike | None = None,
     stride: IntOrSingle = 1,
-    padding: IntOrSingle = 0,
+    padding: IntOrSingle | ConvPadding = 0,
     dilation: IntOrSingle = 1,
+    groups: int = 1,
 ) -> FloatArray: ...
 def conv1d_backward(
     dout: ArrayLike,
     x: ArrayLike,
     w: ArrayLike,
     stride: IntOrSingle = 1,
+    padding: IntOrSingle | ConvPadding = 0,
+    dilation: IntOrSingle = 1,
+    groups: int = 1,
+) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+def conv_transpose2d(
+    x: ArrayLike,
+    w: ArrayLike,
+    b: ArrayLike | None = None,
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    output_padding: IntOrPair = 0,
+    groups: int = 1,
+    dilation: IntOrPair = 1,
+) -> FloatArray: ...
+def conv_transpose2d_backward(
+    dout: ArrayLike,
+    x: ArrayLike,
+    w: ArrayLike,
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    output_padding: IntOrPair = 0,
+    groups: int = 1,
+    dilation: IntOrPair = 1,
+) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+def conv_transpose1d(
+    x: ArrayLike,
+    w: ArrayLike,
+    b: ArrayLike | None = None,
+    stride: IntOrSingle = 1,
     padding: IntOrSingle = 0,
+    output_padding: IntOrSingle = 0,
+    groups: int = 1,
+    dilation: IntOrSingle = 1,
+) -> FloatArray: ...
+def conv_transpose1d_backward(
+    dout: ArrayLike,
+    x: ArrayLike,
+    w: ArrayLike,
+    stride: IntOrSingle = 1,
+    padding: IntOrSingle = 0,
+    output_padding: IntOrSingle = 0,
+    groups: int = 1,
     dilation: IntOrSingle = 1,
 ) -> tuple[FloatArray, FloatArray, FloatArray]: ...
 def im2col(

@@ -37,6 +37,11 @@ def _out_hw(hw, kernel, stride, padding, dilation):
     )
 
 
+def _both_sides(padding):
+    """(ph, pw) as ((ph, ph), (pw, pw)): the (before, after) pairs the helpers below take."""
+    return tuple((p, p) for p in padding)
+
+
 def _pad(x, padding, value=0.0, extra=(0, 0)):
     """x padded by `padding` on both sides, plus `extra` more at the bottom and right."""
     (ph, pw), (eh, ew) = padding, extra
@@ -45,11 +50,22 @@ def _pad(x, padding, value=0.0, extra=(0, 0)):
     return np.pad(x, ((0, 0), (0, 0), (ph, ph + eh), (pw, pw + ew)), constant_values=value)
 
 
-def im2col(x, kernel_size, stride, padding, dilation):
+def _pad_sides(x, padding):
+    """x padded with zeros by ((top, bottom), (left, right))."""
+    if not any(before or after for before, after in padding):
+        return x
+    return np.pad(x, ((0, 0), (0, 0)) + tuple(padding))
+
+
+def _unfold(x, kernel_size, stride, padding, dilation, out_hw):
+    """im2col with (before, after) padding pairs and the output size given: (N, C*KH*KW, OH*OW).
+
+    out_hw may be smaller than what the padded input allows (a transposed convolution's
+    output_padding can ask for that); the windows beyond it are not read.
+    """
     n, c = x.shape[:2]
-    (kh, kw), (dh, dw) = kernel_size, dilation
-    oh, ow = _out_hw(x.shape[2:], kernel_size, stride, padding, dilation)
-    xp = _pad(x, padding)
+    (kh, kw), (dh, dw), (oh, ow) = kernel_size, dilation, out_hw
+    xp = _pad_sides(x, padding)
     cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
@@ -57,37 +73,100 @@ def im2col(x, kernel_size, stride, padding, dilation):
     return cols.reshape(n, c * kh * kw, oh * ow)
 
 
-def col2im(cols, input_shape, kernel_size, stride, padding, dilation):
+def _fold(cols, input_shape, kernel_size, stride, padding, dilation, out_hw):
+    """col2im with (before, after) padding pairs and the output size given (see _unfold)."""
     n, c, h, w = input_shape
-    (kh, kw), (dh, dw), (ph, pw) = kernel_size, dilation, padding
-    oh, ow = _out_hw((h, w), kernel_size, stride, padding, dilation)
+    (kh, kw), (dh, dw), (oh, ow) = kernel_size, dilation, out_hw
+    (top, bottom), (left, right) = padding
     cols = cols.reshape(n, c, kh, kw, oh, ow)
-    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    xp = np.zeros((n, c, h + top + bottom, w + left + right), dtype=cols.dtype)
     for i in range(kh):
         for j in range(kw):
             xp[(slice(None), slice(None)) + _window_slices(i * dh, j * dw, (oh, ow), stride)] += cols[:, :, i, j]
-    return np.ascontiguousarray(xp[:, :, ph : ph + h, pw : pw + w])
+    return np.ascontiguousarray(xp[:, :, top : top + h, left : left + w])
 
 
-def conv2d(x, w, b, stride, padding, dilation):
+def im2col(x, kernel_size, stride, padding, dilation):
+    out_hw = _out_hw(x.shape[2:], kernel_size, stride, padding, dilation)
+    return _unfold(x, kernel_size, stride, _both_sides(padding), dilation, out_hw)
+
+
+def col2im(cols, input_shape, kernel_size, stride, padding, dilation):
+    out_hw = _out_hw(input_shape[2:], kernel_size, stride, padding, dilation)
+    return _fold(cols, input_shape, kernel_size, stride, _both_sides(padding), dilation, out_hw)
+
+
+# Convolution with groups: the C*KH*KW rows of the im2col matrix and the F filters split into
+# `groups` consecutive blocks, and block g of the filters only meets block g of the rows.
+
+def _conv_out_hw(hw, kernel, stride, padding, dilation):
+    return tuple(
+        (size + before + after - d * (k - 1) - 1) // s + 1
+        for size, k, s, (before, after), d in zip(hw, kernel, stride, padding, dilation)
+    )
+
+
+def _grouped_forward(x, w, stride, padding, dilation, groups, out_hw):
+    """(N, F, OH*OW): w's filters against x's windows, group by group."""
     n, f = x.shape[0], w.shape[0]
-    oh, ow = _out_hw(x.shape[2:], w.shape[2:], stride, padding, dilation)
-    cols = im2col(x, w.shape[2:], stride, padding, dilation)
-    y = np.matmul(w.reshape(f, -1), cols)  # (N, F, OH*OW)
+    cols = _unfold(x, w.shape[2:], stride, padding, dilation, out_hw)
+    cols = cols.reshape(n, groups, -1, cols.shape[-1])
+    y = np.matmul(w.reshape(groups, f // groups, -1), cols)  # (N, G, F/G, OH*OW)
+    return y.reshape(n, f, -1)
+
+
+def _grouped_data_gradient(dout, w, input_shape, stride, padding, dilation, groups):
+    """The gradient with respect to x of _grouped_forward for upstream gradient dout."""
+    n, f = dout.shape[:2]
+    wg = w.reshape(groups, f // groups, -1)
+    dcols = np.matmul(wg.transpose(0, 2, 1), dout.reshape(n, groups, f // groups, -1))
+    return _fold(dcols.reshape(n, -1, dcols.shape[-1]), input_shape, w.shape[2:], stride, padding,
+                 dilation, dout.shape[2:])
+
+
+def _grouped_weight_gradient(dout, x, w_shape, stride, padding, dilation, groups):
+    """The gradient with respect to w of _grouped_forward for upstream gradient dout."""
+    n, f = dout.shape[:2]
+    cols = _unfold(x, w_shape[2:], stride, padding, dilation, dout.shape[2:])
+    cols = cols.reshape(n, groups, -1, cols.shape[-1])
+    d = dout.reshape(n, groups, f // groups, -1)
+    return np.ascontiguousarray(np.einsum("ngfq,ngkq->gfk", d, cols).reshape(w_shape))
+
+
+def conv2d(x, w, b, stride, padding, dilation, groups):
+    out_hw = _conv_out_hw(x.shape[2:], w.shape[2:], stride, padding, dilation)
+    y = _grouped_forward(x, w, stride, padding, dilation, groups, out_hw)
     if b is not None:
         y += b[None, :, None]
-    return y.reshape(n, f, oh, ow)
+    return y.reshape(x.shape[:1] + w.shape[:1] + out_hw)
 
 
-def conv2d_backward(dout, x, w, stride, padding, dilation):
-    n, f = dout.shape[:2]
-    cols = im2col(x, w.shape[2:], stride, padding, dilation)
-    dout2 = dout.reshape(n, f, -1)
-    dw = np.tensordot(dout2, cols, axes=([0, 2], [0, 2])).reshape(w.shape)
-    db = dout.sum(axis=(0, 2, 3))
-    dcols = np.matmul(w.reshape(f, -1).T, dout2)
-    dx = col2im(dcols, x.shape, w.shape[2:], stride, padding, dilation)
-    return dx, np.ascontiguousarray(dw), db
+def conv2d_backward(dout, x, w, stride, padding, dilation, groups):
+    dw = _grouped_weight_gradient(dout, x, w.shape, stride, padding, dilation, groups)
+    dx = _grouped_data_gradient(dout, w, x.shape, stride, padding, dilation, groups)
+    return dx, dw, dout.sum(axis=(0, 2, 3))
+
+
+# A transposed convolution is the data gradient of the convolution that maps its output
+# (N, F, OH, OW) back to its input (N, C, H, W) with the same w, (C, F/groups, KH, KW).
+
+def conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation):
+    n, filters = x.shape[0], w.shape[1] * groups
+    out_hw = tuple(
+        (size - 1) * s - 2 * p + d * (k - 1) + op + 1
+        for size, k, s, p, op, d in zip(x.shape[2:], w.shape[2:], stride, padding, output_padding, dilation)
+    )
+    y = _grouped_data_gradient(x, w, (n, filters) + out_hw, stride, _both_sides(padding), dilation, groups)
+    if b is not None:
+        y += b[None, :, None, None]
+    return y
+
+
+def conv_transpose2d_backward(dout, x, w, stride, padding, output_padding, groups, dilation):
+    padding = _both_sides(padding)
+    dx = _grouped_forward(dout, w, stride, padding, dilation, groups, x.shape[2:]).reshape(x.shape)
+    dw = _grouped_weight_gradient(x, dout, w.shape, stride, padding, dilation, groups)
+    return dx, dw, dout.sum(axis=(0, 2, 3))
 
 
 # ----------------------------------------------------------------------------------------------

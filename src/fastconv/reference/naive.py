@@ -2,7 +2,8 @@
 
 Every function has the kernel signature of ``fastconv.reference._vectorised`` (see
 ``fastconv._backend``): arguments are already checked, arrays are C-contiguous float32 or
-float64, hyper-parameters are ``(h, w)`` tuples of ints. Nothing here is fast and nothing is
+float64, hyper-parameters are ``(h, w)`` tuples of ints (a convolution's padding is a
+``(before, after)`` pair per axis). Nothing here is fast and nothing is
 clever: each output element is written as the sum (or maximum) that defines it, with explicit
 loops over the batch, channels, output positions and kernel offsets.
 
@@ -28,50 +29,56 @@ def _inside(h, w, height, width):
 
 
 # ----------------------------------------------------------------------------------------------
-# Convolution:  y[n, f, oh, ow] = b[f] + sum_{c, i, j} w[f, c, i, j] * x[n, c, oh*sh - ph + i*dh,
-#                                                                       ow*sw - pw + j*dw]
-# (terms whose input position lies in the padding are zero)
+# Convolution with groups G (F filters and C channels in G blocks; filter f belongs to group
+# g = f // (F/G) and reads only the channels g*C/G .. (g+1)*C/G - 1, c_local = c - g*C/G):
+#   y[n, f, oh, ow] = b[f] + sum_{c_local, i, j} w[f, c_local, i, j] * x[n, c, oh*sh - pt + i*dh,
+#                                                                          ow*sw - pl + j*dw]
+# (terms whose input position lies in the padding are zero; padding is ((pt, pb), (pl, pr)),
+# and OH = (H + pt + pb - dh*(KH-1) - 1) // sh + 1)
 # ----------------------------------------------------------------------------------------------
 
-def conv2d(x, w, b, stride, padding, dilation):
-    """2-D cross-correlation with zero padding (torch.nn.functional.conv2d, groups=1)."""
+def conv2d(x, w, b, stride, padding, dilation, groups):
+    """2-D cross-correlation with zero padding and groups (torch.nn.functional.conv2d)."""
     N, C, H, W = x.shape
-    F, _, KH, KW = w.shape
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    OH, OW = _out_size(H, KH, sh, ph, dh), _out_size(W, KW, sw, pw, dw)
+    F, CG, KH, KW = w.shape
+    FG = F // groups
+    (sh, sw), ((pt, pb), (pl, pr)), (dh, dw) = stride, padding, dilation
+    OH, OW = _out_size(H + pt + pb, KH, sh, 0, dh), _out_size(W + pl + pr, KW, sw, 0, dw)
     xs, ws = x.tolist(), w.tolist()
     bs = None if b is None else b.tolist()
     y = np.empty((N, F, OH, OW), dtype=x.dtype)
     for n in range(N):
         for f in range(F):
+            first_channel = f // FG * CG
             for oh in range(OH):
                 for ow in range(OW):
                     total = 0.0
-                    for c in range(C):
+                    for c in range(CG):
                         for i in range(KH):
                             for j in range(KW):
-                                h, v = oh * sh - ph + i * dh, ow * sw - pw + j * dw
+                                h, v = oh * sh - pt + i * dh, ow * sw - pl + j * dw
                                 if _inside(h, v, H, W):
-                                    total += ws[f][c][i][j] * xs[n][c][h][v]
+                                    total += ws[f][c][i][j] * xs[n][first_channel + c][h][v]
                     if bs is not None:
                         total += bs[f]
                     y[n, f, oh, ow] = total
     return y
 
 
-def conv2d_backward(dout, x, w, stride, padding, dilation):
+def conv2d_backward(dout, x, w, stride, padding, dilation, groups):
     """Gradients (dx, dw, db) of conv2d for upstream gradient dout, from the definition.
 
-    db[f]          = sum_{n, oh, ow} dout[n, f, oh, ow]
-    dw[f, c, i, j] = sum_{n, oh, ow} dout[n, f, oh, ow] * x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]
-    dx[n, c, h, v] = sum_{f, i, j} dout[n, f, oh, ow] * w[f, c, i, j]
-                     over the (i, j) for which oh = (h + ph - i*dh) / sh and
-                     ow = (v + pw - j*dw) / sw are integers inside the output.
+    db[f]                = sum_{n, oh, ow} dout[n, f, oh, ow]
+    dw[f, c_local, i, j] = sum_{n, oh, ow} dout[n, f, oh, ow] * x[n, c, oh*sh - pt + i*dh, ow*sw - pl + j*dw]
+    dx[n, c, h, v]       = sum_{f in c's group, i, j} dout[n, f, oh, ow] * w[f, c_local, i, j]
+                           over the (i, j) for which oh = (h + pt - i*dh) / sh and
+                           ow = (v + pl - j*dw) / sw are integers inside the output.
     """
     N, C, H, W = x.shape
-    F, _, KH, KW = w.shape
+    F, CG, KH, KW = w.shape
+    FG = F // groups
     _, _, OH, OW = dout.shape
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    (sh, sw), ((pt, _), (pl, _)), (dh, dw) = stride, padding, dilation
     gs, xs, ws = dout.tolist(), x.tolist(), w.tolist()
 
     db = np.empty(F, dtype=dout.dtype)
@@ -80,36 +87,108 @@ def conv2d_backward(dout, x, w, stride, padding, dilation):
 
     dw_ = np.empty(w.shape, dtype=dout.dtype)
     for f in range(F):
-        for c in range(C):
+        first_channel = f // FG * CG
+        for c in range(CG):
             for i in range(KH):
                 for j in range(KW):
                     total = 0.0
                     for n in range(N):
                         for oh in range(OH):
                             for ow in range(OW):
-                                h, v = oh * sh - ph + i * dh, ow * sw - pw + j * dw
+                                h, v = oh * sh - pt + i * dh, ow * sw - pl + j * dw
                                 if _inside(h, v, H, W):
-                                    total += gs[n][f][oh][ow] * xs[n][c][h][v]
+                                    total += gs[n][f][oh][ow] * xs[n][first_channel + c][h][v]
                     dw_[f, c, i, j] = total
 
     dx = np.empty(x.shape, dtype=dout.dtype)
     for n in range(N):
         for c in range(C):
+            group, c_local = divmod(c, CG)
             for h in range(H):
                 for v in range(W):
                     total = 0.0
                     for i in range(KH):
-                        oh, rem_h = divmod(h + ph - i * dh, sh)
+                        oh, rem_h = divmod(h + pt - i * dh, sh)
                         if rem_h or not 0 <= oh < OH:
                             continue
                         for j in range(KW):
-                            ow, rem_w = divmod(v + pw - j * dw, sw)
+                            ow, rem_w = divmod(v + pl - j * dw, sw)
                             if rem_w or not 0 <= ow < OW:
                                 continue
-                            for f in range(F):
-                                total += gs[n][f][oh][ow] * ws[f][c][i][j]
+                            for f in range(group * FG, (group + 1) * FG):
+                                total += gs[n][f][oh][ow] * ws[f][c_local][i][j]
                     dx[n, c, h, v] = total
     return dx, dw_, db
+
+
+# ----------------------------------------------------------------------------------------------
+# Transposed convolution with groups G (w is (C, F/G, KH, KW); input channel c belongs to
+# group g = c // (C/G) and writes only the outputs g*F/G .. (g+1)*F/G - 1, f = g*F/G + f_local):
+#   y[n, f, h*sh - ph + i*dh, v*sw - pw + j*dw] += x[n, c, h, v] * w[c, f_local, i, j]
+# over every input position and kernel offset, starting from b[f]; contributions that land
+# outside the (OH, OW) output are dropped, OH = (H - 1)*sh - 2*ph + dh*(KH - 1) + oph + 1.
+# ----------------------------------------------------------------------------------------------
+
+def _transposed_targets(h, v, shape, stride, padding, dilation, out_hw):
+    """((i, j, oh, ow), ...): the output positions that input (h, v) reaches with offset (i, j)."""
+    KH, KW = shape
+    (sh, sw), (ph, pw), (dh, dw), (OH, OW) = stride, padding, dilation, out_hw
+    for i in range(KH):
+        for j in range(KW):
+            oh, ow = h * sh - ph + i * dh, v * sw - pw + j * dw
+            if 0 <= oh < OH and 0 <= ow < OW:
+                yield i, j, oh, ow
+
+
+def conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation):
+    """2-D transposed convolution (torch.nn.functional.conv_transpose2d), from the definition."""
+    N, C, H, W = x.shape
+    _, FG, KH, KW = w.shape
+    CG, F = C // groups, FG * groups
+    OH, OW = ((size - 1) * s - 2 * p + d * (k - 1) + op + 1 for size, k, s, p, op, d in
+              zip((H, W), (KH, KW), stride, padding, output_padding, dilation))
+    xs, ws = x.tolist(), w.tolist()
+    total = [[[[0.0 if b is None else float(b[f])] * OW for _ in range(OH)] for f in range(F)]
+             for _ in range(N)]
+    for n in range(N):
+        for c in range(C):
+            first_filter = c // CG * FG
+            for h in range(H):
+                for v in range(W):
+                    for i, j, oh, ow in _transposed_targets(h, v, (KH, KW), stride, padding, dilation, (OH, OW)):
+                        for f in range(FG):
+                            total[n][first_filter + f][oh][ow] += xs[n][c][h][v] * ws[c][f][i][j]
+    return np.array(total, dtype=x.dtype).reshape(N, F, OH, OW)
+
+
+def conv_transpose2d_backward(dout, x, w, stride, padding, output_padding, groups, dilation):
+    """Gradients (dx, dw, db) of conv_transpose2d, from the definition:
+
+    db[f]                = sum_{n, oh, ow} dout[n, f, oh, ow]
+    dx[n, c, h, v]       = sum_{f_local, (i, j, oh, ow)} dout[n, f, oh, ow] * w[c, f_local, i, j]
+    dw[c, f_local, i, j] = sum_{n, (h, v) reaching (oh, ow) with (i, j)} x[n, c, h, v] * dout[n, f, oh, ow]
+    """
+    N, C, H, W = x.shape
+    _, FG, KH, KW = w.shape
+    CG = C // groups
+    _, F, OH, OW = dout.shape
+    gs, xs, ws = dout.tolist(), x.tolist(), w.tolist()
+    db = np.array([sum(gs[n][f][oh][ow] for n in range(N) for oh in range(OH) for ow in range(OW))
+                   for f in range(F)], dtype=dout.dtype)
+    dx = np.empty(x.shape, dtype=dout.dtype)
+    dw_ = [[[[0.0] * KW for _ in range(KH)] for _ in range(FG)] for _ in range(C)]
+    for n in range(N):
+        for c in range(C):
+            first_filter = c // CG * FG
+            for h in range(H):
+                for v in range(W):
+                    total = 0.0
+                    for i, j, oh, ow in _transposed_targets(h, v, (KH, KW), stride, padding, dilation, (OH, OW)):
+                        for f in range(FG):
+                            total += gs[n][first_filter + f][oh][ow] * ws[c][f][i][j]
+                            dw_[c][f][i][j] += xs[n][c][h][v] * gs[n][first_filter + f][oh][ow]
+                    dx[n, c, h, v] = total
+    return dx, np.array(dw_, dtype=dout.dtype).reshape(w.shape), db
 
 
 # ----------------------------------------------------------------------------------------------
