@@ -71,7 +71,7 @@ sphinx_gallery_conf = {
     "gallery_dirs": ["auto_examples"],
     "filename_pattern": r"/plot_",        # execute every plot_*.py
     "ignore_pattern": r"__init__\.py" + "".join(rf"|{name}" for name in SKIPPED_EXAMPLES),
-    "within_subsection_order": "FileNameSortKey",
+    "within_subsection_order": "gallery_order.GalleryOrder",
     "download_all_examples": False,
     "remove_config_comments": True,
     "matplotlib_animations": False,
