@@ -2,11 +2,11 @@
 A convolutional autoencoder
 ===========================
 
-An encoder of two strided convolutions squeezes each 8x8 handwritten digit into 32 channels
-of 2x2; a decoder of two transposed convolutions (:class:`fastconv.nn.ConvTranspose2D`, the
-gradient of a strided convolution run forward) grows it back to 8x8. Trained to reproduce its
-input under a mean squared error, with Adam; the figure compares held-out digits with their
-reconstructions.
+An encoder of two strided convolutions squeezes each 8x8 handwritten digit (64 pixels) into
+32 numbers, 8 channels of 2x2; a decoder of two transposed convolutions
+(:class:`fastconv.nn.ConvTranspose2D`, the gradient of a strided convolution run forward)
+grows them back to 8x8. Trained with Adam to reproduce its input under a mean squared error;
+the figure compares held-out digits with their reconstructions.
 
 (This page is built only when the installed fastconv has ``nn.ConvTranspose2D``.)
 """
@@ -26,18 +26,20 @@ x = digits.images.astype(np.float32)[:, None] / 16.0           # (N, 1, 8, 8) in
 x_train, x_test = train_test_split(x, test_size=0.25, random_state=0)
 
 # %%
-# Shapes: 1x8x8 -> 16x4x4 -> 32x2x2 (the code) -> 16x4x4 -> 1x8x8. With stride 2, kernel 3
+# Shapes: 1x8x8 -> 16x4x4 -> 8x2x2 (the code) -> 16x4x4 -> 1x8x8. With stride 2, kernel 3
 # and padding 1, ``output_padding=1`` makes each transposed convolution double its input,
 # undoing the matching strided convolution's shape.
 rng = np.random.default_rng(0)
 model = nn.Sequential(
     nn.Conv2D(1, 16, 3, stride=2, padding=1, rng=rng), nn.ReLU(),
-    nn.Conv2D(16, 32, 3, stride=2, padding=1, rng=rng), nn.ReLU(),
-    nn.ConvTranspose2D(32, 16, 3, stride=2, padding=1, output_padding=1, rng=rng), nn.ReLU(),
+    nn.Conv2D(16, 8, 3, stride=2, padding=1, rng=rng), nn.ReLU(),
+    nn.ConvTranspose2D(8, 16, 3, stride=2, padding=1, output_padding=1, rng=rng), nn.ReLU(),
     nn.ConvTranspose2D(16, 1, 3, stride=2, padding=1, output_padding=1, rng=rng), nn.Sigmoid(),
 )
 assert model.forward(x_test[:2]).shape == (2, 1, 8, 8)
+epochs = 40
 optimizer = nn.Adam(model, lr=1e-2)
+schedule = nn.CosineAnnealingLR(optimizer, T_max=epochs)
 
 
 def mse(output, target):
@@ -48,7 +50,7 @@ def mse(output, target):
 
 # %%
 # Training: the loss is computed in NumPy; its gradient goes into ``model.backward``.
-epochs, history = 30, []
+history = []
 start = time.perf_counter()
 for epoch in range(epochs):
     order = rng.permutation(len(x_train))
@@ -58,6 +60,7 @@ for epoch in range(epochs):
         model.zero_grad()
         model.backward(dout)
         optimizer.step()
+    schedule.step()
     history.append(mse(model.forward(x_test), x_test)[0])
 print(f"{epochs} epochs in {time.perf_counter() - start:.1f} s: held-out MSE {history[-1]:.4f} "
       f"(predicting the mean image: {np.mean((x_test - x_train.mean(axis=0)) ** 2):.4f})")
@@ -66,7 +69,7 @@ print(f"{epochs} epochs in {time.perf_counter() - start:.1f} s: held-out MSE {hi
 # Held-out digits (top) and their reconstructions (bottom), and the held-out error by epoch.
 shown = x_test[:10]
 reconstructed = model.forward(shown)
-fig = plt.figure(figsize=(10, 4.5), layout="constrained")
+fig = plt.figure(figsize=(10, 3), layout="constrained")
 left, right = fig.subfigures(1, 2, width_ratios=[2.3, 1])
 axes = left.subplots(2, 10)
 for k in range(10):
