@@ -6,6 +6,7 @@ shadow the compiled package that the gallery runs.
 """
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -70,7 +71,7 @@ sphinx_gallery_conf = {
     "examples_dirs": ["gallery"],
     "gallery_dirs": ["auto_examples"],
     "filename_pattern": r"/plot_",        # execute every plot_*.py
-    "ignore_pattern": r"__init__\.py" + "".join(rf"|{name}" for name in SKIPPED_EXAMPLES),
+    "ignore_pattern": "|".join([r"__init__\.py"] + [re.escape(name) for name in SKIPPED_EXAMPLES]),
     "within_subsection_order": "gallery_order.GalleryOrder",
     "download_all_examples": False,
     "remove_config_comments": True,
