@@ -27,7 +27,7 @@ class _Missing:
         return _Missing(f"{self._name}.{attr}")
 
     def __call__(self, *args, **kwargs):
-        pytest.skip(f"{self._name} needs torch, which is not installed", allow_module_level=True)
+        pytest.skip(f"{self._name}(): torch is not installed", allow_module_level=True)
 
     def __repr__(self):
         return f"<{self._name}: torch is not installed>"
