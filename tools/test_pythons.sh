@@ -14,8 +14,8 @@
 # is a failure, not a skip (the point is that every supported Python was tested).
 #
 # PyTorch, the test extra's yardstick, is installed only when a wheel of the pinned version for
-# that interpreter is on local disk (pip's find-links / file indexes, asked with --no-index):
-# from PyPI it would be a multi-GB CUDA build. Without it the torch comparisons skip themselves;
+# that interpreter is on local disk (pip's find-links / file indexes, asked with --no-index; its
+# dependencies then come from the index as usual): from PyPI it would be a multi-GB CUDA build. Without it the torch comparisons skip themselves;
 # everything else, the compiled-vs-reference cross-checks included, runs on every Python.
 set -euo pipefail
 
@@ -75,8 +75,11 @@ for version in "${versions[@]}"; do
     mapfile -t others < <("$venv/bin/python" "$work/src/tools/extra_requirements.py" test --without torch)
     torch_req=$("$venv/bin/python" "$work/src/tools/extra_requirements.py" test | grep -E '^torch([^A-Za-z0-9_.-]|$)' || true)
     "$venv/bin/python" -m pip install -q "${others[@]}" || fail "$version: the test requirements"
+    # A local wheel of torch itself, for this interpreter (its dependencies come from the index).
     torch="no"
-    if [[ -n $torch_req ]] && "$venv/bin/python" -m pip install -q --no-index "$torch_req" >/dev/null 2>&1; then
+    if [[ -n $torch_req ]] && "$venv/bin/python" -m pip download -q --no-index --no-deps --only-binary=:all: \
+            -d "$work/torch-$version" "$torch_req" >/dev/null 2>&1; then
+        "$venv/bin/python" -m pip install -q "$work/torch-$version"/torch-*.whl || fail "$version: torch from $work/torch-$version"
         torch=$("$venv/bin/python" -c "import torch; print(torch.__version__)")
     fi
     echo "installed in $build_s s (the build); test requirements: ${others[*]}; torch: $torch"
