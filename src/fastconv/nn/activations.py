@@ -28,7 +28,7 @@ class ReLU(Layer):
 
 
 class Sigmoid(Layer):
-    """``1 / (1 + exp(-x))``, computed without overflow for large |x|."""
+    """``1 / (1 + exp(-x))``, computed without overflow for large ``abs(x)``."""
 
     def forward(self, x):
         x = self._input(x)
