@@ -5,6 +5,7 @@ Environment switches:
   FASTCONV_REQUIRE_OPENMP=1   fail the build when the OpenMP probe fails instead of warning
   FASTCONV_DEBUG_CYTHON=1     bounds-checked, assertion-enabled build for the test suite
   FASTCONV_LIBOMP_PREFIX=DIR  macOS: where libomp is (DIR/include/omp.h, DIR/lib); default: Homebrew's
+  FASTCONV_BUILD_JOBS=N       compile N modules at once (default: the CPUs available; `-j` overrides)
 """
 
 import os
@@ -88,10 +89,24 @@ def _probe_openmp(compiler, compile_args, link_args):
     return ""
 
 
+def _build_jobs():
+    """Modules compiled at once: FASTCONV_BUILD_JOBS, else the CPUs this process may use (pip
+    builds with no -j, and the modules are independent)."""
+    value = os.environ.get("FASTCONV_BUILD_JOBS", "").strip()
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 class BuildExtWithOpenMP(build_ext):
     """build_ext that adds OpenMP flags after checking that they really work."""
 
     def build_extensions(self):
+        if not self.parallel:
+            self.parallel = _build_jobs()
         compile_args, link_args = _openmp_flags(self.compiler.compiler_type)
         use_openmp = os.environ.get("FASTCONV_USE_OPENMP", "1").strip() not in ("0", "false", "no", "off")
         if use_openmp:
@@ -154,6 +169,7 @@ def extensions():
         annotate=_env_flag("FASTCONV_ANNOTATE"),
         # A debug build must not reuse C files generated without bounds checks.
         force=debug,
+        nthreads=_build_jobs() if sys.platform != "win32" else 0,
     )
 
 
