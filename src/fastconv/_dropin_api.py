@@ -88,3 +88,26 @@ def svm_loss(x, y, *, name="svm_loss", backend=None):
         return float("nan"), np.zeros(x.shape, dtype=x.dtype)
     loss, dx = kernels.svm_loss(x, labels)
     return float(loss), dx
+
+
+def masked_scale(x, keep, scale, *, name="dropout", backend=None):
+    """``x * (scale where keep, else 0)`` for a boolean mask ``keep`` of x's shape: the courses'
+    dropout, forward and backward (a product, so a dropped NaN or inf gives NaN, as NumPy's
+    ``x * mask``). Returns an array of x's shape in its computation dtype."""
+    kernels = _kernels(backend)
+    (x,) = check.elementwise(name, [("x", x)])
+    keep = np.asarray(keep)
+    if keep.shape != x.shape or keep.dtype != np.bool_:
+        raise ValueError(f"{name}: the mask must be a bool array of x's shape {x.shape}, got "
+                         f"{keep.dtype} of shape {keep.shape}")
+    flat = kernels.dropout_backward(x.reshape(-1), np.ascontiguousarray(keep).reshape(-1), scale)
+    return flat.reshape(x.shape)
+
+
+def gradient_like(grad, param):
+    """``grad`` in the dtype of ``param`` when that is float32 or float64 (else unchanged): the
+    drop-ins give each gradient the dtype of the array it is the gradient of."""
+    dtype = getattr(param, "dtype", None)
+    if dtype is None or dtype.kind != "f" or dtype.itemsize not in (4, 8):
+        return grad
+    return grad.astype(dtype, copy=False)
