@@ -30,8 +30,8 @@ What differs:
 - results are new C-contiguous arrays, and inputs are never modified (the book's
   ``Relu.backward`` writes into ``dout``);
 - SoftmaxWithLoss computes the exact cross-entropy (the book adds 1e-7 inside the log, which
-  changes the loss by about 1e-7, more only for probabilities below about 1e-5), and its
-  backward scales by ``dout`` (the book ignores it; the default ``dout=1`` is the same);
+  lowers a row's loss by about 1e-7/p, p the probability of the true class), and its backward
+  scales by ``dout`` (the book ignores it; the default ``dout=1`` is the same);
 - Pooling with ``pad > 0`` gives the padded output size ``(H + 2*pad - pool_h) // stride + 1``
   (the book's forward leaves the padding out of its output size and fails);
 - after a ``train_flg=False`` forward, BatchNormalization's backward is that of the affine map

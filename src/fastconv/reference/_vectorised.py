@@ -280,7 +280,7 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, step_size, beta1, beta2, bias_
 def im2row(x, kernel_size, stride, padding):
     """The book's layout: each image's im2col matrix transposed, images stacked."""
     cols = im2col(x, kernel_size, stride, padding, (1, 1))
-    return cols.transpose(0, 2, 1).reshape(-1, cols.shape[1])
+    return np.ascontiguousarray(cols.transpose(0, 2, 1)).reshape(-1, cols.shape[1])
 
 
 def row2im(rows, input_shape, kernel_size, stride, padding):
