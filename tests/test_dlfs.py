@@ -569,3 +569,66 @@ def test_affine_kernels_are_bitwise_identical_for_every_thread_count_and_match_t
         np.testing.assert_allclose(got, want.numpy(), rtol=rtol, atol=rtol)
     # db is NumPy's row-order column sum, as the reference twin's.
     assert np.array_equal(results[0][3], _backend.kernels("reference").affine_backward(dout, x, w)[2])
+
+
+# ----------------------------------------------------------------------------------------------
+# Malformed arguments to the drop-ins' kernel entry points: a clean ValueError/TypeError or a
+# result, never a crash (these run in-process: a crash would take pytest down)
+# ----------------------------------------------------------------------------------------------
+
+def _odd_values():
+    shapes = st.lists(st.integers(0, 5), min_size=0, max_size=4).map(tuple)
+    dtypes = st.sampled_from([np.float32, np.float64, np.int64, np.uint8, np.bool_, np.complex64])
+    arrays = st.builds(lambda shape, dtype: np.ones(shape, dtype=dtype), shapes, dtypes)
+    scalars = st.sampled_from([-3, -1, 0, 1, 2, 3, 7, 2**40, 2.5, True, None, "a", (1, 2), (2, -1), [3]])
+    return st.one_of(arrays, scalars)
+
+
+def _valid_calls():
+    """A valid argument list of each entry point, to be mutated."""
+    x4, x2 = randn(2, 3, 5, 5), randn(4, 6)
+    mean, invstd = np.zeros((2, 3)), np.ones((2, 3))
+    return {
+        "im2row": (_dropin_api.im2row, [x4, 3, 2, 1, 1]),
+        "row2im": (_dropin_api.row2im, [np.ones((2 * 5 * 6, 18)), (2, 3, 5, 5), 3, 2, 1, 1]),
+        "affine": (_dropin_api.affine, [x2, randn(6, 3), np.zeros(3)]),
+        "affine_backward": (_dropin_api.affine_backward, [np.ones((4, 3)), x2, randn(6, 3)]),
+        "group_norm": (_dropin_api.group_norm, [x4, np.ones(3), np.zeros(3), 3, 1e-5]),
+        "group_norm_backward": (_dropin_api.group_norm_backward, [x4, x4, np.ones(3), mean, invstd, 3]),
+        "svm_loss": (_dropin_api.svm_loss, [x2, np.array([0, 5, 2, 1])]),
+        "masked_scale": (_dropin_api.masked_scale, [x2, x2 > 0, 2.0]),
+    }
+
+
+ENTRY_POINTS = _valid_calls()
+
+
+def _mutated(data, value):
+    """value with one axis resized, another dtype or layout, or replaced by an odd value."""
+    kind = data.draw(st.sampled_from(["odd", "resize", "dtype", "layout"] if isinstance(value, np.ndarray) else ["odd"]))
+    if kind == "odd":
+        return data.draw(_odd_values())
+    if kind == "resize" and value.ndim:
+        shape = list(value.shape)
+        shape[data.draw(st.integers(0, value.ndim - 1))] = data.draw(st.sampled_from([0, 1, 2, 7]))
+        return np.resize(value, shape)
+    if kind == "dtype":
+        return value.astype(data.draw(st.sampled_from([np.float32, np.int8, np.uint64, np.bool_, np.complex128,
+                                                       object])))
+    return np.asfortranarray(value)[..., ::-1] if value.ndim else value
+
+
+@given(name=st.sampled_from(sorted(ENTRY_POINTS)), data=st.data())
+def test_drop_in_entry_points_refuse_malformed_arguments_cleanly(backend, name, data):
+    function, args = ENTRY_POINTS[name]
+    args = list(args)
+    for _ in range(data.draw(st.integers(1, 2))):
+        index = data.draw(st.integers(0, len(args) - 1))
+        args[index] = _mutated(data, args[index])
+    try:
+        result = function(*args, backend=backend)
+    except (ValueError, TypeError) as exc:
+        assert str(exc)
+        return
+    for item in result if isinstance(result, tuple) else (result,):
+        assert isinstance(item, (np.ndarray, float))

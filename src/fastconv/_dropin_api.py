@@ -96,6 +96,7 @@ def masked_scale(x, keep, scale, *, name="dropout", backend=None):
     ``x * mask``). Returns an array of x's shape in its computation dtype."""
     kernels = _kernels(backend)
     (x,) = check.elementwise(name, [("x", x)])
+    scale = check.real_number(name, "scale", scale, 0.0)
     keep = np.asarray(keep)
     if keep.shape != x.shape or keep.dtype != np.bool_:
         raise ValueError(f"{name}: the mask must be a bool array of x's shape {x.shape}, got "
