@@ -26,7 +26,8 @@ Memory: the courses' functional style frees every activation of a step when the 
 memory to the system and the next step page-faults it back, which shows as a few milliseconds
 per step; to see the steps without it (e.g. to compare the layers alone), keep freed memory:
 
-    GLIBC_TUNABLES=glibc.malloc.trim_threshold=4000000000 nice -n 19 python benchmarks/dropins.py
+    GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4000000000 \
+        nice -n 19 python benchmarks/dropins.py
 """
 
 import argparse
@@ -169,14 +170,29 @@ def im2col_calls(dtype, batch):
 
 
 def print_table(title, results, baseline, nn_name="fastconv.nn"):
+    """A markdown table; the ratios compare fastest runs (the medians move with the machine's
+    other load more than with the code)."""
     print(f"\n{title}")
-    print(f"| implementation | median ms | fastest ms | runs | speed-up vs {baseline} | vs fastconv.nn |")
+    print(f"| implementation | median ms | fastest ms | runs | speed-up vs {baseline} | time / fastconv.nn |")
     print("|---|---|---|---|---|---|")
-    base = results[baseline][0]
-    reference = results.get(nn_name, (None,))[0]
+    base = results[baseline][1]
+    reference = results[nn_name][1] if nn_name in results else None
     for name, (median, fastest, runs) in results.items():
-        ratio = f"{median / reference:.2f}x" if reference else "-"
-        print(f"| {name} | {median:.1f} | {fastest:.1f} | {runs} | {base / median:.1f}x | {ratio} |")
+        ratio = f"{fastest / reference:.2f}" if reference else "-"
+        print(f"| {name} | {median:.1f} | {fastest:.1f} | {runs} | {base / fastest:.3g}x | {ratio} |")
+
+
+def ab_ratios(dtype, repeat):
+    """The target's measurement: each drop-in network against the same network in fastconv.nn,
+    alternating step by step; returns {name: (fastest ratio, median ratio)}."""
+    book, cs = book_steps(dtype, 100), cs231n_steps(np.float32, 50, naive=False)
+    pairs = {"fastconv.dlfs (SimpleConvNet)": (book["fastconv.dlfs"][0], book["fastconv.nn"][0]),
+             "fastconv.cs231n (ThreeLayerConvNet)": (cs["fastconv.cs231n"][0], cs["fastconv.nn"][0])}
+    ratios = {}
+    for name, (ours, reference) in pairs.items():
+        results = timings_ms({"ours": (ours, None), "nn": (reference, None)}, repeat)
+        ratios[name] = (results["ours"][1] / results["nn"][1], results["ours"][0] / results["nn"][0])
+    return ratios
 
 
 def main():
@@ -186,6 +202,8 @@ def main():
     parser.add_argument("--book-dtype", default="float64", choices=("float32", "float64"),
                         help="SimpleConvNet's parameters (the book's are float64)")
     parser.add_argument("--no-naive", action="store_true", help="leave out CS231n's naive layers")
+    parser.add_argument("--ab", action="store_true",
+                        help="only the target: each drop-in network against fastconv.nn's, 60 steps each")
     opts = parser.parse_args()
 
     import fastconv
@@ -197,6 +215,10 @@ def main():
         fastconv.set_num_threads(threads)
         with threadpool_limits(threads):
             dtype = np.dtype(opts.book_dtype)
+            if opts.ab:
+                for name, (fastest, median) in ab_ratios(dtype, 60).items():
+                    print(f"{threads} thread(s): {name} / fastconv.nn: fastest {fastest:.2f}, median {median:.2f}")
+                continue
             print_table(f"SimpleConvNet step (batch 100, {dtype}), {threads} thread(s)",
                         timings_ms(book_steps(dtype, 100), opts.repeat), "book's NumPy layers")
             print_table(f"ThreeLayerConvNet step (batch 50, float32), {threads} thread(s)",

@@ -763,6 +763,14 @@ def class_labels(fname, name, labels, n, k):
 # layer with (in, out) weights, group and layer normalisation, the hinge loss
 # ----------------------------------------------------------------------------------------------
 
+def _patch_window(fname, hw, filter_h, filter_w, stride, pad):
+    """((kernel, stride, padding), (OH, OW)) of the book's window over an (H, W) plane."""
+    kernel = (int_tuple(fname, "filter_h", filter_h, 1, 1)[0], int_tuple(fname, "filter_w", filter_w, 1, 1)[0])
+    stride = int_tuple(fname, "stride", stride, 2, 1)
+    padding = int_tuple(fname, "pad", pad, 2, 0)
+    return (kernel, stride, padding), output_size(fname, 2, hw, kernel, stride, padding, (1, 1))
+
+
 def patch_rows(fname, x, filter_h, filter_w, stride, pad):
     """Check a book-style im2col call (argument names as the book's).
 
@@ -771,14 +779,12 @@ def patch_rows(fname, x, filter_h, filter_w, stride, pad):
     """
     (x,), _ = float_arrays(fname, [("input_data", x)], [4])
     check_nonempty(fname, "input_data", x.shape, ("N", "C", "H", "W"))
-    kernel = (int_tuple(fname, "filter_h", filter_h, 1, 1)[0], int_tuple(fname, "filter_w", filter_w, 1, 1)[0])
-    stride = int_tuple(fname, "stride", stride, 2, 1)
-    padding = int_tuple(fname, "pad", pad, 2, 0)
-    oh, ow = output_size(fname, 2, x.shape[2:], kernel, stride, padding, (1, 1))
+    params, (oh, ow) = _patch_window(fname, x.shape[2:], filter_h, filter_w, stride, pad)
+    kernel = params[0]
     n, c = x.shape[:2]
     rows_shape = (n * oh * ow, c * kernel[0] * kernel[1])
     check_size(fname, "the output of shape", rows_shape)
-    return x, (kernel, stride, padding), rows_shape
+    return x, params, rows_shape
 
 
 def patch_rows_fold(fname, col, input_shape, filter_h, filter_w, stride, pad):
@@ -786,18 +792,16 @@ def patch_rows_fold(fname, col, input_shape, filter_h, filter_w, stride, pad):
     raw = _as_array(fname, "col", col)
     _check_numeric(fname, "col", raw)
     shape = input_shape_tuple(fname, input_shape)
-    kernel = (int_tuple(fname, "filter_h", filter_h, 1, 1)[0], int_tuple(fname, "filter_w", filter_w, 1, 1)[0])
-    stride = int_tuple(fname, "stride", stride, 2, 1)
-    padding = int_tuple(fname, "pad", pad, 2, 0)
-    oh, ow = output_size(fname, 2, shape[2:], kernel, stride, padding, (1, 1))
-    expected = (shape[0] * oh * ow, shape[1] * kernel[0] * kernel[1])
+    params, (oh, ow) = _patch_window(fname, shape[2:], filter_h, filter_w, stride, pad)
+    (kh, kw), stride, padding = params
+    expected = (shape[0] * oh * ow, shape[1] * kh * kw)
     if raw.shape != expected:
         raise ValueError(
             f"{fname}: col must have shape (N*OH*OW, C*FH*FW) = {expected} for input_shape={shape}, "
-            f"filter ({kernel[0]}, {kernel[1]}), stride={stride}, pad={padding}; got {raw.shape}"
+            f"filter ({kh}, {kw}), stride={stride}, pad={padding}; got {raw.shape}"
         )
     (col,), _ = float_arrays(fname, [("col", raw)], [2])
-    return col, shape, (kernel, stride, padding)
+    return col, shape, params
 
 
 def _matrix_operands(fname, named_values, layouts):

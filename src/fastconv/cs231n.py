@@ -33,9 +33,8 @@ The caches are opaque tuples meant only for the matching backward function (``af
 and ``relu_forward``'s are the assignment's ``(x, w, b)`` and ``x``).
 """
 
-from collections.abc import Mapping
-
 import numbers
+from collections.abc import Mapping
 
 import numpy as np
 
