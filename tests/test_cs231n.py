@@ -1,13 +1,21 @@
-"""fastconv.cs231n: the CS231n fast_layers names, against PyTorch and their documented semantics."""
+"""fastconv.cs231n: the CS231n assignment's fast_layers, layers and layer_utils names, against
+the assignment's formulas (tests/course_code.py), PyTorch, the reference backend and central
+differences; bn_param / dropout_param conventions, bitwise thread counts, empty batches, bad
+input."""
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 import fastconv
-from fastconv import cs231n
-from helpers import randn
+import course_code as course
+from fastconv import _backend, _dropin_api, cs231n
+from conftest import AVAILABLE_BACKENDS
+from helpers import numerical_gradient, randn
 
 
 
@@ -194,13 +202,6 @@ def test_missing_or_bad_parameter_dicts():
 # layers.py and layer_utils.py: against the assignment's formulas (tests/course_code.py), torch,
 # the reference backend and central differences
 # ==============================================================================================
-
-import course_code as course  # noqa: E402
-from hypothesis import given  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from fastconv import _backend, _dropin_api  # noqa: E402
-from conftest import AVAILABLE_BACKENDS  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 needs_compiled = pytest.mark.skipif("cython" not in AVAILABLE_BACKENDS, reason="compiled backend not built")
@@ -472,19 +473,6 @@ def test_sandwich_layers_match_torch(active_backend, dtype):
         np.testing.assert_allclose(a, e, **loose(dtype))
 
 
-def _numerical_gradient(f, x, h=1e-6):
-    grad = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        saved = x[i]
-        x[i] = saved + h
-        plus = f()
-        x[i] = saved - h
-        minus = f()
-        x[i] = saved
-        grad[i] = (plus - minus) / (2 * h)
-    return grad
-
-
 @pytest.mark.parametrize("layer", ["affine", "batchnorm", "spatial_batchnorm", "layernorm", "spatial_groupnorm",
                                    "dropout", "svm", "softmax"])
 def test_gradients_by_central_differences(active_backend, layer):
@@ -513,7 +501,7 @@ def test_gradients_by_central_differences(active_backend, layer):
         labels = rng.integers(0, 4, 5)
         loss_fn = cs231n.svm_loss if layer == "svm" else cs231n.softmax_loss
         analytic = loss_fn(args[0], labels)[1]
-        np.testing.assert_allclose(analytic, _numerical_gradient(lambda: loss_fn(args[0], labels)[0], args[0]),
+        np.testing.assert_allclose(analytic, numerical_gradient(lambda: loss_fn(args[0], labels)[0], args[0]),
                                    rtol=1e-6, atol=1e-8)
         return
     out, cache = run()
@@ -521,7 +509,7 @@ def test_gradients_by_central_differences(active_backend, layer):
     grads = back(weights, cache)
     grads = grads if isinstance(grads, tuple) else (grads,)
     for array, analytic in zip(args, grads):
-        numeric = _numerical_gradient(lambda: float(np.sum(run()[0] * weights)), array)
+        numeric = numerical_gradient(lambda: float(np.sum(run()[0] * weights)), array)
         np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-7)
 
 

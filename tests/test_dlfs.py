@@ -14,7 +14,7 @@ from fastconv import _backend, _dropin_api, dlfs
 from fastconv.nn import BackwardBeforeForwardError
 from conftest import AVAILABLE_BACKENDS
 import course_code as book
-from helpers import randn
+from helpers import numerical_gradient, randn
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -428,19 +428,6 @@ def test_simple_convnet_gradients_match_torch(active_backend, dtype):
 # Central differences
 # ----------------------------------------------------------------------------------------------
 
-def _numerical_gradient(f, x, h=1e-6):
-    grad = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        saved = x[i]
-        x[i] = saved + h
-        plus = f()
-        x[i] = saved - h
-        minus = f()
-        x[i] = saved
-        grad[i] = (plus - minus) / (2 * h)
-    return grad
-
-
 @pytest.mark.parametrize("name", ["Convolution", "Pooling", "Affine", "Sigmoid", "Relu", "BatchNormalization",
                                   "SoftmaxWithLoss"])
 def test_gradients_by_central_differences(active_backend, name):
@@ -478,7 +465,7 @@ def test_gradients_by_central_differences(active_backend, name):
         grad_names = {"W": "dW", "b": "db", "gamma": "dgamma", "beta": "dbeta"}
         analytic.update({k: getattr(layer, grad_names[k]) for k in params})
     for key, array in {"x": x, **params}.items():
-        np.testing.assert_allclose(analytic[key], _numerical_gradient(loss, array), rtol=1e-5, atol=1e-7, err_msg=key)
+        np.testing.assert_allclose(analytic[key], numerical_gradient(loss, array), rtol=1e-5, atol=1e-7, err_msg=key)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,10 +6,26 @@ As fastconv._api does for the public functions: the arguments are checked once
 function that error messages name. Not exported: the drop-ins are the public face.
 """
 
+import math
+
 import numpy as np
 
 from fastconv import _validation as check
 from fastconv._api import _kernels
+
+
+def batch_array(name, x):
+    """x as an ndarray with a batch axis (a 0-D value is refused, naming ``name``)."""
+    x = check._as_array(name, "x", x)
+    if x.ndim < 1:
+        raise ValueError(f"{name}: x must have a batch axis (N, ...), got a 0-D array")
+    return x
+
+
+def flat_rows(x):
+    """x (N, d_1, ..., d_k) as the (N, d_1*...*d_k) matrix of its flattened rows (also for N = 0,
+    where reshape(N, -1) cannot infer the width)."""
+    return x.reshape(x.shape[0], math.prod(x.shape[1:]))
 
 
 def im2row(x, filter_h, filter_w, stride=1, pad=0, *, name="im2col", backend=None):

@@ -172,14 +172,6 @@ def conv_relu_pool_backward(dout, cache):
 # layers.py: affine, ReLU
 # ----------------------------------------------------------------------------------------------
 
-def _rows(fname, x):
-    """x (N, d_1, ..., d_k) as the (N, D) matrix of its flattened rows (an empty batch too)."""
-    x = _validation._as_array(fname, "x", x)
-    if x.ndim < 1:
-        raise ValueError(f"{fname}: x must have a batch axis (N, d_1, ..., d_k), got a 0-D array")
-    return x.reshape(x.shape[0], int(np.prod(x.shape[1:], dtype=np.int64)))
-
-
 def affine_forward(x, w, b):
     """Fully connected layer: each row of ``x`` (N, d_1, ..., d_k) flattened to D = d_1*...*d_k
     and mapped to ``x_row @ w + b``, ``w`` (D, M), ``b`` (M,).
@@ -187,14 +179,15 @@ def affine_forward(x, w, b):
     Returns ``(out, cache)``: out (N, M) and the assignment's cache ``(x, w, b)``. The GEMMs run
     on fastconv's threads.
     """
-    out = _dropin_api.affine(_rows("affine_forward", x), w, b, name="affine_forward")
+    rows = _dropin_api.flat_rows(_dropin_api.batch_array("affine_forward", x))
+    out = _dropin_api.affine(rows, w, b, name="affine_forward")
     return out, (x, w, b)
 
 
 def affine_backward(dout, cache):
     """Backward of :func:`affine_forward`: returns ``(dx, dw, db)``, dx in x's shape."""
     x, w, b = _unpack("affine_backward", cache, 3, "affine_forward")
-    rows = _rows("affine_backward", x)
+    rows = _dropin_api.flat_rows(_dropin_api.batch_array("affine_backward", x))
     dx, dw, db = _dropin_api.affine_backward(dout, rows, w, name="affine_backward")
     return _like(dx.reshape(np.shape(x)), x), _like(dw, w), _like(db, w if b is None else b)
 

@@ -44,8 +44,6 @@ Attributes that the book computes in every forward but that its backward does no
 ``xc``, ``xn``, ``std``) are computed when first read.
 """
 
-import math
-
 import numpy as np
 
 import fastconv
@@ -108,22 +106,6 @@ def _cached(layer, value):
     return value
 
 
-def _batch(name, x):
-    """x as an ndarray with a batch axis."""
-    try:
-        x = np.asarray(x)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name}: x must be array-like ({exc})") from None
-    if x.ndim < 1:
-        raise ValueError(f"{name}: x must have a batch axis, got a 0-D array")
-    return x
-
-
-def _rows(x):
-    """x (N, ...) as (N, D): each sample flattened (also for an empty batch)."""
-    return x.reshape(x.shape[0], math.prod(x.shape[1:]))
-
-
 class Convolution:
     """The book's convolution layer: ``W`` (FN, C, FH, FW), ``b`` (FN,), ``stride``, ``pad``.
 
@@ -184,7 +166,7 @@ class Pooling:
         self._padded_shape = None
 
     def forward(self, x):
-        x = _batch("Pooling.forward", x)
+        x = _dropin_api.batch_array("Pooling.forward", x)
         if x.ndim != 4:
             raise ValueError(f"Pooling.forward: x must be a 4-D array (N, C, H, W), got shape {x.shape}")
         (ph, pw), padded = self._pad_pair(), x
@@ -280,8 +262,8 @@ class Affine:
         self.db = None
 
     def forward(self, x):
-        x = _batch("Affine.forward", x)
-        rows = _rows(x)
+        x = _dropin_api.batch_array("Affine.forward", x)
+        rows = _dropin_api.flat_rows(x)
         out = _dropin_api.affine(rows, self.W, self.b, name="Affine.forward")
         self.original_x_shape = x.shape
         self.x = rows
@@ -340,7 +322,7 @@ class Dropout:
         self.mask = None
 
     def forward(self, x, train_flg=True):
-        x = _batch("Dropout.forward", x)
+        x = _dropin_api.batch_array("Dropout.forward", x)
         if train_flg:
             self.mask = np.random.rand(*x.shape) > self.dropout_ratio
             return _dropin_api.masked_scale(x, self.mask, 1.0, name="Dropout.forward")
@@ -374,8 +356,8 @@ class BatchNormalization:
         self._cache = None
 
     def forward(self, x, train_flg=True):
-        x = _batch("BatchNormalization.forward", x)
-        rows = _rows(x)
+        x = _dropin_api.batch_array("BatchNormalization.forward", x)
+        rows = _dropin_api.flat_rows(x)
         if self.running_mean is None:
             self.running_mean = np.zeros(rows.shape[1])
             self.running_var = np.zeros(rows.shape[1])
@@ -402,8 +384,8 @@ class BatchNormalization:
         if dout.shape != self.input_shape:
             raise ValueError(f"BatchNormalization.backward: dout must have the forward output's shape "
                              f"{self.input_shape}, got {dout.shape}")
-        dx, dgamma, dbeta = fastconv.batch_norm_backward(_rows(dout), rows, self.gamma, mean, invstd,
-                                                         batch_statistics)
+        dx, dgamma, dbeta = fastconv.batch_norm_backward(_dropin_api.flat_rows(dout), rows, self.gamma, mean,
+                                                         invstd, batch_statistics)
         self.dgamma = _dropin_api.gradient_like(dgamma, self.gamma)
         self.dbeta = _dropin_api.gradient_like(dbeta, self.beta)
         return dx.reshape(self.input_shape)
