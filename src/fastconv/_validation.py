@@ -813,6 +813,10 @@ def _matrix_operands(fname, named_values, layouts):
         if array.ndim != len(layout):
             raise ValueError(f"{fname}: {name} must be a {len(layout)}-D array ({', '.join(layout)}), "
                              f"got a {array.ndim}-D array of shape {array.shape}")
+        # The compiled kernels hand these sizes to BLAS, whose dimensions are 32-bit ints.
+        if max(array.shape, default=0) > MAX_HYPERPARAMETER:
+            raise ValueError(f"{fname}: {name}.shape={array.shape} has a dimension beyond BLAS's 32-bit "
+                             f"limit of {MAX_HYPERPARAMETER}")
         arrays.append(array)
     dtype = computation_dtype([a.dtype for a in arrays])
     return arrays, dtype

@@ -172,6 +172,8 @@ class Pooling:
         (ph, pw), padded = self._pad_pair(), x
         if ph or pw:
             # Zero padding, as the book's im2col pads (max_pool2d's own padding is -inf).
+            n, c, h, w = x.shape
+            _validation.check_size("Pooling.forward", "the zero-padded input of shape", (n, c, h + 2 * ph, w + 2 * pw))
             padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
         out, self._indices = fastconv.max_pool2d(padded, (self.pool_h, self.pool_w), self.stride)
         self._padded_shape = padded.shape
