@@ -624,3 +624,33 @@ def test_kernel_modules_offer_the_drop_in_kernels():
         for function in ("im2row", "row2im", "affine", "affine_backward", "group_norm_forward",
                          "group_norm_backward", "svm_loss"):
             assert callable(getattr(kernels, function)), (name, function)
+
+
+def _odd_layouts(a):
+    """The values of a as a Fortran-ordered, a strided, a reversed and a read-only array."""
+    strided = np.empty(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype)[..., ::2]
+    strided[...] = a
+    readonly = a.copy()
+    readonly.flags.writeable = False
+    return [np.asfortranarray(a), strided, np.ascontiguousarray(a[..., ::-1])[..., ::-1], readonly]
+
+
+def test_new_functions_give_the_contiguous_result_for_any_layout(active_backend):
+    x4, x2 = randn(2, 4, 3, 5), randn(6, 5)
+    calls = {
+        "affine": (lambda a: cs231n.affine_backward(np.ones((2, 3)), cs231n.affine_forward(a, randn(60, 3), np.zeros(3))[1]), x4),
+        "layernorm": (lambda a: cs231n.layernorm_backward(a, cs231n.layernorm_forward(a, np.ones(5), np.zeros(5), {})[1]), x2),
+        "groupnorm": (lambda a: cs231n.spatial_groupnorm_backward(a, cs231n.spatial_groupnorm_forward(
+            a, np.ones((1, 4, 1, 1)), np.zeros((1, 4, 1, 1)), 2, {})[1]), x4),
+        "batchnorm": (lambda a: cs231n.spatial_batchnorm_backward(a, cs231n.spatial_batchnorm_forward(
+            a, np.ones(4), np.zeros(4), {"mode": "train"})[1]), x4),
+        "svm": (lambda a: cs231n.svm_loss(a, np.arange(6) % 5)[1], x2),
+        "dropout": (lambda a: cs231n.dropout_forward(a, {"mode": "train", "p": 0.5, "seed": 3})[0], x2),
+    }
+    for name, (call, array) in calls.items():
+        want = call(array)
+        for variant in _odd_layouts(array):
+            got = call(variant)
+            for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+                assert g.flags.c_contiguous, name
+                np.testing.assert_array_equal(g, w, err_msg=name)
