@@ -112,6 +112,14 @@ class Convolution:
     ``forward(x)`` is :func:`fastconv.conv2d` and ``backward(dout)`` :func:`fastconv.conv2d_backward`,
     which set ``dW`` and ``db``. ``col`` (the book's im2col of ``x``) is computed when read;
     ``col_W`` is the view ``W.reshape(FN, -1).T``.
+
+    Parameters
+    ----------
+    W : ndarray, shape (FN, C, FH, FW)
+        Filters, held by reference (in-place updates are seen by the next forward).
+    b : ndarray, shape (FN,)
+    stride, pad : int or (int, int)
+        Zero padding on every side.
     """
 
     def __init__(self, W, b, stride=1, pad=0):
@@ -154,6 +162,15 @@ class Pooling:
     Over :func:`fastconv.max_pool2d`; the gradient of a window goes to its first maximum in
     row-major order (the book's ``np.argmax``). ``arg_max`` is the book's: the position of each
     maximum inside its window, in (N, OH, OW, C) order, computed when read.
+
+    Parameters
+    ----------
+    pool_h, pool_w : int
+        Window height and width.
+    stride : int or (int, int)
+        1 by default, as the book's (SimpleConvNet passes ``stride=2``).
+    pad : int or (int, int)
+        Zero padding on every side; the output has ``(H + 2*pad - pool_h) // stride + 1`` rows.
     """
 
     def __init__(self, pool_h, pool_w, stride=1, pad=0):
@@ -208,7 +225,7 @@ class Pooling:
 class Relu:
     """The book's ReLU, over :func:`fastconv.relu` / :func:`fastconv.relu_backward`.
 
-    ``mask`` is the book's ``x <= 0``, computed from the kept output when read.
+    ``mask`` is the book's ``x <= 0``, computed from the kept output when read. No parameters.
     """
 
     def __init__(self):
@@ -228,7 +245,8 @@ class Relu:
 
 
 class Sigmoid:
-    """The book's sigmoid layer (computed without overflow for large |x|); keeps ``out``."""
+    """The book's sigmoid layer (computed without overflow for large |x|); keeps ``out``. No
+    parameters."""
 
     def __init__(self):
         self.out = None
@@ -253,6 +271,12 @@ class Affine:
     The GEMMs run on fastconv's threads (never NumPy's BLAS pool). Keeps ``x`` (the flattened
     input) and ``original_x_shape``; ``backward`` sets ``dW`` and ``db`` and returns ``dx`` in
     the input's shape.
+
+    Parameters
+    ----------
+    W : ndarray, shape (D, M)
+        Weights (in_features, out_features), held by reference.
+    b : ndarray, shape (M,)
     """
 
     def __init__(self, W, b):
@@ -283,7 +307,7 @@ class SoftmaxWithLoss:
 
     ``forward(x, t)`` takes scores (N, K) and labels ``t`` (N,) or one-hot targets (N, K);
     returns the mean loss (also kept in ``loss``). ``backward(dout=1)`` returns
-    ``(softmax(x) - t) / N * dout``. ``y`` (the softmax) is computed when read.
+    ``(softmax(x) - t) / N * dout``. ``y`` (the softmax) is computed when read. No parameters.
     """
 
     def __init__(self):
@@ -317,7 +341,13 @@ class Dropout:
     """The book's dropout: ``forward(x, train_flg=True)`` keeps each element where
     ``np.random.rand(*x.shape) > dropout_ratio`` (the book's draw from NumPy's global
     generator, kept in ``mask``) and zeroes the others, without rescaling; with
-    ``train_flg=False`` it returns ``x * (1 - dropout_ratio)``."""
+    ``train_flg=False`` it returns ``x * (1 - dropout_ratio)``.
+
+    Parameters
+    ----------
+    dropout_ratio : float
+        The probability of dropping an element.
+    """
 
     def __init__(self, dropout_ratio=0.5):
         self.dropout_ratio = dropout_ratio
@@ -343,6 +373,15 @@ class BatchNormalization:
     them; created as zeros of shape (D,) on first use); otherwise it uses the running
     statistics. Over :func:`fastconv.batch_norm`'s compiled kernels; ``backward`` sets
     ``dgamma`` and ``dbeta``.
+
+    Parameters
+    ----------
+    gamma, beta : ndarray, shape (D,)
+        Scale and shift, held by reference.
+    momentum : float
+        Weight of the old running statistics.
+    running_mean, running_var : ndarray, shape (D,), optional
+        Initial running statistics (zeros, float64, when None).
     """
 
     def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None):
