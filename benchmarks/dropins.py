@@ -38,7 +38,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-import course_code  # noqa: E402  (the course-style NumPy code, written for the comparison)
+import course_code  # the course-style NumPy code of tests/, written for the comparison
 
 
 def timings_ms(calls, repeat):
@@ -67,8 +67,7 @@ def timings_ms(calls, repeat):
 # ----------------------------------------------------------------------------------------------
 
 def book_steps(dtype, batch):
-    import fastconv.dlfs as dlfs
-    from fastconv import nn
+    from fastconv import dlfs, nn
 
     rng = np.random.default_rng(0)
     x = rng.random((batch, 1, 28, 28), dtype=np.float32)
@@ -124,8 +123,7 @@ def _nn_step(model, x, t):
 # ----------------------------------------------------------------------------------------------
 
 def cs231n_steps(dtype, batch, naive):
-    import fastconv.cs231n as cs231n
-    from fastconv import nn
+    from fastconv import cs231n, nn
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, 3, 32, 32)).astype(dtype)
@@ -156,7 +154,7 @@ def cs231n_steps(dtype, batch, naive):
 
 def im2col_calls(dtype, batch):
     import fastconv
-    import fastconv.dlfs as dlfs
+    from fastconv import dlfs
 
     x = np.random.default_rng(0).random((batch, 1, 28, 28)).astype(dtype)
 
@@ -206,8 +204,9 @@ def main():
                         help="only the target: each drop-in network against fastconv.nn's, 60 steps each")
     opts = parser.parse_args()
 
-    import fastconv
     from threadpoolctl import threadpool_limits
+
+    import fastconv
 
     print(f"fastconv {fastconv.__version__}, backend {fastconv.get_backend()}, numpy {np.__version__}; "
           f"{os.cpu_count()} CPUs; indicative timings")

@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-import fastconv
 import course_code as course
-from fastconv import _backend, _dropin_api, cs231n
 from conftest import AVAILABLE_BACKENDS
 from helpers import numerical_gradient, randn
 
+import fastconv
+from fastconv import _backend, _dropin_api, cs231n
 
 
 def distinct(*shape, seed=0):
@@ -374,7 +374,7 @@ def test_group_norm_kernels_match_the_reference_and_torch(backend, cfg, dtype, a
     np.testing.assert_allclose(y, want[0], **loose(dtype))
     np.testing.assert_allclose(grads[0], want[1], **loose(dtype))
     xhat = (x.reshape(shape[0], groups, -1) - mean[..., None]) * invstd[..., None]
-    per_channel = lambda a: a.reshape(shape[0], shape[1], -1).sum(axis=(0, 2))  # noqa: E731
+    per_channel = lambda a: a.reshape(shape[0], shape[1], -1).sum(axis=(0, 2))
     np.testing.assert_allclose(grads[1], per_channel(dout * xhat.reshape(shape)), **loose(dtype))
     np.testing.assert_allclose(grads[2], per_channel(dout), **loose(dtype))
 
@@ -479,22 +479,22 @@ def test_gradients_by_central_differences(active_backend, layer):
     rng = np.random.default_rng(3)
     if layer == "affine":
         args = [rng.standard_normal((3, 2, 3)), rng.standard_normal((6, 4)), rng.standard_normal(4)]
-        run = lambda: cs231n.affine_forward(*args)  # noqa: E731
+        run = lambda: cs231n.affine_forward(*args)
         back = cs231n.affine_backward
     elif layer in ("batchnorm", "spatial_batchnorm"):
         shape = (5, 3) if layer == "batchnorm" else (2, 3, 2, 3)
         args = [rng.standard_normal(shape), rng.standard_normal(3), rng.standard_normal(3)]
         forward, back = getattr(cs231n, f"{layer}_forward"), getattr(cs231n, f"{layer}_backward")
-        run = lambda: forward(*args, {"mode": "train"})  # noqa: E731
+        run = lambda: forward(*args, {"mode": "train"})
     elif layer == "layernorm":
         args = [rng.standard_normal((4, 5)), rng.standard_normal(5), rng.standard_normal(5)]
-        run, back = lambda: cs231n.layernorm_forward(*args, {}), cs231n.layernorm_backward  # noqa: E731
+        run, back = lambda: cs231n.layernorm_forward(*args, {}), cs231n.layernorm_backward
     elif layer == "spatial_groupnorm":
         args = [rng.standard_normal((2, 4, 2, 3)), rng.standard_normal((1, 4, 1, 1)), rng.standard_normal((1, 4, 1, 1))]
-        run, back = lambda: cs231n.spatial_groupnorm_forward(*args, 2, {}), cs231n.spatial_groupnorm_backward  # noqa: E731
+        run, back = lambda: cs231n.spatial_groupnorm_forward(*args, 2, {}), cs231n.spatial_groupnorm_backward
     elif layer == "dropout":
         args = [rng.standard_normal((4, 6))]
-        run = lambda: cs231n.dropout_forward(*args, {"mode": "train", "p": 0.6, "seed": 0})  # noqa: E731
+        run = lambda: cs231n.dropout_forward(*args, {"mode": "train", "p": 0.6, "seed": 0})
         back = cs231n.dropout_backward
     else:
         args = [rng.standard_normal((5, 4))]

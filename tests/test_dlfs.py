@@ -4,17 +4,17 @@ PyTorch, the reference backend and central differences; attributes, references t
 parameter arrays, the book's training loop on scikit-learn's digits; bitwise equality at 1, 2
 and 3 threads; empty batches and bad input."""
 
+import course_code as book
 import numpy as np
 import pytest
+from conftest import AVAILABLE_BACKENDS
+from helpers import numerical_gradient, randn
 from hypothesis import given
 from hypothesis import strategies as st
 
 import fastconv
 from fastconv import _backend, _dropin_api, dlfs
 from fastconv.nn import BackwardBeforeForwardError
-from conftest import AVAILABLE_BACKENDS
-import course_code as book
-from helpers import numerical_gradient, randn
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -453,13 +453,13 @@ def test_gradients_by_central_differences(active_backend, name):
         layer = getattr(dlfs, name)()
     if name == "SoftmaxWithLoss":
         t = rng.integers(0, 6, 4)
-        loss = lambda: layer.forward(x, t)  # noqa: E731
+        loss = lambda: layer.forward(x, t)
         loss()
         analytic = {"x": layer.backward()}
     else:
         out = layer.forward(x)
         weights = rng.standard_normal(out.shape)
-        loss = lambda: float(np.sum(layer.forward(x) * weights))  # noqa: E731
+        loss = lambda: float(np.sum(layer.forward(x) * weights))
         loss()
         analytic = {"x": layer.backward(weights)}
         grad_names = {"W": "dW", "b": "db", "gamma": "dgamma", "beta": "dbeta"}
