@@ -27,7 +27,7 @@ trap 'rm -rf "$work"' EXIT
 KERNEL_TESTS="tests/test_cython_conv.py tests/test_conv_groups_transpose.py tests/test_cython_pool.py
   tests/test_pool_options.py tests/test_layouts.py tests/test_validation.py tests/test_fuzz.py
   tests/test_size_limits.py tests/test_numerics.py tests/test_concurrency.py tests/test_dense_optim.py
-  tests/test_layer_functions.py"
+  tests/test_layer_functions.py tests/test_dlfs.py tests/test_cs231n.py"
 
 
 log() { printf '\n=== memcheck: %s ===\n' "$*"; }
@@ -62,6 +62,7 @@ import sys
 import numpy as np
 
 import fastconv as fc
+from fastconv import _dropin_api as dropin
 
 quick = "--quick" in sys.argv
 rng = np.random.default_rng(0)
@@ -270,6 +271,34 @@ for dtype, threads in itertools.product((np.float32, np.float64), (1, 2)):
         logits = (4 * rng.standard_normal((n, k))).astype(dtype)
         run("softmax_cross_entropy", logits, rng.integers(0, k, n))
         run("softmax_cross_entropy", logits, rng.dirichlet(np.ones(k), n).astype(dtype))
+    # The drop-ins' kernels (fastconv._dropin_api): the book's patch matrix (windows past every
+    # edge, strides larger than the window), (in, out) affine GEMMs, group and layer norm
+    # (8-lane tails, planes of one element, several tasks), the hinge loss.
+    def run_dropin(name, *args):
+        global count
+        check(getattr(dropin, name)(*args, backend="cython"), getattr(dropin, name)(*args, backend="reference"))
+        count += 1
+
+    for n, c, h, w, fh, fw, s, p in [(1, 1, 1, 1, 1, 1, 1, 0), (2, 3, 7, 5, 3, 2, 2, 1), (1, 2, 4, 9, 2, 5, (1, 3), (0, 2)),
+                                     (3, 1, 5, 5, 5, 5, 1, 2), (2, 4, 17, 13, 5, 3, 3, 4), (1, 1, 3, 8, 1, 1, 4, 0)] \
+            + ([] if quick else [(8, 3, 33, 31, 5, 5, 1, 2)]):
+        x = rng.standard_normal((n, c, h, w)).astype(dtype)
+        rows = dropin.im2row(x, fh, fw, s, p, backend="cython")
+        run_dropin("im2row", x, fh, fw, s, p)
+        run_dropin("row2im", rng.standard_normal(rows.shape).astype(dtype), x.shape, fh, fw, s, p)
+    for m, k, n in [(1, 1, 1), (3, 7, 5), (17, 129, 10)] + ([] if quick else [(100, 4320, 100), (2, 9000, 3)]):
+        x, w = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
+        run_dropin("affine", x, w, rng.standard_normal(n).astype(dtype))
+        run_dropin("affine_backward", rng.standard_normal((m, n)).astype(dtype), x, w)
+    for shape, groups in [((1, 1), 1), ((3, 6, 5, 7), 3), ((2, 4, 1, 1), 4), ((5, 9), 1), ((2, 12, 9, 11), 6),
+                          ((1, 7, 4100), 1)] + ([] if quick else [((16, 32, 16, 16), 8), ((4000, 33), 1)]):
+        x = rng.standard_normal(shape).astype(dtype)
+        weight, bias = rng.standard_normal(shape[1]).astype(dtype), rng.standard_normal(shape[1]).astype(dtype)
+        run_dropin("group_norm", x, weight, bias, groups)
+        _, mean, invstd = dropin.group_norm(x, None, None, groups, backend="cython")
+        run_dropin("group_norm_backward", rng.standard_normal(shape).astype(dtype), x, weight, mean, invstd, groups)
+    for n, k in [(1, 1), (3, 7), (9, 2)] + ([] if quick else [(600, 33)]):
+        run_dropin("svm_loss", (4 * rng.standard_normal((n, k))).astype(dtype), rng.integers(0, k, n))
 print(f"driver: {count} kernel calls checked")
 EOF
 }
@@ -321,7 +350,7 @@ import re, sys
 text = open(sys.argv[1]).read()
 blocks = re.split(r"\n==\d+== \n", text)
 ours = [b for b in blocks if re.search(r"(Invalid (read|write)|uninitialised|Mismatched free|Invalid free)", b)
-        and re.search(r"fastconv/_ext/|_conv\.c|_pool\.c|_im2col\.c|_batchnorm\.c|_elementwise\.c|_loss\.c", b)]
+        and re.search(r"fastconv/_ext/|_conv\.c|_pool\.c|_im2col\.c|_batchnorm\.c|_elementwise\.c|_loss\.c|_im2row\.c|_groupnorm\.c|_dense\.c", b)]
 for b in ours[:5]:
     print(b)
 print(f"valgrind: {len(ours)} error(s) in fastconv code", file=sys.stderr)

@@ -3,8 +3,8 @@
 Compiled Cython kernels (OpenMP threads, BLAS GEMM) for conv1d/conv2d forward and backward
 (grouped, depthwise and transposed too), im2col/col2im, 1-D and 2-D max and average pooling and adaptive average pooling, each checked
 against the pure-NumPy implementation of the same name in :mod:`fastconv.reference`. Layers
-and training live in :mod:`fastconv.nn`, the CS231n ``fast_layers`` names in
-:mod:`fastconv.cs231n`.
+and training live in :mod:`fastconv.nn`; the CS231n assignment's layer names in
+:mod:`fastconv.cs231n` and those of the book "Deep Learning from Scratch" in :mod:`fastconv.dlfs`.
 """
 
 from fastconv._version import __version__
@@ -38,7 +38,7 @@ from fastconv._api import (
 from fastconv._backend import get_backend, set_backend, use_backend
 from fastconv._threads import get_num_threads, set_num_threads
 from fastconv._config import show_config
-from fastconv import cs231n, nn, reference
+from fastconv import cs231n, dlfs, nn, reference
 
 __all__ = [
     "__version__",
@@ -51,5 +51,5 @@ __all__ = [
     "batch_norm", "batch_norm_backward", "relu", "relu_backward", "softmax_cross_entropy",
     "get_backend", "set_backend", "use_backend",
     "get_num_threads", "set_num_threads", "show_config",
-    "reference", "nn", "cs231n",
+    "reference", "nn", "cs231n", "dlfs",
 ]

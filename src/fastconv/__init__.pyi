@@ -7,6 +7,7 @@ from typing import Any
 from numpy.typing import ArrayLike
 
 from fastconv import cs231n as cs231n
+from fastconv import dlfs as dlfs
 from fastconv import nn as nn
 from fastconv import reference as reference
 from fastconv._typing import (

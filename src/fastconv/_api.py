@@ -543,14 +543,26 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, t
     empty ``y``; in training it has no statistics, so ``mean`` and ``invstd`` are NaN and the
     running statistics are left unchanged (as torch leaves them).
     """
+    return batch_norm_and_variance(x, weight, bias, running_mean, running_var, training, momentum, eps,
+                                   data_format=data_format, backend=backend)[:3]
+
+
+def batch_norm_and_variance(x, weight=None, bias=None, running_mean=None, running_var=None, training=True,
+                            momentum=0.1, eps=1e-5, *, data_format="NCHW", backend=None, name="batch_norm"):
+    """:func:`batch_norm`, also returning the variance it normalised with, in float64 (not exported).
+
+    Returns ``(y, mean, invstd, var)``: in training ``var`` is the biased batch variance, which
+    the drop-ins' courses average into their running statistics with conventions of their own
+    (fastconv.cs231n, fastconv.dlfs); ``name`` is the function named in error messages.
+    """
     kernels = _kernels(backend)
     x3, shape, weight, bias, running_mean, running_var, training, momentum, eps = check.batch_norm(
-        "batch_norm", x, weight, bias, running_mean, running_var, training, momentum, eps, data_format
+        name, x, weight, bias, running_mean, running_var, training, momentum, eps, data_format
     )
     dtype = x3.dtype
     if training and x3.shape[0] == 0:
         nan = np.full(x3.shape[1], np.nan, dtype=dtype)
-        return np.empty(shape, dtype=dtype), nan, nan.copy()
+        return np.empty(shape, dtype=dtype), nan, nan.copy(), nan.astype(np.float64)
     # IEEE results without warnings, as the kernels give them (NaN or inf data spread to the
     # statistics; an evaluation with eps = 0 may divide by a zero running variance).
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -566,8 +578,8 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, t
             mean, var64 = running_mean, running_var.astype(np.float64)
         invstd = (1 / np.sqrt(var64 + eps)).astype(dtype)
     if x3.shape[0] == 0:
-        return np.empty(shape, dtype=dtype), mean, invstd
-    return kernels.batch_norm_forward(x3, weight, bias, mean, invstd).reshape(shape), mean, invstd
+        return np.empty(shape, dtype=dtype), mean, invstd, var64
+    return kernels.batch_norm_forward(x3, weight, bias, mean, invstd).reshape(shape), mean, invstd, var64
 
 
 def batch_norm_backward(dout, x, weight, mean, invstd, training=True, *, data_format="NCHW",

@@ -40,6 +40,17 @@ is (N, C, H*W), channels-last and 2-D input (N*H*W, C, 1); weight, bias, mean an
     softmax_cross_entropy(logits, target) -> (loss, dlogits)
         logits (N, K) with N >= 1; target int64 labels (N,) in [0, K) or probabilities (N, K)
 
+The drop-ins (fastconv.cs231n, fastconv.dlfs) add, through fastconv._dropin_api:
+
+    im2row(x, kernel_size, stride, padding) -> rows     (N*OH*OW, C*KH*KW): the book's im2col
+    row2im(rows, input_shape, kernel_size, stride, padding) -> x
+    affine(x, w, b) -> y                         x (M, K) @ w (K, N) + b (b may be None)
+    affine_backward(dout, x, w) -> (dx, dw, db)  new arrays
+    group_norm_forward(x, weight, bias, inner, eps) -> (y, mean, invstd)
+        x (N, G, M): rows (n, g) of C/G channel planes of `inner` elements; mean, invstd (N, G)
+    group_norm_backward(dout, x, weight, mean, invstd, inner) -> (dx, dweight, dbias)
+    svm_loss(x, labels) -> (loss, dx)            x (N, K) with N >= 1, int64 labels
+
 FASTCONV_BACKEND selects the backend at import. When the extension cannot be imported,
 fastconv still works on the reference backend and warns once.
 """

@@ -4,7 +4,8 @@ Arguments arrive checked; this module only adds the thread count and allocates n
 """
 
 from fastconv._ext import (
-    _adaptive_pool, _avg_pool, _batchnorm, _conv, _dense, _elementwise, _im2col, _loss, _max_pool, _optim,
+    _adaptive_pool, _avg_pool, _batchnorm, _conv, _dense, _elementwise, _groupnorm, _im2col, _im2row, _loss,
+    _max_pool, _optim,
 )
 from fastconv._threads import get_num_threads
 
@@ -142,3 +143,40 @@ def dropout_backward(dout, keep, scale):
 def softmax_cross_entropy(logits, target):
     """(loss, dlogits) of the mean softmax cross-entropy (labels or probabilities)."""
     return _loss.softmax_cross_entropy(logits, target, get_num_threads())
+
+
+# --- the drop-ins' kernels (fastconv._ext._im2row, _dense, _groupnorm, _loss) ------------------
+
+def im2row(x, kernel_size, stride, padding):
+    """rows (N*OH*OW, C*KH*KW), the book's im2col layout."""
+    return _im2row.im2row(x, kernel_size, stride, padding, get_num_threads())
+
+
+def row2im(rows, input_shape, kernel_size, stride, padding):
+    """x (N, C, H, W) folded from the book's rows (overlaps summed, padding dropped)."""
+    return _im2row.row2im(rows, tuple(input_shape), kernel_size, stride, padding, get_num_threads())
+
+
+def affine(x, w, b):
+    """y (M, N) = x (M, K) @ w (K, N) (+ b)."""
+    return _dense.affine_forward(x, w, b, get_num_threads())
+
+
+def affine_backward(dout, x, w):
+    """(dx, dw, db) of affine, new arrays."""
+    return _dense.affine_backward(dout, x, w, get_num_threads())
+
+
+def group_norm_forward(x, weight, bias, inner, eps):
+    """(y, mean, invstd) of group normalisation over the rows of x (N, G, M)."""
+    return _groupnorm.group_norm_forward(x, weight, bias, inner, eps, get_num_threads())
+
+
+def group_norm_backward(dout, x, weight, mean, invstd, inner):
+    """(dx, dweight, dbias) of group_norm_forward."""
+    return _groupnorm.group_norm_backward(dout, x, weight, mean, invstd, inner, get_num_threads())
+
+
+def svm_loss(x, labels):
+    """(loss, dx) of the mean multiclass hinge loss."""
+    return _loss.svm_loss(x, labels, get_num_threads())

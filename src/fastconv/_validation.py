@@ -878,18 +878,8 @@ def softmax_cross_entropy(fname, logits, target):
     labels = _as_array(fname, "target", target)
     _check_numeric(fname, "target", labels)
     if labels.ndim == 1:
-        if labels.dtype.kind not in "iu":
-            raise TypeError(f"{fname}: target labels (N,) must be integers, got dtype {labels.dtype} "
-                            "(probabilities have the logits' shape (N, K))")
-        if labels.shape != (n,):
-            raise ValueError(f"{fname}: target has {labels.shape[0]} labels for N={n} rows of logits")
-        if labels.size:
-            # Compare in the labels' own dtype (a uint64 above 2**63 must not wrap to negative).
-            lo, hi = labels.min(), labels.max()
-            if lo < 0 or hi >= k:
-                raise ValueError(f"{fname}: labels must lie in [0, K) = [0, {k}), got {int(lo if lo < 0 else hi)}")
         dtype = computation_dtype([raw.dtype])
-        return np.ascontiguousarray(raw, dtype=dtype), np.ascontiguousarray(labels, dtype=np.int64)
+        return np.ascontiguousarray(raw, dtype=dtype), class_labels(fname, "target", labels, n, k)
     if labels.ndim != 2:
         raise ValueError(f"{fname}: target must be integer labels (N,) or probabilities (N, K), got a "
                          f"{labels.ndim}-D array of shape {labels.shape}")
@@ -898,3 +888,184 @@ def softmax_cross_entropy(fname, logits, target):
                          f"{raw.shape}, got {labels.shape}")
     dtype = computation_dtype([raw.dtype, labels.dtype])
     return np.ascontiguousarray(raw, dtype=dtype), np.ascontiguousarray(labels, dtype=dtype)
+
+
+def class_labels(fname, name, labels, n, k):
+    """N integer class labels in [0, K) as a C-contiguous int64 array (labels: an ndarray)."""
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        if labels.ndim == 1:
+            raise TypeError(f"{fname}: {name} labels (N,) must be integers, got dtype {labels.dtype}"
+                            + (" (probabilities have the logits' shape (N, K))" if name == "target" else ""))
+        raise ValueError(f"{fname}: {name} must be N integer labels (N,), got a {labels.ndim}-D array "
+                         f"of shape {labels.shape}")
+    if labels.shape != (n,):
+        raise ValueError(f"{fname}: {name} has {labels.shape[0]} labels for N={n} rows of "
+                         + ("logits" if name == "target" else "scores"))
+    if labels.size:
+        # Compare in the labels' own dtype (a uint64 above 2**63 must not wrap to negative).
+        lo, hi = labels.min(), labels.max()
+        if lo < 0 or hi >= k:
+            raise ValueError(f"{fname}: labels must lie in [0, K) = [0, {k}), got {int(lo if lo < 0 else hi)}")
+    return np.ascontiguousarray(labels, dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+# The drop-ins' kernels (fastconv._dropin_api): the book's patch matrix, the courses' affine
+# layer with (in, out) weights, group and layer normalisation, the hinge loss
+# ----------------------------------------------------------------------------------------------
+
+def _patch_window(fname, hw, filter_h, filter_w, stride, pad):
+    """((kernel, stride, padding), (OH, OW)) of the book's window over an (H, W) plane."""
+    kernel = (int_tuple(fname, "filter_h", filter_h, 1, 1)[0], int_tuple(fname, "filter_w", filter_w, 1, 1)[0])
+    stride = int_tuple(fname, "stride", stride, 2, 1)
+    padding = int_tuple(fname, "pad", pad, 2, 0)
+    return (kernel, stride, padding), output_size(fname, 2, hw, kernel, stride, padding, (1, 1))
+
+
+def patch_rows(fname, x, filter_h, filter_w, stride, pad):
+    """Check a book-style im2col call (argument names as the book's).
+
+    Returns (x, (kernel, stride, padding), rows_shape) with x a C-contiguous (N, C, H, W) array of
+    the computation dtype and rows_shape (N*OH*OW, C*FH*FW).
+    """
+    (x,), _ = float_arrays(fname, [("input_data", x)], [4])
+    check_nonempty(fname, "input_data", x.shape, ("N", "C", "H", "W"))
+    params, (oh, ow) = _patch_window(fname, x.shape[2:], filter_h, filter_w, stride, pad)
+    kernel = params[0]
+    n, c = x.shape[:2]
+    rows_shape = (n * oh * ow, c * kernel[0] * kernel[1])
+    check_size(fname, "the output of shape", rows_shape)
+    return x, params, rows_shape
+
+
+def patch_rows_fold(fname, col, input_shape, filter_h, filter_w, stride, pad):
+    """Check a book-style col2im call: returns (col, input_shape, (kernel, stride, padding))."""
+    raw = _as_array(fname, "col", col)
+    _check_numeric(fname, "col", raw)
+    shape = input_shape_tuple(fname, input_shape)
+    params, (oh, ow) = _patch_window(fname, shape[2:], filter_h, filter_w, stride, pad)
+    (kh, kw), stride, padding = params
+    expected = (shape[0] * oh * ow, shape[1] * kh * kw)
+    if raw.shape != expected:
+        raise ValueError(
+            f"{fname}: col must have shape (N*OH*OW, C*FH*FW) = {expected} for input_shape={shape}, "
+            f"filter ({kh}, {kw}), stride={stride}, pad={padding}; got {raw.shape}"
+        )
+    (col,), _ = float_arrays(fname, [("col", raw)], [2])
+    return col, shape, params
+
+
+def _matrix_operands(fname, named_values, layouts):
+    """Named 2-D (or 1-D) operands with the given axis names, of one computation dtype."""
+    arrays = []
+    for (name, value), layout in zip(named_values, layouts):
+        array = _as_array(fname, name, value)
+        _check_numeric(fname, name, array)
+        if array.ndim != len(layout):
+            raise ValueError(f"{fname}: {name} must be a {len(layout)}-D array ({', '.join(layout)}), "
+                             f"got a {array.ndim}-D array of shape {array.shape}")
+        # The compiled kernels hand these sizes to BLAS, whose dimensions are 32-bit ints.
+        if max(array.shape, default=0) > MAX_HYPERPARAMETER:
+            raise ValueError(f"{fname}: {name}.shape={array.shape} has a dimension beyond BLAS's 32-bit "
+                             f"limit of {MAX_HYPERPARAMETER}")
+        arrays.append(array)
+    dtype = computation_dtype([a.dtype for a in arrays])
+    return arrays, dtype
+
+
+def affine(fname, x, w, b):
+    """Check y = x @ w + b with x (N, D), w (D, M), b (M,) or None; returns [x, w, b] as
+    C-contiguous arrays of the computation dtype (b may be None)."""
+    named = [("x", x), ("w", w)] + ([] if b is None else [("b", b)])
+    arrays, dtype = _matrix_operands(fname, named, [("N", "D"), ("D", "M"), ("M",)])
+    (xs, ws), bs = (a.shape for a in arrays[:2]), None if b is None else arrays[2].shape
+    if xs[1] != ws[0]:
+        raise ValueError(f"{fname}: x has {xs[1]} features per row (x.shape={xs}) but w expects "
+                         f"{ws[0]} (w.shape={ws}, (in_features, out_features))")
+    if bs is not None and bs != (ws[1],):
+        raise ValueError(f"{fname}: b must have shape (M,) = ({ws[1]},) to match w.shape={ws}, got shape {bs}")
+    converted = [np.ascontiguousarray(a, dtype=dtype) for a in arrays]
+    return converted + ([None] if b is None else [])
+
+
+def affine_backward(fname, dout, x, w):
+    """Check the backward of affine: returns [dout, x, w] of one computation dtype."""
+    arrays, dtype = _matrix_operands(fname, [("dout", dout), ("x", x), ("w", w)],
+                                     [("N", "M"), ("N", "D"), ("D", "M")])
+    ds, xs, ws = (a.shape for a in arrays)
+    if xs[1] != ws[0]:
+        raise ValueError(f"{fname}: x has {xs[1]} features per row (x.shape={xs}) but w expects "
+                         f"{ws[0]} (w.shape={ws})")
+    check_dout(fname, ds, (xs[0], ws[1]))
+    return [np.ascontiguousarray(a, dtype=dtype) for a in arrays]
+
+
+def _groups_layout(fname, name, array, groups):
+    """(N, G, M) and inner of a group-norm operand (N, C, *spatial) split into `groups`."""
+    if array.ndim < 2:
+        raise ValueError(f"{fname}: {name} must have at least 2 dimensions (N, C, ...), got shape {array.shape}")
+    check_nonempty(fname, name, array.shape, ("N", "C") + tuple(f"axis {i}" for i in range(2, array.ndim)))
+    channels = array.shape[1]
+    if channels % groups:
+        raise ValueError(f"{fname}: G = {groups} groups must divide the C = {channels} channels "
+                         f"({name}.shape={array.shape})")
+    inner = math.prod(array.shape[2:])
+    return (array.shape[0], groups, channels // groups * inner), inner
+
+
+def group_norm(fname, x, weight, bias, groups, eps):
+    """Check a group (or layer) normalisation over x (N, C, *spatial) in `groups` groups.
+
+    Returns (x3, shape, weight, bias, inner, eps): x3 the C-contiguous (N, G, M) view of the
+    computation dtype, weight and bias (C,) arrays of that dtype or None.
+    """
+    groups = int_tuple(fname, "G", groups, 1, 1)[0]
+    eps = real_number(fname, "eps", eps, 0.0)
+    raw = _as_array(fname, "x", x)
+    _check_numeric(fname, "x", raw)
+    view, inner = _groups_layout(fname, "x", raw, groups)
+    vectors = [None if v is None else _channel_vector(fname, name, v, raw.shape[1], raw.shape)
+               for name, v in (("gamma", weight), ("beta", bias))]
+    dtype = computation_dtype([a.dtype for a in [raw] + vectors if a is not None])
+    x3 = np.ascontiguousarray(raw, dtype=dtype).reshape(view)
+    weight, bias = (None if v is None else np.ascontiguousarray(v, dtype=dtype) for v in vectors)
+    return x3, raw.shape, weight, bias, inner, eps
+
+
+def group_norm_backward(fname, dout, x, weight, mean, invstd, groups):
+    """Check the backward of group_norm: returns (dout3, x3, shape, weight, mean, invstd, inner)
+    with mean and invstd (N, G) arrays, all of one computation dtype."""
+    groups = int_tuple(fname, "G", groups, 1, 1)[0]
+    raw_x = _as_array(fname, "x", x)
+    _check_numeric(fname, "x", raw_x)
+    view, inner = _groups_layout(fname, "x", raw_x, groups)
+    raw_dout = _as_array(fname, "dout", dout)
+    _check_numeric(fname, "dout", raw_dout)
+    check_dout(fname, raw_dout.shape, raw_x.shape)
+    weight = None if weight is None else _channel_vector(fname, "gamma", weight, raw_x.shape[1], raw_x.shape)
+    stats = []
+    for name, value in (("mean", mean), ("invstd", invstd)):
+        array = _as_array(fname, name, value)
+        _check_numeric(fname, name, array)
+        if array.shape != view[:2]:
+            raise ValueError(f"{fname}: {name} must have shape (N, G) = {view[:2]}, got {array.shape}")
+        stats.append(array)
+    dtype = computation_dtype([a.dtype for a in [raw_dout, raw_x] + stats + ([] if weight is None else [weight])])
+    dout3, x3 = (np.ascontiguousarray(a, dtype=dtype).reshape(view) for a in (raw_dout, raw_x))
+    weight, mean, invstd = (None if v is None else np.ascontiguousarray(v, dtype=dtype)
+                            for v in (weight, *stats))
+    return dout3, x3, raw_x.shape, weight, mean, invstd, inner
+
+
+def class_scores(fname, x, y):
+    """Check a loss over class scores x (N, K) and labels y (N,): returns (x, int64 labels)."""
+    raw = _as_array(fname, "x", x)
+    _check_numeric(fname, "x", raw)
+    if raw.ndim != 2:
+        raise ValueError(f"{fname}: x must be a 2-D array of class scores (N, K), got a {raw.ndim}-D "
+                         f"array of shape {raw.shape}")
+    check_nonempty(fname, "x", raw.shape, ("N", "K"))
+    labels = _as_array(fname, "y", y)
+    _check_numeric(fname, "y", labels)
+    labels = class_labels(fname, "y", labels, *raw.shape)
+    return np.ascontiguousarray(raw, dtype=computation_dtype([raw.dtype])), labels

@@ -147,3 +147,105 @@ cdef void add_column_sums(const floating* a, index_t rows, index_t cols,
         for r in range(1, rows):
             s = s + a[r * cols + c]
         sums[c] = sums[c] + s
+
+
+# ----------------------------------------------------------------------------------------------
+# The courses' affine layer: y = x @ W + b with W stored (in_features, out_features)
+# (CS231n's affine_forward, the book's Affine). The same blocks as above; gradients are new
+# arrays (the courses assign them, they do not accumulate).
+# ----------------------------------------------------------------------------------------------
+
+def affine_forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[::1] b,
+                   int num_threads):
+    """y = x @ w (+ b): x (M, K), w (K, N), b (N,) or None; returns a new (M, N) array."""
+    cdef index_t M = x.shape[0], K = x.shape[1], N = w.shape[1]
+    y_array = np.empty((M, N), dtype=np.float32 if floating is float else np.float64)
+    if M == 0 or N == 0:
+        return y_array
+    if K == 0:  # an empty sum: y is the bias
+        y_array[...] = 0
+        if b is not None:
+            y_array += np.asarray(b)
+        return y_array
+    cdef floating[:, ::1] y = y_array
+    cdef floating* y_ptr = &y[0, 0]
+    cdef const floating* x_ptr = &x[0, 0]
+    cdef const floating* w_ptr = &w[0, 0]
+    cdef const floating* b_ptr = NULL if b is None else &b[0]
+    cdef bint by_rows = M >= MAX_BLOCKS * MIN_BLOCK or M >= N
+    cdef index_t extent = M if by_rows else N
+    cdef index_t size = block_size(extent)
+    cdef index_t blocks = (extent + size - 1) // size, t
+    cdef int threads = threads_for(<double>M * N * K, blocks, num_threads)
+    blas_single_thread_enter()
+    try:
+        with nogil:
+            for t in prange(blocks, num_threads=threads, schedule='dynamic'):
+                affine_forward_block(x_ptr, w_ptr, b_ptr, y_ptr, M, N, K, by_rows, t * size,
+                                     min(t * size + size, extent))
+    finally:
+        blas_single_thread_exit()
+    return y_array
+
+
+cdef void affine_forward_block(const floating* x, const floating* w, const floating* b, floating* y,
+                               index_t M, index_t N, index_t K, bint by_rows, index_t start,
+                               index_t stop) noexcept nogil:
+    """Rows [start, stop) of y = x @ w (+ b) (by_rows) or its columns [start, stop)."""
+    cdef index_t r0 = start if by_rows else 0, r1 = stop if by_rows else M
+    cdef index_t c0 = 0 if by_rows else start, c1 = N if by_rows else stop
+    cdef index_t r, c
+    cdef floating beta = 0
+    if b != NULL:
+        for r in range(r0, r1):
+            for c in range(c0, c1):
+                y[r * N + c] = b[c]
+        beta = 1
+    gemm(False, False, <int>(r1 - r0), <int>(c1 - c0), <int>K, <floating>1, x + r0 * K, <int>K,
+         w + c0, <int>N, beta, y + r0 * N + c0, <int>N)
+
+
+def affine_backward(const floating[:, ::1] dout, const floating[:, ::1] x, const floating[:, ::1] w,
+                    int num_threads):
+    """(dx, dw, db) of affine_forward: dx = dout @ w.T (M, K), dw = x.T @ dout (K, N) and
+    db = dout.sum(0) (N,), summed in row order; all new arrays."""
+    cdef index_t M = x.shape[0], K = x.shape[1], N = w.shape[1]
+    dtype = np.float32 if floating is float else np.float64
+    db_array = np.zeros(N, dtype=dtype)
+    if M == 0 or K == 0 or N == 0:
+        return np.zeros((M, K), dtype=dtype), np.zeros((K, N), dtype=dtype), db_array
+    dx_array = np.empty((M, K), dtype=dtype)  # every element is written by a GEMM (beta = 0)
+    dw_array = np.empty((K, N), dtype=dtype)
+    cdef floating[:, ::1] dx = dx_array
+    cdef floating[:, ::1] dw = dw_array
+    cdef floating[::1] db = db_array
+    cdef floating* dx_ptr = &dx[0, 0]
+    cdef floating* dw_ptr = &dw[0, 0]
+    cdef const floating* d_ptr = &dout[0, 0]
+    cdef const floating* x_ptr = &x[0, 0]
+    cdef const floating* w_ptr = &w[0, 0]
+    cdef index_t size = block_size(K)
+    cdef index_t blocks = (K + size - 1) // size, t
+    cdef int threads = threads_for(2.0 * M * N * K, blocks, num_threads)
+    blas_single_thread_enter()
+    try:
+        with nogil:
+            for t in prange(blocks, num_threads=threads, schedule='dynamic'):
+                affine_backward_block(d_ptr, x_ptr, w_ptr, dx_ptr, dw_ptr, M, N, K, t * size,
+                                      min(t * size + size, K))
+    finally:
+        blas_single_thread_exit()
+    with nogil:
+        add_column_sums(d_ptr, M, N, &db[0])
+    return dx_array, dw_array, db_array
+
+
+cdef void affine_backward_block(const floating* dout, const floating* x, const floating* w,
+                                floating* dx, floating* dw, index_t M, index_t N, index_t K,
+                                index_t k0, index_t k1) noexcept nogil:
+    """Columns [k0, k1) of dx = dout @ w^T and rows [k0, k1) of dw = x^T @ dout."""
+    cdef int width = <int>(k1 - k0)
+    gemm(False, True, <int>M, width, <int>N, <floating>1, dout, <int>N, w + k0 * N, <int>N,
+         <floating>0, dx + k0, <int>K)
+    gemm(True, False, width, <int>N, <int>M, <floating>1, x + k0, <int>K, dout, <int>N,
+         <floating>0, dw + k0 * N, <int>N)

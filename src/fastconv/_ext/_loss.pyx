@@ -90,3 +90,56 @@ def softmax_cross_entropy(const floating[:, ::1] logits, target, int num_threads
     for n in range(N):
         total += losses[n]
     return total / N, dlogits_arr
+
+
+# ----------------------------------------------------------------------------------------------
+# Multiclass hinge loss (CS231n's svm_loss): mean over rows of sum_{k != y} max(0, x_k - x_y + 1)
+# ----------------------------------------------------------------------------------------------
+
+cdef double _hinge_row(const floating* x, floating* g, Py_ssize_t K, Py_ssize_t label,
+                       double n) noexcept nogil:
+    """The row's loss; g = 1/n where the margin is positive, -(their count)/n at the label.
+
+    Margins are computed in the data's dtype in the assignment's order, (x_k - x_y) + 1, so
+    that exactly the same margins count as positive; a NaN margin adds NaN to the loss (as
+    np.maximum) but no gradient (as `margins > 0`).
+    """
+    cdef Py_ssize_t k
+    cdef floating correct = x[label], margin
+    cdef double total = 0
+    cdef Py_ssize_t positive = 0
+    cdef floating inv_n = <floating>(1.0 / n)
+    for k in range(K):
+        margin = (x[k] - correct) + 1
+        if k == label:
+            g[k] = 0
+        elif margin > 0:
+            total += margin
+            positive += 1
+            g[k] = inv_n
+        else:
+            if margin != margin:
+                total += margin
+            g[k] = 0
+    g[label] = <floating>(-positive / n)
+    return total
+
+
+def svm_loss(const floating[:, ::1] x, const int64_t[::1] labels, int num_threads):
+    """(loss, dx) of the mean multiclass hinge loss, x (N, K) with N >= 1, int64 labels in
+    [0, K). loss is a Python float; row losses are float64, added in row order."""
+    cdef Py_ssize_t N = x.shape[0], K = x.shape[1], n
+    dtype = np.float32 if floating is float else np.float64
+    dx_arr = np.empty((N, K), dtype=dtype)
+    cdef floating[:, ::1] g = dx_arr
+    cdef double[::1] losses = np.empty(N, dtype=np.float64)
+    cdef double total = 0
+    cdef int nt = 1 if N * K < SERIAL_ELEMENTS or num_threads < 1 else (
+        num_threads if num_threads < N else <int>N)
+    cdef Py_ssize_t rows_per_chunk = 4096 // K if 4096 // K > 1 else 1
+    with nogil:
+        for n in prange(N, schedule='dynamic', chunksize=rows_per_chunk, num_threads=nt):
+            losses[n] = _hinge_row(&x[n, 0], &g[n, 0], K, labels[n], <double>N)
+    for n in range(N):
+        total += losses[n]
+    return total / N, dx_arr

@@ -27,15 +27,19 @@ class ReLU(Layer):
         return fastconv.relu_backward(self._dout(dout, y.shape), y)
 
 
+def sigmoid(x):
+    """``1 / (1 + exp(-x))`` of a floating array, without overflow for large |x|, in x's dtype."""
+    # exp(-|x|) never overflows; each sign picks the algebraically equal form that does not
+    # cancel, so sigmoid(-30) keeps full relative precision.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
 class Sigmoid(Layer):
     """``1 / (1 + exp(-x))``, computed without overflow for large ``abs(x)``."""
 
     def forward(self, x):
-        x = self._input(x)
-        # exp(-|x|) never overflows; each sign picks the algebraically equal form that does
-        # not cancel, so sigmoid(-30) keeps full relative precision.
-        e = np.exp(-np.abs(x))
-        y = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(self.dtype, copy=False)
+        y = sigmoid(self._input(x))
         self._cache = y
         return y.copy()
 

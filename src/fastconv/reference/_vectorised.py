@@ -15,9 +15,12 @@ from fastconv.reference._vectorised_layers import (  # noqa: F401
     batch_norm_statistics,
     dropout,
     dropout_backward,
+    group_norm_backward,
+    group_norm_forward,
     relu,
     relu_backward,
     softmax_cross_entropy,
+    svm_loss,
 )
 
 
@@ -347,3 +350,30 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, step_size, beta1, beta2, bias_
     exp_avg_sq += t(1.0 - beta2) * g * g
     denom = np.sqrt(exp_avg_sq) / t(bias_correction2_sqrt) + t(eps)
     param -= t(step_size) * (exp_avg / denom)
+
+
+# ----------------------------------------------------------------------------------------------
+# The drop-ins' patch matrix and affine layer (fastconv.dlfs, fastconv.cs231n)
+# ----------------------------------------------------------------------------------------------
+
+def im2row(x, kernel_size, stride, padding):
+    """The book's layout: each image's im2col matrix transposed, images stacked."""
+    cols = im2col(x, kernel_size, stride, padding, (1, 1))
+    return np.ascontiguousarray(cols.transpose(0, 2, 1)).reshape(-1, cols.shape[1])
+
+
+def row2im(rows, input_shape, kernel_size, stride, padding):
+    n, length = input_shape[0], rows.shape[1]
+    cols = rows.reshape(n, -1, length).transpose(0, 2, 1)
+    return col2im(np.ascontiguousarray(cols), input_shape, kernel_size, stride, padding, (1, 1))
+
+
+def affine(x, w, b):
+    y = x @ w
+    if b is not None:
+        y += b
+    return y
+
+
+def affine_backward(dout, x, w):
+    return dout @ w.T, x.T @ dout, dout.sum(axis=0)

@@ -78,3 +78,54 @@ def softmax_cross_entropy(logits, target):
         return float(loss), probs / logits.dtype.type(n)
     loss = -(target * log_probs).sum(dtype=np.float64) / n
     return float(loss), (probs * target.sum(axis=1, keepdims=True) - target) / logits.dtype.type(n)
+
+
+# ----------------------------------------------------------------------------------------------
+# Group normalisation (the drop-ins' layer norm and group norm): x is (N, G, M), row (n, g)
+# made of the C/G planes of `inner` elements of its channels.
+# ----------------------------------------------------------------------------------------------
+
+def _per_element(v, groups, inner):
+    """A (C,) vector of channel values laid out along the (N, G, M) rows: shape (1, G, M)."""
+    return np.repeat(v.reshape(groups, -1), inner, axis=1)[None]
+
+
+@_ieee
+def group_norm_forward(x, weight, bias, inner, eps):
+    n, groups, m = x.shape
+    x64 = x.astype(np.float64, copy=False)
+    mean64 = x64.mean(axis=2)
+    var64 = ((x64 - mean64[..., None]) ** 2).mean(axis=2)
+    mean = mean64.astype(x.dtype)
+    invstd = (1 / np.sqrt(var64 + eps)).astype(x.dtype)
+    scale = invstd[..., None] if weight is None else invstd[..., None] * _per_element(weight, groups, inner)
+    shift = 0 if bias is None else _per_element(bias, groups, inner)
+    return (x - mean[..., None]) * scale + shift, mean, invstd
+
+
+@_ieee
+def group_norm_backward(dout, x, weight, mean, invstd, inner):
+    n, groups, m = x.shape
+    xhat = (x - mean[..., None]) * invstd[..., None]
+    per_channel = lambda a: a.reshape(n, -1, inner).sum(axis=(0, 2))  # noqa: E731
+    dweight, dbias = per_channel(dout * xhat), per_channel(dout)
+    g = dout if weight is None else dout * _per_element(weight, groups, inner)
+    dx = (g - g.mean(axis=2, keepdims=True) - xhat * (g * xhat).mean(axis=2, keepdims=True)) * invstd[..., None]
+    return dx, dweight, dbias
+
+
+# ----------------------------------------------------------------------------------------------
+# Multiclass hinge loss (CS231n's svm_loss)
+# ----------------------------------------------------------------------------------------------
+
+@_ieee
+def svm_loss(x, labels):
+    n = x.shape[0]
+    rows = np.arange(n)
+    margins = (x - x[rows, labels][:, None]) + x.dtype.type(1)
+    margins[rows, labels] = 0
+    positive = margins > 0
+    loss = np.maximum(margins, 0).sum(dtype=np.float64) / n
+    dx = positive.astype(x.dtype)
+    dx[rows, labels] = -positive.sum(axis=1)
+    return float(loss), dx / x.dtype.type(n)
