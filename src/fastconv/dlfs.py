@@ -245,7 +245,7 @@ class Relu:
 
 
 class Sigmoid:
-    """The book's sigmoid layer (computed without overflow for large |x|); keeps ``out``. No
+    """The book's sigmoid layer (computed without overflow for large ``abs(x)``); keeps ``out``. No
     parameters."""
 
     def __init__(self):
