@@ -240,6 +240,118 @@ cdef void _avg_pool_backward(const floating* dout, floating* dx, floating* share
 
 
 # ----------------------------------------------------------------------------------------------
+# Channels-last (NHWC): x and dx (N, H, W, C), y and dout (N, OH, OW, C)
+# ----------------------------------------------------------------------------------------------
+# Every channel of a pixel has the same window and the same divisor, and channels are adjacent
+# in memory: the inner loops run over a pixel's channels (plain loops the compiler vectorises).
+# Each element is summed in the planar kernels' order (forward: the window's real elements in
+# row-major order from +0.0; backward: output row, window row, kernel column), so the results
+# are those of the NCHW kernels, transposed, bit for bit.
+
+cdef void _avg_forward_row_nhwc(const floating* x, floating* out, const Window2D* g, index_t n,
+                                index_t oh, const Divisors* div) noexcept nogil:
+    """Output row (n, oh): OW pixels of C channels."""
+    cdef index_t H = g.height, W = g.width, C = g.channels, OW = g.out_w
+    cdef index_t hs, he, h, ws, we, col, ow, c
+    cdef const floating* src
+    cdef floating* o
+    cdef floating divisor
+    _window_rows(g, oh, &hs, &he)
+    for ow in range(OW):
+        o = out + ow * C
+        for c in range(C):
+            o[c] = 0
+        ws = ow * g.stride_w - g.pad_w
+        we = min(ws + g.kernel_w, W)
+        ws = max(ws, 0)
+        for h in range(hs, he):
+            for col in range(ws, we):
+                src = x + ((n * H + h) * W + col) * C
+                for c in range(C):
+                    o[c] = o[c] + src[c]
+        # Divide (not multiply by a reciprocal) so the result matches sum / divisor exactly.
+        divisor = <floating>div.uniform if div.uniform else <floating>(div.rows[oh] * div.cols[ow])
+        for c in range(C):
+            o[c] = o[c] / divisor
+
+
+cdef void _avg_pool_forward_nhwc(const floating* x, floating* y, index_t n_images, const Window2D* g,
+                                 const Divisors* div, int num_threads) noexcept nogil:
+    # Work item = one output row (n, oh) (independent of every other).
+    cdef index_t rows = n_images * g.out_h, r, n
+    cdef int nt = threads_for(rows, n_images * g.height * g.width * g.channels, num_threads)
+    for r in prange(rows, schedule='static', num_threads=nt):
+        n = r // g.out_h
+        _avg_forward_row_nhwc(x, y + r * g.out_w * g.channels, g, n, r - n * g.out_h, div)
+
+
+cdef void _avg_backward_block_nhwc(const floating* dout, floating* dx, floating* share,
+                                   const Window2D* g, index_t c0, index_t c1,
+                                   const Divisors* div) noexcept nogil:
+    """Channels [c0, c1) of one image: dout (OH, OW, C) scattered into dx (H, W, C), which this
+    call zeroes first; `share` holds one output row of the block (OW * (c1 - c0))."""
+    cdef index_t W = g.width, C = g.channels, OW = g.out_w, SW = g.stride_w, PW = g.pad_w
+    cdef index_t cb = c1 - c0
+    cdef index_t oh, ow, hs, he, h, j, k, lo, hi, q, c
+    cdef index_t j_lo = _columns_lo(g), j_hi = _columns_hi(g)
+    cdef const floating* grad
+    cdef const floating* sh
+    cdef floating* dst
+    cdef floating divisor
+    if cb == C:
+        memset(dx, 0, g.height * W * C * sizeof(floating))
+    else:
+        for q in range(g.height * W):
+            for c in range(cb):
+                dx[q * C + c0 + c] = 0
+    for oh in range(g.out_h):
+        for ow in range(OW):
+            grad = dout + (oh * OW + ow) * C + c0
+            divisor = <floating>div.uniform if div.uniform else <floating>(div.rows[oh] * div.cols[ow])
+            for c in range(cb):
+                share[ow * cb + c] = grad[c] / divisor
+        _window_rows(g, oh, &hs, &he)
+        for h in range(hs, he):
+            j = j_lo
+            while j < j_hi:
+                lo = _first_output(j, SW, PW)
+                hi = _end_output(j, W, OW, SW, PW)
+                if lo >= hi:
+                    j = _next_column(lo, SW, PW)
+                    continue
+                for k in range(lo, hi):
+                    dst = dx + (h * W + k * SW + j - PW) * C + c0
+                    sh = share + k * cb
+                    for c in range(cb):
+                        dst[c] = dst[c] + sh[c]
+                j += 1
+
+
+cdef void _avg_pool_backward_nhwc(const floating* dout, floating* dx, floating* shares, index_t n_images,
+                                  index_t blocks, const Window2D* g, const Divisors* div,
+                                  int threads) noexcept nogil:
+    # A task owns one block of channels of one image (windows overlap: two tasks must never
+    # add into the same element). Each thread has its own `shares` row (OW * C entries).
+    cdef index_t C = g.channels, t, n, b
+    cdef index_t in_image = g.height * g.width * C, out_image = g.out_h * g.out_w * C
+    cdef floating* share = NULL  # (initialised: OpenMP copies it into each thread)
+    if threads == 1:
+        for t in range(n_images * blocks):
+            n = t // blocks
+            b = t - n * blocks
+            _avg_backward_block_nhwc(dout + n * out_image, dx + n * in_image, shares, g,
+                                     b * C // blocks, (b + 1) * C // blocks, div)
+        return
+    with parallel(num_threads=threads):
+        share = shares + omp_get_thread_num() * g.out_w * C
+        for t in prange(n_images * blocks, schedule='static'):
+            n = t // blocks
+            b = t - n * blocks
+            _avg_backward_block_nhwc(dout + n * out_image, dx + n * in_image, share, g,
+                                     b * C // blocks, (b + 1) * C // blocks, div)
+
+
+# ----------------------------------------------------------------------------------------------
 # Python entry points: allocate the outputs, call the kernel without the GIL.
 # ----------------------------------------------------------------------------------------------
 
@@ -277,4 +389,48 @@ def avg_pool2d_backward(const floating[:, :, :, ::1] dout, input_shape, kernel_s
     if dx_arr.size:
         with nogil:
             _avg_pool_backward(&dout[0, 0, 0, 0], &dx[0, 0, 0, 0], &shares[0], &g, &div, threads)
+    return dx_arr
+
+
+def avg_pool2d_nhwc(const floating[:, :, :, ::1] x, kernel_size, stride, padding, bint ceil_mode,
+                    bint count_include_pad, divisor_override, int num_threads):
+    """Average pooling of x (N, H, W, C) -> (N, OH, OW, C), options as avg_pool2d's."""
+    cdef Window2D g = pool_window(x.shape[3], x.shape[1], x.shape[2], kernel_size, stride, padding,
+                                  (1, 1), ceil_mode)
+    counts = np.empty(g.out_h + g.out_w, dtype=np.int64)
+    cdef Divisors div = _divisors(counts, &g, count_include_pad, divisor_override)
+    y_arr = np.empty((x.shape[0], g.out_h, g.out_w, x.shape[3]),
+                     dtype=np.float32 if floating is float else np.float64)
+    cdef floating[:, :, :, ::1] y = y_arr
+    if y_arr.size:
+        with nogil:
+            _avg_pool_forward_nhwc(&x[0, 0, 0, 0], &y[0, 0, 0, 0], x.shape[0], &g, &div, num_threads)
+    return y_arr
+
+
+# Channel blocks per image of the channels-last backward: enough tasks for this many threads
+# when the batch is small (decided by N and C only).
+cdef index_t NHWC_TASKS_TARGET = 8
+
+
+def avg_pool2d_backward_nhwc(const floating[:, :, :, ::1] dout, input_shape, kernel_size, stride, padding,
+                             bint ceil_mode, bint count_include_pad, divisor_override, int num_threads):
+    """Gradient of avg_pool2d_nhwc: dout (N, OH, OW, C) -> dx of input_shape (N, H, W, C)."""
+    cdef index_t N = input_shape[0], C = input_shape[3]
+    cdef Window2D g = pool_window(C, input_shape[1], input_shape[2], kernel_size, stride, padding,
+                                  (1, 1), ceil_mode)
+    # dout's own sizes (checked equal to the forward's): the sweeps never read past it.
+    g.out_h, g.out_w = dout.shape[1], dout.shape[2]
+    counts = np.empty(g.out_h + g.out_w, dtype=np.int64)
+    cdef Divisors div = _divisors(counts, &g, count_include_pad, divisor_override)
+    dtype = np.float32 if floating is float else np.float64
+    dx_arr = np.empty((N, g.height, g.width, C), dtype=dtype)
+    cdef floating[:, :, :, ::1] dx = dx_arr
+    cdef index_t blocks = min(C, (NHWC_TASKS_TARGET + N - 1) // N)
+    cdef int threads = threads_for(N * blocks, N * C * g.height * g.width, num_threads)
+    cdef floating[::1] shares = np.empty(threads * g.out_w * C, dtype=dtype)
+    if dx_arr.size:
+        with nogil:
+            _avg_pool_backward_nhwc(&dout[0, 0, 0, 0], &dx[0, 0, 0, 0], &shares[0], N, blocks, &g, &div,
+                                    threads)
     return dx_arr

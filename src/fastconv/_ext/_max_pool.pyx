@@ -168,8 +168,73 @@ cdef extern from *:
             return fastconv_max_row_f64_taps(rows, y, idx, row_step, nrows, kw, 1, sw, pw, ow0, ow1, base);
         return fastconv_max_row_f64_taps(rows, y, idx, row_step, nrows, kw, dw, sw, pw, ow0, ow1, base);
     }
+
+    /* Channels-last: channels [0, C - C % 4) of one output pixel (float32; 2 for float64),
+       four (two) adjacent channels at once. Every lane reads the same window: `first` is its
+       first real tap (channel 0), the window's taps are first[i * row_step + j * col_step]
+       for i < nrows, j < ncols, in the plane at base + i * row_pos + j * col_pos. The same
+       selection rule in the same row-major order as the scalar loop. Positions inside the
+       window are int32 offsets: the caller guarantees a plane of < 2**31 elements. Returns
+       the first channel not done. */
+    static Py_ssize_t fastconv_max_pixel_nhwc_f32(const float *first, Py_ssize_t C, Py_ssize_t nrows,
+            Py_ssize_t ncols, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t row_pos,
+            Py_ssize_t col_pos, int64_t base, float *y, int64_t *idx) {
+        const __m128i zero = _mm_setzero_si128();
+        const __m128i start = _mm_set1_epi64x(base);
+        Py_ssize_t c, i, j;
+        for (c = 0; c + 4 <= C; c += 4) {
+            __m128 best = _mm_loadu_ps(first + c);
+            __m128i pos = zero;
+            for (i = 0; i < nrows; i++) {
+                const float *row = first + i * row_step + c;
+                for (j = (i == 0); j < ncols; j++) {
+                    __m128 v = _mm_loadu_ps(row + j * col_step);
+                    __m128 take = _mm_or_ps(_mm_cmpgt_ps(v, best), _mm_cmpunord_ps(v, v));
+                    __m128i takei = _mm_castps_si128(take);
+                    best = _mm_or_ps(_mm_and_ps(take, v), _mm_andnot_ps(take, best));
+                    pos = _mm_or_si128(_mm_and_si128(takei, _mm_set1_epi32((int)(i * row_pos + j * col_pos))),
+                                       _mm_andnot_si128(takei, pos));
+                }
+            }
+            _mm_storeu_ps(y + c, best);
+            _mm_storeu_si128((__m128i *)(idx + c), _mm_add_epi64(_mm_unpacklo_epi32(pos, zero), start));
+            _mm_storeu_si128((__m128i *)(idx + c + 2), _mm_add_epi64(_mm_unpackhi_epi32(pos, zero), start));
+        }
+        return c;
+    }
+
+    static Py_ssize_t fastconv_max_pixel_nhwc_f64(const double *first, Py_ssize_t C, Py_ssize_t nrows,
+            Py_ssize_t ncols, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t row_pos,
+            Py_ssize_t col_pos, int64_t base, double *y, int64_t *idx) {
+        const __m128i start = _mm_set1_epi64x(base);
+        Py_ssize_t c, i, j;
+        for (c = 0; c + 2 <= C; c += 2) {
+            __m128d best = _mm_loadu_pd(first + c);
+            __m128i pos = _mm_setzero_si128();
+            for (i = 0; i < nrows; i++) {
+                const double *row = first + i * row_step + c;
+                for (j = (i == 0); j < ncols; j++) {
+                    __m128d v = _mm_loadu_pd(row + j * col_step);
+                    __m128d take = _mm_or_pd(_mm_cmpgt_pd(v, best), _mm_cmpunord_pd(v, v));
+                    __m128i takei = _mm_castpd_si128(take);
+                    best = _mm_or_pd(_mm_and_pd(take, v), _mm_andnot_pd(take, best));
+                    pos = _mm_or_si128(_mm_and_si128(takei, _mm_set1_epi64x(i * row_pos + j * col_pos)),
+                                       _mm_andnot_si128(takei, pos));
+                }
+            }
+            _mm_storeu_pd(y + c, best);
+            _mm_storeu_si128((__m128i *)(idx + c), _mm_add_epi64(pos, start));
+        }
+        return c;
+    }
     #else
     #define FASTCONV_POOL_SIMD 0
+    static Py_ssize_t fastconv_max_pixel_nhwc_f32(const float *first, Py_ssize_t C, Py_ssize_t nrows,
+            Py_ssize_t ncols, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t row_pos,
+            Py_ssize_t col_pos, int64_t base, float *y, int64_t *idx) { return 0; }
+    static Py_ssize_t fastconv_max_pixel_nhwc_f64(const double *first, Py_ssize_t C, Py_ssize_t nrows,
+            Py_ssize_t ncols, Py_ssize_t row_step, Py_ssize_t col_step, Py_ssize_t row_pos,
+            Py_ssize_t col_pos, int64_t base, double *y, int64_t *idx) { return 0; }
     static Py_ssize_t fastconv_max_row_f32(const float *rows, float *y, int64_t *idx,
             Py_ssize_t row_step, Py_ssize_t nrows, Py_ssize_t kw, Py_ssize_t dw, Py_ssize_t sw,
             Py_ssize_t pw, Py_ssize_t ow0, Py_ssize_t ow1, int64_t base) { return ow0; }
@@ -187,6 +252,14 @@ cdef extern from *:
                                     Py_ssize_t nrows, Py_ssize_t kw, Py_ssize_t dw, Py_ssize_t sw,
                                     Py_ssize_t pw, Py_ssize_t ow0, Py_ssize_t ow1,
                                     int64_t base) noexcept nogil
+    Py_ssize_t fastconv_max_pixel_nhwc_f32(const float *first, Py_ssize_t C, Py_ssize_t nrows,
+                                           Py_ssize_t ncols, Py_ssize_t row_step, Py_ssize_t col_step,
+                                           Py_ssize_t row_pos, Py_ssize_t col_pos, int64_t base,
+                                           float *y, int64_t *idx) noexcept nogil
+    Py_ssize_t fastconv_max_pixel_nhwc_f64(const double *first, Py_ssize_t C, Py_ssize_t nrows,
+                                           Py_ssize_t ncols, Py_ssize_t row_step, Py_ssize_t col_step,
+                                           Py_ssize_t row_pos, Py_ssize_t col_pos, int64_t base,
+                                           double *y, int64_t *idx) noexcept nogil
 
 
 cdef inline index_t _first_tap(index_t start, index_t step) noexcept nogil:
@@ -316,6 +389,104 @@ cdef void _max_pool_backward(
 
 
 # ----------------------------------------------------------------------------------------------
+# Channels-last (NHWC): x (N, H, W, C), y and idx (N, OH, OW, C)
+# ----------------------------------------------------------------------------------------------
+# Every channel of a pixel has the same window, and channels are adjacent in memory: the vector
+# kernels take adjacent channels of one output pixel, and the window clipping is done once per
+# pixel. Same rule, same tap order as the planar kernels above: the results are those of the
+# NCHW kernels, transposed, bit for bit (indices still h*W + w in the plane).
+
+cdef inline void _max_pixel_nhwc(
+    const floating* first, floating* y, int64_t* idx, index_t C, index_t nrows, index_t ncols,
+    index_t row_step, index_t col_step, index_t row_pos, index_t col_pos, int64_t base, bint simd,
+) noexcept nogil:
+    """One output pixel's C channels; `first` is its window's first real tap (see
+    fastconv_max_pixel_nhwc_f32)."""
+    cdef index_t c = 0, i, j, rel, best_rel
+    cdef floating best, v
+    if simd:
+        if floating is float:
+            c = fastconv_max_pixel_nhwc_f32(first, C, nrows, ncols, row_step, col_step, row_pos,
+                                            col_pos, base, y, idx)
+        else:
+            c = fastconv_max_pixel_nhwc_f64(first, C, nrows, ncols, row_step, col_step, row_pos,
+                                            col_pos, base, y, idx)
+    while c < C:
+        best = first[c]
+        best_rel = 0
+        for i in range(nrows):
+            for j in range(ncols):
+                v = first[i * row_step + j * col_step + c]
+                if v > best or v != v:
+                    best = v
+                    best_rel = i * row_pos + j * col_pos
+        y[c] = best
+        idx[c] = base + best_rel
+        c += 1
+
+
+cdef void _max_pool_forward_nhwc(
+    const floating* x, floating* y, int64_t* idx, index_t n_images, const Window2D* g,
+    int num_threads,
+) noexcept nogil:
+    # Work item = one output row (n, oh): OW pixels of C channels.
+    cdef index_t H = g.height, W = g.width, C = g.channels, OH = g.out_h, OW = g.out_w
+    cdef index_t DH = g.dilation_h, DW = g.dilation_w
+    cdef index_t rows = n_images * OH
+    cdef index_t r, n, oh, ow, hs, he, ws, we, nrows
+    cdef bint simd = FASTCONV_POOL_SIMD and H * W < 2147483647
+    cdef int nt = threads_for(rows, n_images * H * W * C, num_threads)
+    for r in prange(rows, schedule='static', num_threads=nt):
+        n = r // OH
+        oh = r - n * OH
+        hs = oh * g.stride_h - g.pad_h
+        he = hs + (g.kernel_h - 1) * DH + 1
+        if he > H:
+            he = H
+        hs = _first_tap(hs, DH)
+        nrows = _taps(hs, he, DH)
+        for ow in range(OW):
+            ws = ow * g.stride_w - g.pad_w
+            we = ws + (g.kernel_w - 1) * DW + 1
+            if we > W:
+                we = W
+            ws = _first_tap(ws, DW)
+            _max_pixel_nhwc(x + ((n * H + hs) * W + ws) * C, y + (r * OW + ow) * C,
+                            idx + (r * OW + ow) * C, C, nrows, _taps(ws, we, DW), DH * W * C, DW * C,
+                            DH * W, DW, hs * W + ws, simd)
+
+
+cdef void _max_pool_backward_nhwc(
+    const floating* dout, const int64_t* idx, floating* dx, index_t n_images, index_t plane_in,
+    index_t plane_out, index_t C, index_t blocks, int num_threads,
+) noexcept nogil:
+    # A task owns the planes of one block of channels of one image, so that the scatter-add
+    # never races; each dx element receives its contributions in output order, as the planar
+    # kernel adds them.
+    cdef index_t t, n, c0, c1, q, k, c
+    cdef floating* d
+    cdef const floating* grad
+    cdef const int64_t* ix
+    cdef int nt = threads_for(n_images * blocks, n_images * plane_in * C, num_threads)
+    for t in prange(n_images * blocks, schedule='static', num_threads=nt):
+        n = t // blocks
+        c0 = (t - n * blocks) * C // blocks
+        c1 = (t - n * blocks + 1) * C // blocks
+        d = dx + n * plane_in * C
+        grad = dout + n * plane_out * C
+        ix = idx + n * plane_out * C
+        if blocks == 1:
+            memset(d, 0, plane_in * C * sizeof(floating))
+        else:
+            for q in range(plane_in):
+                for c in range(c0, c1):
+                    d[q * C + c] = 0
+        for k in range(plane_out):
+            for c in range(c0, c1):
+                d[ix[k * C + c] * C + c] += grad[k * C + c]
+
+
+# ----------------------------------------------------------------------------------------------
 # Python entry points: allocate the outputs, call the kernel without the GIL.
 # ----------------------------------------------------------------------------------------------
 
@@ -349,4 +520,44 @@ def max_pool2d_backward(const floating[:, :, :, ::1] dout, const int64_t[:, :, :
         with nogil:
             _max_pool_backward(&dout[0, 0, 0, 0], &idx[0, 0, 0, 0], &dx[0, 0, 0, 0], N * C, H * W,
                                dout.shape[2] * dout.shape[3], num_threads)
+    return dx_arr
+
+
+def max_pool2d_nhwc(const floating[:, :, :, ::1] x, kernel_size, stride, padding, dilation, bint ceil_mode,
+                    int num_threads):
+    """Max pooling of x (N, H, W, C) -> (y, idx) of shape (N, OH, OW, C); idx (int64) is h*W + w."""
+    cdef Window2D g = pool_window(x.shape[3], x.shape[1], x.shape[2], kernel_size, stride, padding,
+                                  dilation, ceil_mode)
+    dtype = np.float32 if floating is float else np.float64
+    y_arr = np.empty((x.shape[0], g.out_h, g.out_w, x.shape[3]), dtype=dtype)
+    idx_arr = np.empty((x.shape[0], g.out_h, g.out_w, x.shape[3]), dtype=np.int64)
+    cdef floating[:, :, :, ::1] y = y_arr
+    cdef int64_t[:, :, :, ::1] idx = idx_arr
+    if y_arr.size:
+        with nogil:
+            _max_pool_forward_nhwc(&x[0, 0, 0, 0], &y[0, 0, 0, 0], &idx[0, 0, 0, 0], x.shape[0], &g,
+                                   num_threads)
+    return y_arr, idx_arr
+
+
+# Channel blocks per image of the channels-last backward: enough tasks for this many threads
+# when the batch is small (decided by N and C only).
+cdef index_t NHWC_TASKS_TARGET = 8
+
+
+def max_pool2d_backward_nhwc(const floating[:, :, :, ::1] dout, const int64_t[:, :, :, ::1] idx,
+                             input_shape, int num_threads):
+    """Scatter-add dout (N, OH, OW, C) at idx into zeros of input_shape (N, H, W, C)."""
+    cdef index_t N = input_shape[0], H = input_shape[1], W = input_shape[2], C = input_shape[3]
+    dtype = np.float32 if floating is float else np.float64
+    # np.empty, not np.zeros: each image's channel block is zeroed by the task that owns it.
+    dx_arr = np.empty((N, H, W, C), dtype=dtype)
+    cdef floating[:, :, :, ::1] dx = dx_arr
+    cdef index_t blocks = min(C, (NHWC_TASKS_TARGET + N - 1) // N)
+    if dout.shape[1] * dout.shape[2] == 0:  # no windows: nothing to scatter
+        dx_arr.fill(0)
+    elif dx_arr.size:
+        with nogil:
+            _max_pool_backward_nhwc(&dout[0, 0, 0, 0], &idx[0, 0, 0, 0], &dx[0, 0, 0, 0], N, H * W,
+                                    dout.shape[1] * dout.shape[2], C, blocks, num_threads)
     return dx_arr
