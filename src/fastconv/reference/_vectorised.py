@@ -308,6 +308,71 @@ def adaptive_avg_pool2d_backward(dout, input_shape):
 
 
 # ----------------------------------------------------------------------------------------------
+# Channels-last (NHWC): the NCHW kernels above on transposed copies, results transposed back
+# ----------------------------------------------------------------------------------------------
+# This is the oracle, so it takes the obviously right way, not a fast one: API.md defines the
+# channels-last functions as "results equal the NCHW ones transposed", and that is what these
+# compute. Images are (N, H, W, C), convolution weights (KH, KW, C // groups, F) ("HWIO"), max
+# pooling's indices h*W + w (unchanged by the transposition: they index a plane). The compiled
+# backend computes them natively (fastconv._ext._conv_nhwc, _depthwise_nhwc, and the NHWC
+# kernels of _max_pool and _avg_pool).
+
+def _to_nchw(a):
+    """(N, H, W, C) -> a C-contiguous (N, C, H, W) copy."""
+    return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
+
+
+def _to_nhwc(a):
+    """(N, C, H, W) -> a C-contiguous (N, H, W, C) copy."""
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+def _weights_oihw(w):
+    """(KH, KW, C // groups, F) -> (F, C // groups, KH, KW)."""
+    return np.ascontiguousarray(w.transpose(3, 2, 0, 1))
+
+
+def _weights_hwio(w):
+    """(F, C // groups, KH, KW) -> (KH, KW, C // groups, F)."""
+    return np.ascontiguousarray(w.transpose(2, 3, 1, 0))
+
+
+def _shape_nchw(shape):
+    n, h, w, c = shape
+    return (n, c, h, w)
+
+
+def conv2d_nhwc(x, w, b, stride, padding, dilation, groups):
+    return _to_nhwc(conv2d(_to_nchw(x), _weights_oihw(w), b, stride, padding, dilation, groups))
+
+
+def conv2d_backward_nhwc(dout, x, w, stride, padding, dilation, groups):
+    dx, dw, db = conv2d_backward(_to_nchw(dout), _to_nchw(x), _weights_oihw(w), stride, padding,
+                                      dilation, groups)
+    return _to_nhwc(dx), _weights_hwio(dw), db
+
+
+def max_pool2d_nhwc(x, kernel_size, stride, padding, dilation, ceil_mode):
+    y, indices = max_pool2d(_to_nchw(x), kernel_size, stride, padding, dilation, ceil_mode)
+    return _to_nhwc(y), _to_nhwc(indices)
+
+
+def max_pool2d_backward_nhwc(dout, indices, input_shape):
+    return _to_nhwc(max_pool2d_backward(_to_nchw(dout), _to_nchw(indices), _shape_nchw(input_shape)))
+
+
+def avg_pool2d_nhwc(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    return _to_nhwc(avg_pool2d(_to_nchw(x), kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                    divisor_override))
+
+
+def avg_pool2d_backward_nhwc(dout, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                             divisor_override):
+    return _to_nhwc(avg_pool2d_backward(_to_nchw(dout), _shape_nchw(input_shape), kernel_size, stride,
+                                             padding, ceil_mode, count_include_pad, divisor_override))
+
+
+# ----------------------------------------------------------------------------------------------
 # fastconv.nn's dense layers and optimizers (not public functions: the layers check their
 # arguments). The optimizer updates compute per element in the parameter's dtype with every
 # constant rounded to it once, in the compiled kernels' order (fastconv._ext._optim).
