@@ -45,35 +45,47 @@ def _as_2d_params(params):
 # conv{1,2}d and conv_transpose{1,2}d share these: `check` is the validation function, `kernel`
 # the name of the backend's kernel (the 1-D functions run the 2-D kernels with H = 1).
 
-def _forward(fname, nd, check, kernel, x, w, b, hyper, backend):
+def _forward(fname, nd, check, kernel, x, w, b, hyper, backend, **layout):
+    """layout: last=True for channels-last operands (conv2d's data_format="NHWC"), whose
+    kernel is `kernel` + "_nhwc"."""
     kernels = _kernels(backend)
-    (x, w, b), params, out_shape = check(fname, nd, x, w, b, *hyper)
+    (x, w, b), params, out_shape = check(fname, nd, x, w, b, *hyper, **layout)
     if x.shape[0] == 0:
         return np.zeros(out_shape, dtype=x.dtype)
     if nd == 1:
         (x, w), params = _as_2d(x, w), _as_2d_params(params)
-    y = getattr(kernels, kernel)(x, w, b, *params)
+    y = getattr(kernels, kernel + ("_nhwc" if layout else ""))(x, w, b, *params)
     return y.reshape(out_shape)
 
 
-def _backward(fname, nd, check, kernel, dout, x, w, hyper, backend):
+def _backward(fname, nd, check, kernel, dout, x, w, hyper, backend, **layout):
     kernels = _kernels(backend)
-    (dout, x, w), params, out_shape = check(fname, nd, x, w, None, *hyper, dout=dout, backward=True)
+    (dout, x, w), params, out_shape = check(fname, nd, x, w, None, *hyper, dout=dout, backward=True,
+                                            **layout)
     if x.shape[0] == 0:
-        return np.zeros_like(x), np.zeros_like(w), np.zeros(out_shape[1], dtype=w.dtype)
+        filters = out_shape[-1] if layout else out_shape[1]
+        return np.zeros_like(x), np.zeros_like(w), np.zeros(filters, dtype=w.dtype)
     if nd == 1:
         dx, dw, db = getattr(kernels, kernel)(*_as_2d(dout, x, w), *_as_2d_params(params))
         return dx.reshape(x.shape), dw.reshape(w.shape), db
-    return getattr(kernels, kernel)(dout, x, w, *params)
+    return getattr(kernels, kernel + ("_nhwc" if layout else ""))(dout, x, w, *params)
 
 
-def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, backend=None):
+def _layout(fname, data_format):
+    """The keyword that selects channels-last checks and kernels: {} for "NCHW", {"last": True}
+    for "NHWC"; an unknown data_format is refused before anything else is checked."""
+    return {"last": True} if check.channels_last(fname, data_format) else {}
+
+
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, data_format="NCHW",
+           backend=None):
     """2-D cross-correlation, exactly ``torch.nn.functional.conv2d``.
 
     Parameters
     ----------
-    x : array_like, shape (N, C, H, W)
-    w : array_like, shape (F, C // groups, KH, KW)
+    x : array_like, shape (N, C, H, W); (N, H, W, C) with ``data_format="NHWC"``
+    w : array_like, shape (F, C // groups, KH, KW); (KH, KW, C // groups, F) with
+        ``data_format="NHWC"`` (TensorFlow's and JAX's "HWIO")
     b : array_like, shape (F,), optional
     stride, dilation : int or (int, int)
     padding : int, (int, int), "valid" or "same"
@@ -83,26 +95,34 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, backend=N
     groups : int
         Channels and filters are split into this many groups, each convolved on its own;
         both C and F must be divisible by it. ``groups == C`` is a depthwise convolution.
+    data_format : {"NCHW", "NHWC"}
+        Channels-first or channels-last images (and weights, see ``w``); the NHWC result
+        equals the NCHW one transposed, computed natively (see the channels-last guide).
     backend : {"cython", "reference"}, optional
         Run this call on the given backend instead of the active one.
 
     Returns
     -------
-    y : ndarray, shape (N, F, OH, OW), float32 if every floating input is float32, else float64.
+    y : ndarray, shape (N, F, OH, OW) ((N, OH, OW, F) with ``data_format="NHWC"``), float32
+        if every floating input is float32, else float64.
     """
     return _forward("conv2d", 2, check.conv, "conv2d", x, w, b,
-                    (stride, padding, dilation, groups), backend)
+                    (stride, padding, dilation, groups), backend, **_layout("conv2d", data_format))
 
 
-def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1, *, backend=None):
+def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1, *, data_format="NCHW",
+                    backend=None):
     """Gradients of :func:`conv2d`: returns ``(dx, dw, db)`` for upstream gradient ``dout``.
 
     ``dout`` must have the forward output's shape (N, F, OH, OW); ``dx`` has x's shape, ``dw``
     w's shape (F, C // groups, KH, KW). ``db`` is ``dout.sum(axis=(0, 2, 3))`` and is always
-    returned (ignore it for a bias-free layer).
+    returned (ignore it for a bias-free layer). With ``data_format="NHWC"`` dout is
+    (N, OH, OW, F), x (N, H, W, C), w and dw (KH, KW, C // groups, F), and
+    ``db = dout.sum(axis=(0, 1, 2))``.
     """
     return _backward("conv2d_backward", 2, check.conv, "conv2d_backward", dout, x, w,
-                     (stride, padding, dilation, groups), backend)
+                     (stride, padding, dilation, groups), backend,
+                     **_layout("conv2d_backward", data_format))
 
 
 def conv1d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, backend=None):
@@ -224,12 +244,14 @@ def _window_as_2d(kernel, stride, padding):
     return (1,) + kernel, (1,) + stride, (0,) + padding
 
 
-def _max_pool(fname, nd, x, kernel_size, stride, padding, dilation, ceil_mode, backend):
+def _max_pool(fname, nd, x, kernel_size, stride, padding, dilation, ceil_mode, backend, last=False):
     kernels = _kernels(backend)
     x, params, out_shape = check.max_pool_forward(fname, nd, x, kernel_size, stride, padding,
-                                                  dilation, ceil_mode)
+                                                  dilation, ceil_mode, last)
     if x.shape[0] == 0:
         return np.zeros(out_shape, dtype=x.dtype), np.zeros(out_shape, dtype=np.int64)
+    if last:
+        return kernels.max_pool2d_nhwc(x, *params)
     if nd == 2:
         return kernels.max_pool2d(x, *params)
     kernel, stride, padding, dilation, ceil_mode = params
@@ -238,11 +260,13 @@ def _max_pool(fname, nd, x, kernel_size, stride, padding, dilation, ceil_mode, b
     return y.reshape(out_shape), indices.reshape(out_shape)
 
 
-def _max_pool_backward(fname, nd, dout, indices, input_shape, backend):
+def _max_pool_backward(fname, nd, dout, indices, input_shape, backend, last=False):
     kernels = _kernels(backend)
-    dout, indices, shape = check.max_pool_backward(fname, nd, dout, indices, input_shape)
+    dout, indices, shape = check.max_pool_backward(fname, nd, dout, indices, input_shape, last)
     if shape[0] == 0:
         return np.zeros(shape, dtype=dout.dtype)
+    if last:
+        return kernels.max_pool2d_backward_nhwc(dout, indices, shape)
     if nd == 2:
         return kernels.max_pool2d_backward(dout, indices, shape)
     dx = kernels.max_pool2d_backward(dout[:, :, None, :], indices[:, :, None, :], shape[:2] + (1,) + shape[2:])
@@ -250,24 +274,29 @@ def _max_pool_backward(fname, nd, dout, indices, input_shape, backend):
 
 
 def _avg_pool(fname, nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
-              divisor_override, backend):
+              divisor_override, backend, last=False):
     kernels = _kernels(backend)
     x, params, out_shape = check.avg_pool_forward(fname, nd, x, kernel_size, stride, padding,
-                                                  ceil_mode, count_include_pad, divisor_override)
+                                                  ceil_mode, count_include_pad, divisor_override, last)
     if x.shape[0] == 0:
         return np.zeros(out_shape, dtype=x.dtype)
+    if last:
+        return kernels.avg_pool2d_nhwc(x, *params)
     if nd == 2:
         return kernels.avg_pool2d(x, *params)
     return kernels.avg_pool2d(x[:, :, None, :], *_window_as_2d(*params[:3]), *params[3:]).reshape(out_shape)
 
 
 def _avg_pool_backward(fname, nd, dout, input_shape, kernel_size, stride, padding, ceil_mode,
-                       count_include_pad, divisor_override, backend):
+                       count_include_pad, divisor_override, backend, last=False):
     kernels = _kernels(backend)
     dout, shape, params = check.avg_pool_backward(fname, nd, dout, input_shape, kernel_size, stride,
-                                                  padding, ceil_mode, count_include_pad, divisor_override)
+                                                  padding, ceil_mode, count_include_pad, divisor_override,
+                                                  last)
     if shape[0] == 0:
         return np.zeros(shape, dtype=dout.dtype)
+    if last:
+        return kernels.avg_pool2d_backward_nhwc(dout, shape, *params)
     if nd == 2:
         return kernels.avg_pool2d_backward(dout, shape, *params)
     dx = kernels.avg_pool2d_backward(dout[:, :, None, :], shape[:2] + (1,) + shape[2:],
@@ -275,12 +304,13 @@ def _avg_pool_backward(fname, nd, dout, input_shape, kernel_size, stride, paddin
     return dx.reshape(shape)
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *, backend=None):
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *,
+               data_format="NCHW", backend=None):
     """2-D max pooling with argmax, as ``torch.nn.functional.max_pool2d(return_indices=True)``.
 
     Parameters
     ----------
-    x : array_like, shape (N, C, H, W)
+    x : array_like, shape (N, C, H, W); (N, H, W, C) with ``data_format="NHWC"``
     kernel_size : int or (int, int)
     stride : int or (int, int), optional
         Default (None): equal to ``kernel_size``.
@@ -291,49 +321,55 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     ceil_mode : bool
         Round the output size up instead of down (a window that would start in the right or
         bottom padding is still dropped, as torch).
+    data_format : {"NCHW", "NHWC"}
+        Channels-first or channels-last ``x``, ``y`` and ``indices``.
     backend : {"cython", "reference"}, optional
         Run this call on the given backend instead of the active one.
 
     Returns
     -------
-    y : ndarray, shape (N, C, OH, OW)
+    y : ndarray, shape (N, C, OH, OW) ((N, OH, OW, C) with ``data_format="NHWC"``)
         ``OH = (H + 2*ph - dh*(KH-1) - 1) / sh + 1``, rounded down (up with ceil_mode).
-    indices : ndarray of int64, shape (N, C, OH, OW)
-        ``h*W + w``, the flat position of each maximum in the unpadded input plane. Ties go to
-        the first maximum in row-major window order; NaN counts as the maximum.
+    indices : ndarray of int64, y's shape
+        ``h*W + w``, the flat position of each maximum in the unpadded input plane (in either
+        layout). Ties go to the first maximum in row-major window order; NaN counts as the
+        maximum.
 
     A dilated window that would read only padding (possible when the dilation exceeds the
     input size) is refused with a ValueError; PyTorch returns -inf and an index outside the
     input there.
     """
-    return _max_pool("max_pool2d", 2, x, kernel_size, stride, padding, dilation, ceil_mode, backend)
+    return _max_pool("max_pool2d", 2, x, kernel_size, stride, padding, dilation, ceil_mode, backend,
+                     check.channels_last("max_pool2d", data_format))
 
 
-def max_pool2d_backward(dout, indices, input_shape, *, backend=None):
+def max_pool2d_backward(dout, indices, input_shape, *, data_format="NCHW", backend=None):
     """Gradient of :func:`max_pool2d`: scatter-add ``dout`` at ``indices`` into zeros.
 
     Parameters
     ----------
-    dout : array_like, shape (N, C, OH, OW)
+    dout : array_like, shape (N, C, OH, OW); (N, OH, OW, C) with ``data_format="NHWC"``
     indices : array_like of integers, dout's shape
         As returned by :func:`max_pool2d`; each must lie in ``[0, H*W)``.
-    input_shape : (N, C, H, W)
+    input_shape : (N, C, H, W); (N, H, W, C) with ``data_format="NHWC"``
+    data_format : {"NCHW", "NHWC"}
     backend : {"cython", "reference"}, optional
 
     Returns
     -------
     dx : ndarray of ``input_shape``; positions shared by several windows add up.
     """
-    return _max_pool_backward("max_pool2d_backward", 2, dout, indices, input_shape, backend)
+    return _max_pool_backward("max_pool2d_backward", 2, dout, indices, input_shape, backend,
+                              check.channels_last("max_pool2d_backward", data_format))
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-               divisor_override=None, *, backend=None):
+               divisor_override=None, *, data_format="NCHW", backend=None):
     """2-D average pooling, as ``torch.nn.functional.avg_pool2d``.
 
     Parameters
     ----------
-    x : array_like, shape (N, C, H, W)
+    x : array_like, shape (N, C, H, W); (N, H, W, C) with ``data_format="NHWC"``
     kernel_size : int or (int, int)
     stride : int or (int, int), optional
         Default (None): equal to ``kernel_size``.
@@ -347,28 +383,32 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
         the number of input elements in the window (False).
     divisor_override : int >= 1, optional
         Divide every window's sum by this instead.
+    data_format : {"NCHW", "NHWC"}
+        Channels-first or channels-last ``x`` and ``y``.
     backend : {"cython", "reference"}, optional
 
     Returns
     -------
-    y : ndarray, shape (N, C, OH, OW)
+    y : ndarray, shape (N, C, OH, OW) ((N, OH, OW, C) with ``data_format="NHWC"``)
         ``OH = (H + 2*ph - KH) / sh + 1``, rounded down (up with ceil_mode).
     """
     return _avg_pool("avg_pool2d", 2, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                     divisor_override, backend)
+                     divisor_override, backend, check.channels_last("avg_pool2d", data_format))
 
 
 def avg_pool2d_backward(dout, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
-                        count_include_pad=True, divisor_override=None, *, backend=None):
+                        count_include_pad=True, divisor_override=None, *, data_format="NCHW",
+                        backend=None):
     """Gradient of :func:`avg_pool2d` for upstream gradient ``dout``.
 
     Parameters
     ----------
-    dout : array_like, shape (N, C, OH, OW)
+    dout : array_like, shape (N, C, OH, OW); (N, OH, OW, C) with ``data_format="NHWC"``
         The forward output's shape for ``input_shape`` and the hyper-parameters.
-    input_shape : (N, C, H, W)
+    input_shape : (N, C, H, W); (N, H, W, C) with ``data_format="NHWC"``
     kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
         Those of the forward call.
+    data_format : {"NCHW", "NHWC"}
     backend : {"cython", "reference"}, optional
 
     Returns
@@ -377,7 +417,8 @@ def avg_pool2d_backward(dout, input_shape, kernel_size, stride=None, padding=0, 
         over the window's input elements.
     """
     return _avg_pool_backward("avg_pool2d_backward", 2, dout, input_shape, kernel_size, stride, padding,
-                              ceil_mode, count_include_pad, divisor_override, backend)
+                              ceil_mode, count_include_pad, divisor_override, backend,
+                              check.channels_last("avg_pool2d_backward", data_format))
 
 
 def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *, backend=None):

@@ -24,6 +24,13 @@ non-empty batch, hyper-parameters as (h, w) tuples of ints) and returning new ar
 ceil_mode and count_include_pad are bools, divisor_override None or an int >= 1. The 1-D
 functions reach the 2-D kernels with H = 1 (conv1d as conv2d, max_pool1d as max_pool2d, ...).
 
+Channels-last twins (data_format="NHWC"): the same arguments, with images (N, H, W, C)
+(input_shape too), convolution weights (KH, KW, C // groups, F), dw likewise; max pooling's
+indices are still h*W + w:
+
+    conv2d_nhwc, conv2d_backward_nhwc, max_pool2d_nhwc, max_pool2d_backward_nhwc,
+    avg_pool2d_nhwc, avg_pool2d_backward_nhwc
+
 The layer functions' kernels see a batch-norm operand as an (outer, C, inner) array: NCHW input
 is (N, C, H*W), channels-last and 2-D input (N*H*W, C, 1); weight, bias, mean and invstd are
 (C,) arrays of the same dtype (weight and bias may be None: ones, zeros):

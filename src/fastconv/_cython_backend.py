@@ -4,8 +4,8 @@ Arguments arrive checked; this module only adds the thread count and allocates n
 """
 
 from fastconv._ext import (
-    _adaptive_pool, _avg_pool, _batchnorm, _conv, _dense, _elementwise, _groupnorm, _im2col, _im2row, _loss,
-    _max_pool, _optim,
+    _adaptive_pool, _avg_pool, _batchnorm, _conv, _conv_nhwc, _dense, _depthwise_nhwc, _elementwise, _groupnorm,
+    _im2col, _im2row, _loss, _max_pool, _optim,
 )
 from fastconv._threads import get_num_threads
 
@@ -32,6 +32,27 @@ def conv_transpose2d_backward(dout, x, w, stride, padding, output_padding, group
     """(dx, dw, db) of conv_transpose2d for upstream gradient dout."""
     return _conv.conv_transpose2d_backward(dout, x, w, stride, padding, output_padding, groups,
                                            dilation, get_num_threads())
+
+
+# Channels-last: x (N, H, W, C), w (KH, KW, C // groups, F). One input channel per group
+# (depthwise) takes the direct kernels, the rest im2col + GEMM.
+
+def _depthwise(w, groups):
+    return groups > 1 and w.shape[2] == 1
+
+
+def conv2d_nhwc(x, w, b, stride, padding, dilation, groups):
+    """y (N, OH, OW, F) = cross-correlation of x with w, plus b when given."""
+    if _depthwise(w, groups):
+        return _depthwise_nhwc.depthwise_forward(x, w, b, stride, padding, dilation, get_num_threads())
+    return _conv_nhwc.conv2d_forward(x, w, b, stride, padding, dilation, groups, get_num_threads())
+
+
+def conv2d_backward_nhwc(dout, x, w, stride, padding, dilation, groups):
+    """(dx, dw, db) of conv2d_nhwc for upstream gradient dout (N, OH, OW, F)."""
+    if _depthwise(w, groups):
+        return _depthwise_nhwc.depthwise_backward(dout, x, w, stride, padding, dilation, get_num_threads())
+    return _conv_nhwc.conv2d_backward(dout, x, w, stride, padding, dilation, groups, get_num_threads())
 
 
 def im2col(x, kernel_size, stride, padding, dilation):
@@ -67,6 +88,30 @@ def avg_pool2d_backward(dout, input_shape, kernel_size, stride, padding, ceil_mo
     """Gradient of avg_pool2d: each output's dout / divisor added over its window."""
     return _avg_pool.avg_pool2d_backward(dout, tuple(input_shape), kernel_size, stride, padding, ceil_mode,
                                          count_include_pad, divisor_override, get_num_threads())
+
+
+def max_pool2d_nhwc(x, kernel_size, stride, padding, dilation, ceil_mode):
+    """max_pool2d of x (N, H, W, C): (y, indices) of shape (N, OH, OW, C), indices h*W + w."""
+    return _max_pool.max_pool2d_nhwc(x, kernel_size, stride, padding, dilation, ceil_mode, get_num_threads())
+
+
+def max_pool2d_backward_nhwc(dout, indices, input_shape):
+    """Scatter-add dout (N, OH, OW, C) at indices into zeros of input_shape (N, H, W, C)."""
+    return _max_pool.max_pool2d_backward_nhwc(dout, indices, tuple(input_shape), get_num_threads())
+
+
+def avg_pool2d_nhwc(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    """avg_pool2d of x (N, H, W, C)."""
+    return _avg_pool.avg_pool2d_nhwc(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                     divisor_override, get_num_threads())
+
+
+def avg_pool2d_backward_nhwc(dout, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                             divisor_override):
+    """Gradient of avg_pool2d_nhwc."""
+    return _avg_pool.avg_pool2d_backward_nhwc(dout, tuple(input_shape), kernel_size, stride, padding,
+                                              ceil_mode, count_include_pad, divisor_override,
+                                              get_num_threads())
 
 
 def adaptive_avg_pool2d(x, output_size):

@@ -26,6 +26,24 @@ MAX_ELEMENTS = np.iinfo(np.intp).max // 8
 _DIM_NAMES = {1: ("L",), 2: ("H", "W")}
 
 
+def image_axes(nd, last, prefix=""):
+    """The axis names of an image operand: ("N", "C", "H", "W"), or channels-last
+    ("N", "H", "W", "C"); prefix "O" names an output's spatial axes ("OH", "OW")."""
+    spatial = tuple(prefix + a for a in _DIM_NAMES[nd])
+    return ("N",) + spatial + ("C",) if last else ("N", "C") + spatial
+
+
+def channels_first(shape, last):
+    """An (N, H, W, C) shape as (N, C, H, W) when last, else unchanged (the checks below do
+    their arithmetic on channels-first shapes and show the caller's own shapes)."""
+    return (shape[0], shape[-1]) + tuple(shape[1:-1]) if last else tuple(shape)
+
+
+def image_shape(n, c, spatial, last):
+    """(N, C, *spatial), or (N, *spatial, C) channels-last."""
+    return (n,) + tuple(spatial) + (c,) if last else (n, c) + tuple(spatial)
+
+
 def _describe(value):
     """Short description of a value for error messages."""
     if isinstance(value, np.ndarray):
@@ -122,9 +140,10 @@ def int_tuple(fname, name, value, nd, minimum):
     return result
 
 
-def input_shape_tuple(fname, value, nd=2):
-    """The full input shape of a backward or col2im call: (N, C, H, W), or (N, C, L) for nd=1."""
-    axes = ("N", "C") + _DIM_NAMES[nd]
+def input_shape_tuple(fname, value, nd=2, last=False):
+    """The full input shape of a backward or col2im call: (N, C, H, W), or (N, C, L) for nd=1;
+    (N, H, W, C) channels-last (last=True)."""
+    axes = image_axes(nd, last)
     description = f"a sequence of {len(axes)} ints ({', '.join(axes)})"
     # Nested sequences are refused by _int below (np.ndim would choke on ragged ones).
     if (not isinstance(value, (tuple, list, np.ndarray))
@@ -239,15 +258,16 @@ def check_dout(fname, dout_shape, expected_shape):
 # Convolution
 # ----------------------------------------------------------------------------------------------
 
-def conv(fname, nd, x, w, b, stride, padding, dilation, groups, dout=None, backward=False):
+def conv(fname, nd, x, w, b, stride, padding, dilation, groups, dout=None, backward=False, last=False):
     """Check a conv{nd}d forward (b) or backward (dout) call.
 
     Returns (arrays, params, out_shape) where arrays is [x, w, b] or [dout, x, w] (b may be
     None) and params is (stride, padding, dilation, groups): stride and dilation nd-tuples,
-    padding a (before, after) pair per axis.
+    padding a (before, after) pair per axis. last: channels-last operands (2-D only): x and
+    dout (N, H, W, C), w (KH, KW, C // groups, F), out_shape (N, OH, OW, F).
     """
     return _checked_call(_conv_plan, fname, nd, x, w, b, dout, backward,
-                         (stride, padding, dilation, groups))
+                         (stride, padding, dilation, groups), last)
 
 
 def conv_transpose(fname, nd, x, w, b, stride, padding, output_padding, groups, dilation,
@@ -261,13 +281,14 @@ def conv_transpose(fname, nd, x, w, b, stride, padding, output_padding, groups, 
                          (stride, padding, output_padding, groups, dilation))
 
 
-def _checked_call(plan, fname, nd, x, w, b, dout, backward, hyper):
-    """The arrays of a convolution call converted to the dtype that `plan` decides."""
+def _checked_call(plan, fname, nd, x, w, b, dout, backward, hyper, last=False):
+    """The arrays of a convolution call converted to the dtype that `plan` decides (`last`:
+    channels-last operands, which only _conv_plan knows)."""
     names = ("dout", "x", "w") if backward else ("x", "w", "b")
     values = (dout, x, w) if backward else (x, w, b)
     arrays = [None if v is None and n == "b" else _as_array(fname, n, v) for n, v in zip(names, values)]
     meta = tuple(None if a is None else (a.shape, a.dtype) for a in arrays)
-    args = (fname, nd, backward, meta) + tuple(hyper)
+    args = (fname, nd, backward, meta) + ((last,) if last else ()) + tuple(hyper)
     # Everything but the conversion depends only on shapes, dtypes and hyper-parameters, so
     # the checks are cached for repeated calls (they cost more than a tiny convolution).
     # Only plain ints and strings are cached: 2.0 == 2 and True == 1 would otherwise share
@@ -338,32 +359,46 @@ def _check_sizes(fname, nd, out_shape, columns, blas_dims, described):
 
 
 @functools.lru_cache(maxsize=512)
-def _conv_plan(fname, nd, backward, meta, stride, padding, dilation, groups):
-    """The checks of conv() on shapes and dtypes: (params, out_shape, dtype)."""
+def _conv_plan(fname, nd, backward, meta, *hyper):
+    """The checks of conv() on shapes and dtypes: (params, out_shape, dtype).
+
+    hyper: (stride, padding, dilation, groups), after a leading True for channels-last
+    operands. The arithmetic runs on channels-first shapes (xs, ws); messages show the
+    caller's own (raw_xs, raw_ws).
+    """
+    last = len(hyper) == 5
+    stride, padding, dilation, groups = hyper[1:] if last else hyper
     spatial = _DIM_NAMES[nd]
-    layouts = {"x": ("N", "C") + spatial, "w": ("F", "C/groups") + _kernel_axes(nd),
-               "b": ("F",), "dout": ("N", "F") + spatial}
+    if last:
+        layouts = {"x": image_axes(nd, True), "w": _kernel_axes(nd) + ("C/groups", "F"),
+                   "b": ("F",), "dout": ("N",) + tuple("O" + a for a in spatial) + ("F",)}
+    else:
+        layouts = {"x": ("N", "C") + spatial, "w": ("F", "C/groups") + _kernel_axes(nd),
+                   "b": ("F",), "dout": ("N", "F") + spatial}
     names = ("dout", "x", "w") if backward else ("x", "w", "b")
     shapes = _array_shapes(fname, names, meta, layouts)
-    xs, ws = shapes["x"], shapes["w"]
+    raw_xs, raw_ws = shapes["x"], shapes["w"]
+    xs = channels_first(raw_xs, last)
+    ws = (raw_ws[-1], raw_ws[-2]) + tuple(raw_ws[:-2]) if last else raw_ws
     groups = positive_count(fname, "groups", groups)
-    _check_divides(fname, groups, xs[1], "channels", "x", xs)
-    _check_divides(fname, groups, ws[0], "filters", "w", ws)
+    _check_divides(fname, groups, xs[1], "channels", "x", raw_xs)
+    _check_divides(fname, groups, ws[0], "filters", "w", raw_ws)
     if xs[1] != ws[1] * groups:
         expects = f"{ws[1]}" if groups == 1 else f"{groups} groups of {ws[1]} = {ws[1] * groups}"
-        raise ValueError(f"{fname}: x has {xs[1]} channels but w expects {expects} (w.shape={ws})")
-    _check_bias(fname, shapes, ws[0], ws)
+        raise ValueError(f"{fname}: x has {xs[1]} channels but w expects {expects} (w.shape={raw_ws}"
+                         + (", (KH, KW, C/groups, F) with data_format='NHWC')" if last else ")"))
+    _check_bias(fname, shapes, ws[0], raw_ws)
     stride = int_tuple(fname, "stride", stride, nd, 1)
     dilation = int_tuple(fname, "dilation", dilation, nd, 1)
     padding = conv_padding(fname, padding, nd, stride, dilation, ws[2:])
     out_spatial = output_size(fname, nd, xs[2:], ws[2:], stride, padding, dilation)
-    out_shape = (xs[0], ws[0]) + out_spatial
+    out_shape = image_shape(xs[0], ws[0], out_spatial, last)
     ckk = math.prod(ws[1:])
     _check_sizes(
         fname, nd, out_shape, (ckk, math.prod(out_spatial)),
         {"F": ws[0], "C*K" if nd == 1 else "C*KH*KW": ckk,
          "OL" if nd == 1 else "OH*OW": math.prod(out_spatial)},
-        f"x.shape={xs}, w.shape={ws}, stride={stride}, padding={padding}, dilation={dilation}",
+        f"x.shape={raw_xs}, w.shape={raw_ws}, stride={stride}, padding={padding}, dilation={dilation}",
     )
     if backward:
         check_dout(fname, shapes["dout"], out_shape)
@@ -556,19 +591,20 @@ def pool_params(fname, nd, in_sizes, kernel_size, stride, padding, dilation, cei
     return (kernel, stride, padding, dilation, ceil_mode), out
 
 
-def _image(fname, nd, x):
-    """x as a checked (N, C, *spatial) array of the computation dtype."""
+def _image(fname, nd, x, last=False):
+    """x as a checked (N, C, *spatial) array of the computation dtype ((N, *spatial, C) when
+    last)."""
     (x,), _ = float_arrays(fname, [("x", x)], [nd + 2])
-    check_nonempty(fname, "x", x.shape, ("N", "C") + _DIM_NAMES[nd])
+    check_nonempty(fname, "x", x.shape, image_axes(nd, last))
     return x
 
 
-def _dout(fname, nd, dout):
+def _dout(fname, nd, dout, last=False):
     """dout, unconverted (its shape is checked before a copy is made), of ndim nd + 2."""
     raw = _as_array(fname, "dout", dout)
     _check_numeric(fname, "dout", raw)
     if raw.ndim != nd + 2:
-        axes = ", ".join(("N", "C") + tuple("O" + a for a in _DIM_NAMES[nd]))
+        axes = ", ".join(image_axes(nd, last, "O"))
         raise ValueError(f"{fname}: dout must be a {nd + 2}-D array ({axes}), got shape {raw.shape}")
     return raw
 
@@ -578,21 +614,34 @@ def _converted_dout(fname, raw):
     return dout
 
 
-def _check_planes(fname, shape, dout_shape):
+def _check_planes(fname, shape, dout_shape, last=False):
     """A backward's input_shape and dout must have the same N and C."""
-    if shape[:2] != dout_shape[:2]:
+    if channels_first(shape, last)[:2] != channels_first(dout_shape, last)[:2]:
         raise ValueError(
             f"{fname}: input_shape {shape} must have the same N and C as dout {dout_shape}"
         )
 
 
-def max_pool_forward(fname, nd, x, kernel_size, stride, padding, dilation, ceil_mode):
-    """Returns (x, (kernel, stride, padding, dilation, ceil_mode), out_shape)."""
-    x = _image(fname, nd, x)
-    params, out = pool_params(fname, nd, x.shape[2:], kernel_size, stride, padding, dilation,
+def _spatial(shape, last):
+    """The spatial sizes of an image shape."""
+    return tuple(shape[1:-1]) if last else tuple(shape[2:])
+
+
+def _with_spatial(shape, out, last):
+    """An image shape's N and C around the spatial sizes `out`."""
+    n, c = channels_first(shape, last)[:2]
+    return image_shape(n, c, out, last)
+
+
+def max_pool_forward(fname, nd, x, kernel_size, stride, padding, dilation, ceil_mode, last=False):
+    """Returns (x, (kernel, stride, padding, dilation, ceil_mode), out_shape); last: x and the
+    output are channels-last."""
+    x = _image(fname, nd, x, last)
+    params, out = pool_params(fname, nd, _spatial(x.shape, last), kernel_size, stride, padding, dilation,
                               ceil_mode, max_pool=True)
-    check_size(fname, "the output of shape", x.shape[:2] + out)
-    return x, params, x.shape[:2] + out
+    out_shape = _with_spatial(x.shape, out, last)
+    check_size(fname, "the output of shape", out_shape)
+    return x, params, out_shape
 
 
 def _avg_params(fname, nd, in_sizes, kernel_size, stride, padding, ceil_mode, count_include_pad,
@@ -605,38 +654,40 @@ def _avg_params(fname, nd, in_sizes, kernel_size, stride, padding, ceil_mode, co
     return (kernel, stride, padding, ceil_mode) + options, out
 
 
-def avg_pool_forward(fname, nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor):
+def avg_pool_forward(fname, nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor,
+                     last=False):
     """Returns (x, (kernel, stride, padding, ceil_mode, count_include_pad, divisor_override),
     out_shape)."""
-    x = _image(fname, nd, x)
-    params, out = _avg_params(fname, nd, x.shape[2:], kernel_size, stride, padding, ceil_mode,
+    x = _image(fname, nd, x, last)
+    params, out = _avg_params(fname, nd, _spatial(x.shape, last), kernel_size, stride, padding, ceil_mode,
                               count_include_pad, divisor)
-    check_size(fname, "the output of shape", x.shape[:2] + out)
-    return x, params, x.shape[:2] + out
+    out_shape = _with_spatial(x.shape, out, last)
+    check_size(fname, "the output of shape", out_shape)
+    return x, params, out_shape
 
 
 def avg_pool_backward(fname, nd, dout, input_shape, kernel_size, stride, padding, ceil_mode,
-                      count_include_pad, divisor):
+                      count_include_pad, divisor, last=False):
     """Returns (dout, input_shape, params) with params as avg_pool_forward's."""
-    raw = _dout(fname, nd, dout)
-    shape = input_shape_tuple(fname, input_shape, nd)
-    params, out = _avg_params(fname, nd, shape[2:], kernel_size, stride, padding, ceil_mode,
+    raw = _dout(fname, nd, dout, last)
+    shape = input_shape_tuple(fname, input_shape, nd, last)
+    params, out = _avg_params(fname, nd, _spatial(shape, last), kernel_size, stride, padding, ceil_mode,
                               count_include_pad, divisor)
-    check_dout(fname, raw.shape, shape[:2] + out)
+    check_dout(fname, raw.shape, _with_spatial(shape, out, last))
     return _converted_dout(fname, raw), shape, params
 
 
-def max_pool_backward(fname, nd, dout, indices, input_shape):
+def max_pool_backward(fname, nd, dout, indices, input_shape, last=False):
     """Returns (dout, int64 indices, input_shape); every index inside its input plane."""
-    raw = _dout(fname, nd, dout)
+    raw = _dout(fname, nd, dout, last)
     idx = _as_array(fname, "indices", indices)
     if idx.dtype.kind not in "iu":
         raise TypeError(f"{fname}: indices must be an integer array, got dtype {idx.dtype}")
     if idx.shape != raw.shape:
         raise ValueError(f"{fname}: indices must have dout's shape {raw.shape}, got {idx.shape}")
-    shape = input_shape_tuple(fname, input_shape, nd)
-    _check_planes(fname, shape, raw.shape)
-    plane = math.prod(shape[2:])
+    shape = input_shape_tuple(fname, input_shape, nd, last)
+    _check_planes(fname, shape, raw.shape, last)
+    plane = math.prod(_spatial(shape, last))
     if idx.size:
         # Compare in the indices' own dtype (a uint64 above 2**63 must not wrap to negative).
         lo, hi = idx.min(), idx.max()

@@ -9,14 +9,16 @@ loop implementations that read like the mathematics, for tests on tiny shapes.
 from fastconv import _api
 
 
-def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, data_format="NCHW"):
     """:func:`fastconv.conv2d` on the reference backend."""
-    return _api.conv2d(x, w, b, stride, padding, dilation, groups, backend="reference")
+    return _api.conv2d(x, w, b, stride, padding, dilation, groups, data_format=data_format,
+                       backend="reference")
 
 
-def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1):
+def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1, *, data_format="NCHW"):
     """:func:`fastconv.conv2d_backward` on the reference backend."""
-    return _api.conv2d_backward(dout, x, w, stride, padding, dilation, groups, backend="reference")
+    return _api.conv2d_backward(dout, x, w, stride, padding, dilation, groups, data_format=data_format,
+                                backend="reference")
 
 
 def conv1d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
@@ -63,28 +65,30 @@ def col2im(cols, input_shape, kernel_size, stride=1, padding=0, dilation=1):
     return _api.col2im(cols, input_shape, kernel_size, stride, padding, dilation, backend="reference")
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *, data_format="NCHW"):
     """:func:`fastconv.max_pool2d` on the reference backend."""
-    return _api.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, backend="reference")
-
-
-def max_pool2d_backward(dout, indices, input_shape):
-    """:func:`fastconv.max_pool2d_backward` on the reference backend."""
-    return _api.max_pool2d_backward(dout, indices, input_shape, backend="reference")
-
-
-def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-               divisor_override=None):
-    """:func:`fastconv.avg_pool2d` on the reference backend."""
-    return _api.avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
+    return _api.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, data_format=data_format,
                            backend="reference")
 
 
+def max_pool2d_backward(dout, indices, input_shape, *, data_format="NCHW"):
+    """:func:`fastconv.max_pool2d_backward` on the reference backend."""
+    return _api.max_pool2d_backward(dout, indices, input_shape, data_format=data_format, backend="reference")
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None, *, data_format="NCHW"):
+    """:func:`fastconv.avg_pool2d` on the reference backend."""
+    return _api.avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
+                           data_format=data_format, backend="reference")
+
+
 def avg_pool2d_backward(dout, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
-                        count_include_pad=True, divisor_override=None):
+                        count_include_pad=True, divisor_override=None, *, data_format="NCHW"):
     """:func:`fastconv.avg_pool2d_backward` on the reference backend."""
     return _api.avg_pool2d_backward(dout, input_shape, kernel_size, stride, padding, ceil_mode,
-                                    count_include_pad, divisor_override, backend="reference")
+                                    count_include_pad, divisor_override, data_format=data_format,
+                                    backend="reference")
 
 
 def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
