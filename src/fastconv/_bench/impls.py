@@ -1,6 +1,7 @@
-"""The implementations compared: fastconv, PyTorch (autograd) and a plain-NumPy im2col baseline.
+"""The kernel implementations compared: fastconv, PyTorch (autograd) and a plain-NumPy baseline.
 
-Each maker takes a workload and its NumPy inputs and returns ``(forward, backward)``:
+(The training steps' implementations are in fastconv._bench.training.) Each maker takes a
+kernel workload and its NumPy inputs and returns ``(forward, backward)``:
 ``forward()`` runs the forward pass and returns what ``backward(state)`` needs. Inputs are
 created once and shared, so that every implementation sees the same data and no timing
 includes input preparation.

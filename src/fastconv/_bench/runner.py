@@ -25,6 +25,8 @@ from fastconv._bench import memory as memory_probe
 from fastconv._bench import report, summary, timing, training, workloads
 
 SCHEMA = "fastconv-bench/1"
+# A training sample runs back-to-back steps for at least this long (see _measure_one).
+TRAINING_SAMPLE_SECONDS = 0.1
 
 
 def add_arguments(parser):
@@ -426,6 +428,13 @@ def _measure_one(workload, dtype, threads, makers, torch, backend, args, progres
         options = {"min_repeat": 3, "max_repeat": 30, "target_seconds": 0.4}
     else:
         options = {"min_repeat": 5, "max_repeat": 200, "target_seconds": 3.0}
+    if workload.kind == "train":
+        # fastconv.nn's Linear layers run NumPy's matmul, whose OpenBLAS threads spin on after
+        # the step: torch must not start in that wake, so the two are a settling pause apart.
+        # Each sample is a few steps back to back, as in a training loop (a step's own spinning
+        # threads do slow the next step: that cost is fastconv.nn's and stays in).
+        options.update(gap_seconds=timing.SETTLE_SECONDS, max_gap_seconds=timing.SETTLE_SECONDS,
+                       min_sample_seconds=TRAINING_SAMPLE_SECONDS)
     if args.gap_ms is not None:
         options.update(gap_seconds=args.gap_ms / 1e3, max_gap_seconds=args.gap_ms / 1e3)
     # The baseline's phase comes last: fastconv and torch round-robin first, then NumPy alone.
@@ -440,7 +449,7 @@ def _measure_one(workload, dtype, threads, makers, torch, backend, args, progres
             progress.describe(f"{workload.name} {dtype} {threads}T layers")
             count = args.repeat or options["min_repeat"]
             parts = training.layer_breakdown({name: impls[name] for name in ("fastconv", "torch") if name in impls},
-                                             count)
+                                             count, gap_seconds=options["gap_seconds"])
             row["layers"] = {"steps": count, "parts": parts}
     return row
 

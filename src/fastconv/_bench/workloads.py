@@ -190,7 +190,7 @@ WORKLOADS = {
 }
 
 # --only also takes these group names.
-GROUP_NAMES = {"conv": "conv", "pool": "pool", "train": "train"}
+GROUP_NAMES = ("conv", "pool", "train")
 
 # Workloads on which the plain-NumPy baseline is slowest; --quick leaves it out there.
 SLOW_FOR_NUMPY = ("c3_resnet56", "c4_wide28", "c5_stem7x7", "c6_1x1", "c7_conv1d", "c8_cifar32", "c9_cifar16",
@@ -215,7 +215,7 @@ def select(only):
         if token in WORKLOADS:
             matches = [token]
         elif token in GROUP_NAMES:
-            matches = [name for name, w in WORKLOADS.items() if w.group == GROUP_NAMES[token]]
+            matches = [name for name, w in WORKLOADS.items() if w.group == token]
         else:
             matches = [name for name in WORKLOADS if name.split("_")[0] == token] or [
                 name for name in WORKLOADS if name.startswith(token)
