@@ -4,6 +4,7 @@ No timing assertions: the machine is shared and timings are noise here. Expected
 worked out by hand from BENCH.md's formulas, not computed with the code under test.
 """
 
+import dataclasses
 import json
 import math
 import sys
@@ -427,12 +428,11 @@ def test_torch_twin_mirrors_the_model_and_its_weights():
         training.to_torch(nn.Sequential(nn.Dropout(0.5)), torch)
 
 
-@pytest.mark.parametrize("name, dtype", [("tr1_cs231n", "float64"), ("tr2_dlfs", "float32")])
+@pytest.mark.parametrize("name, dtype", [("tr1_cs231n", "float64"), ("tr2_dlfs", "float32"), ("tr3_vgg_bn", "float64")])
 def test_prepare_runs_the_same_training_in_all_three(name, dtype):
     torch = pytest.importorskip("torch")
-    workload = training.BY_NAME[name]
-    steps, losses = training.prepare(workload, dtype, "cython" if "cython" in impls.fastconv._backend._modules
-                                     else "reference", torch, ["fastconv", "torch", "numpy"])
+    workload = dataclasses.replace(training.BY_NAME[name], batch=10)  # the model, on a small batch
+    steps, losses = training.prepare(workload, dtype, fastconv_backend(), torch, ["fastconv", "torch", "numpy"])
     assert set(losses) == {"fastconv", "torch", "numpy"} and len(losses["torch"]) == training.CHECK_STEPS
     assert losses["torch"][0] == pytest.approx(np.log(10), rel=0.2)  # near chance at the start
     assert losses["torch"][-1] != losses["torch"][0]  # the optimizer did move the weights
@@ -521,7 +521,8 @@ def test_resnet_step_with_residual_layers(monkeypatch):
     forward = (56_623_104 + 2 * 301_989_888 + 150_994_944 + 301_989_888 + 16_777_216
                + 150_994_944 + 301_989_888 + 16_777_216 + 81_920)
     assert workload.work() == 3 * forward
-    steps, losses = training.prepare(workload, "float64", fastconv_backend(), torch, ["fastconv", "torch"])
+    steps, losses = training.prepare(dataclasses.replace(workload, batch=8), "float64", fastconv_backend(), torch,
+                                     ["fastconv", "torch"])
     twin = steps["torch"].model
     assert type(twin[3]).__name__ == "Residual" and isinstance(twin[3].shortcut, torch.nn.Identity)
     assert isinstance(twin[5].shortcut, torch.nn.Conv2d) and twin[5].shortcut.stride == (2, 2)

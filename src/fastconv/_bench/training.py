@@ -69,7 +69,7 @@ class TrainingWorkload:
 
     def work(self, dtype=None):
         """FLOPs of one step: convolution and linear layers, forward + backward (3x forward)."""
-        return 3 * _forward_flops(self.name)
+        return 3 * _forward_flops(self)
 
     def make_data(self, dtype, seed=SEED):
         """The input batch (batch,) + image of `dtype` and integer labels in [0, classes)."""
@@ -215,13 +215,12 @@ def _patched(obj, method, wrap):
 
 
 @functools.lru_cache(maxsize=None)
-def _forward_flops(name):
-    """Multiply-add FLOPs (2 per weight per output) of one forward pass of workload `name`.
+def _forward_flops(workload):
+    """Multiply-add FLOPs (2 per weight per output) of one forward pass of `workload`.
 
     Counted from a forward pass on a batch of 2 (FLOPs grow linearly with the batch), on a
     freshly built model so that no benchmark model's running statistics change.
     """
-    workload = BY_NAME[name]
     model = workload.build(np.float64, np.random.default_rng(SEED))
     flops = []
 
