@@ -6,7 +6,6 @@ worked out by hand from BENCH.md's formulas, not computed with the code under te
 
 import dataclasses
 import json
-import math
 import sys
 
 import numpy as np
@@ -14,7 +13,7 @@ import pytest
 
 from fastconv import nn
 from fastconv.__main__ import main
-from fastconv._bench import impls, limits, memory, report, summary, timing, training, workloads
+from fastconv._bench import breakdown, impls, limits, memory, report, summary, timing, training, twin, workloads
 from fastconv._bench.workloads import ConvWorkload, PoolWorkload
 
 FAST_RUN = ["bench", "--only", "t1", "--repeat", "1", "--threads", "1", "--no-memory", "--no-progress"]
@@ -412,20 +411,20 @@ def test_check_losses_tolerances():
 def test_torch_twin_mirrors_the_model_and_its_weights():
     torch = pytest.importorskip("torch")
     model = training.BY_NAME["tr3_vgg_bn"].build(np.float32, np.random.default_rng(1))
-    twin = training.to_torch(model, torch)
-    assert [type(m).__name__ for m in twin] == [
+    module = twin.to_torch(model, torch)
+    assert [type(m).__name__ for m in module] == [
         "Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "ReLU", "MaxPool2d", "Conv2d", "BatchNorm2d", "ReLU",
         "MaxPool2d", "Flatten", "Linear"]
-    assert twin[0].bias is None and twin[3].bias is not None and twin[0].padding == (1, 1)
+    assert module[0].bias is None and module[3].bias is not None and module[0].padding == (1, 1)
     model.layers[1].buffers["running_var"][:] = 3.0  # buffers are copied too
-    training.copy_weights(model, twin, torch)
-    ours = {name: value for name, value in model.state_dict().items()}
-    theirs = {name: value for name, value in twin.state_dict().items() if not name.endswith("num_batches_tracked")}
+    twin.copy_weights(model, module, torch)
+    ours = model.state_dict()
+    theirs = {name: value for name, value in module.state_dict().items() if not name.endswith("num_batches_tracked")}
     assert set(ours) == set(theirs)  # the same names: "0.weight", "1.running_var", ...
     for name, value in ours.items():
         np.testing.assert_array_equal(theirs[name].numpy(), value, err_msg=name)
-    with pytest.raises(training.TrainingError, match="no torch twin for fastconv.nn.Dropout"):
-        training.to_torch(nn.Sequential(nn.Dropout(0.5)), torch)
+    with pytest.raises(twin.TwinError, match="no torch twin for fastconv.nn.Dropout"):
+        twin.to_torch(nn.Sequential(nn.Dropout(0.5)), torch)
 
 
 @pytest.mark.parametrize("name, dtype", [("tr1_cs231n", "float64"), ("tr2_dlfs", "float32"), ("tr3_vgg_bn", "float64")])
@@ -447,14 +446,14 @@ def test_prepare_runs_the_same_training_in_all_three(name, dtype):
 
 def test_a_training_row_with_disagreeing_losses_fails_loudly(tmp_path, monkeypatch, capsys):
     pytest.importorskip("torch")
-    copy_weights = training.copy_weights
+    copy_weights = twin.copy_weights
 
     def copy_then_spoil(model, module, torch):
         copy_weights(model, module, torch)
         with torch.no_grad():
             module[0].weight.mul_(1.01)
 
-    monkeypatch.setattr(training, "copy_weights", copy_then_spoil)
+    monkeypatch.setattr(twin, "copy_weights", copy_then_spoil)
     out_json = tmp_path / "r.json"
     status = main(["bench", "--only", "tr2", "--threads", "1", "--dtype", "float32", "--repeat", "1", "--no-numpy",
                    "--no-memory", "--no-progress", "--json", str(out_json)])
@@ -523,10 +522,11 @@ def test_resnet_step_with_residual_layers(monkeypatch):
     assert workload.work() == 3 * forward
     steps, losses = training.prepare(dataclasses.replace(workload, batch=8), "float64", fastconv_backend(), torch,
                                      ["fastconv", "torch"])
-    twin = steps["torch"].model
-    assert type(twin[3]).__name__ == "Residual" and isinstance(twin[3].shortcut, torch.nn.Identity)
-    assert isinstance(twin[5].shortcut, torch.nn.Conv2d) and twin[5].shortcut.stride == (2, 2)
-    assert training.layer_label(3, steps["fastconv"].layers[3]) == "3 StandInResidual"  # the class name
+    assert len(losses["torch"]) == training.CHECK_STEPS  # and they agreed, or prepare would have raised
+    module = steps["torch"].model
+    assert type(module[3]).__name__ == "Residual" and isinstance(module[3].shortcut, torch.nn.Identity)
+    assert isinstance(module[5].shortcut, torch.nn.Conv2d) and module[5].shortcut.stride == (2, 2)
+    assert breakdown.layer_label(3, steps["fastconv"].layers[3]) == "3 StandInResidual"  # the class name
     training._forward_flops.cache_clear()
 
 

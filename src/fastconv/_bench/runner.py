@@ -22,7 +22,7 @@ from fastconv import _backend
 from fastconv._bench import impls as implementations
 from fastconv._bench import limits as machine_limits
 from fastconv._bench import memory as memory_probe
-from fastconv._bench import report, summary, timing, training, workloads
+from fastconv._bench import breakdown, report, summary, timing, training, workloads
 
 SCHEMA = "fastconv-bench/1"
 # A training sample runs back-to-back steps for at least this long (see _measure_one).
@@ -448,7 +448,7 @@ def _measure_one(workload, dtype, threads, makers, torch, backend, args, progres
         if args.layers:
             progress.describe(f"{workload.name} {dtype} {threads}T layers")
             count = args.repeat or options["min_repeat"]
-            parts = training.layer_breakdown({name: impls[name] for name in ("fastconv", "torch") if name in impls},
+            parts = breakdown.layer_breakdown({name: impls[name] for name in ("fastconv", "torch") if name in impls},
                                              count, gap_seconds=options["gap_seconds"])
             row["layers"] = {"steps": count, "parts": parts}
     return row
