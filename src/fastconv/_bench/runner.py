@@ -54,7 +54,8 @@ def add_arguments(parser):
     parser.add_argument("--no-numpy", action="store_true", help="leave the plain-NumPy baseline out")
     parser.add_argument("--gap-ms", type=float, default=None,
                         help="pause between two implementations' samples within a round-robin, in ms (default: "
-                             "as long as the previous sample took, 1-100 ms; 0 for none)")
+                             "kernels as long as the previous sample took, 1-100 ms; training steps 250 ms; "
+                             "0 for none)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     parser.add_argument("--json", metavar="FILE", help="write every figure, the machine and versions as JSON")
     parser.add_argument("--markdown", metavar="FILE", help="write the results and summary as Markdown tables")
