@@ -111,9 +111,9 @@ def _ratio_target(target, dtype, threads, ratios):
              "bound": bound}
     entry.update(_count(ratios, target.members, bound))
     measured = [ratios[name] for name in target.members if name in ratios]
-    entry["geomean"] = geomean(measured)
+    entry["geomean"] = geomean(measured) if target.geomean is not None else None
     met = True
-    if target.geomean is not None and measured:
+    if entry["geomean"] is not None:
         met &= entry["geomean"] <= target.geomean
     if target.each is not None:
         met &= entry["within"] == entry["measured"]
