@@ -390,8 +390,6 @@ def test_memory_reference_counts_the_whole_batch_im2col():
     assert m["inputs_outputs_bytes"] == workloads.WORKLOADS["c1_cs231n"].io_bytes(np.float32)
 
 
-# --- whole runs, in process --------------------------------------------------------------------
-
 # --- training steps --------------------------------------------------------------------------
 
 def test_check_losses_tolerances():
@@ -563,6 +561,8 @@ def test_layer_breakdown_and_load(tmp_path, capsys):
     assert "| 0 Conv2D 1->30 5x5 |" in md and "| tr2_dlfs | float32 | 1 |" in md
     assert "| training tr1..tr5 | float32 | 1 | every ratio <= 0.8 |" in md
 
+
+# --- whole runs, in process --------------------------------------------------------------------
 
 def test_tiny_run_json_markdown_plot(tmp_path, capsys):
     pytest.importorskip("matplotlib")  # the bench extra's, not the test extra's (--plot needs it)
