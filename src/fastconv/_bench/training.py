@@ -2,8 +2,8 @@
 
 Each workload builds a ``fastconv.nn.Sequential`` the way a user writes it; the torch model is
 its twin (fastconv._bench.twin: same layers, same hyper-parameters, same names) and starts
-from the same weights. Both see the same input batch and integer labels and the
-same optimizer. One step is what a user writes, nothing fused::
+from the same weights. Both see the same input batch and integer labels and use the same
+optimizer. One step is what a user writes, nothing fused::
 
     optimizer.zero_grad(); loss = loss_fn(model(x), y); loss.backward(); optimizer.step()
 
@@ -11,8 +11,8 @@ timed as forward (zero_grad, forward, loss) and backward (backward, optimizer st
 any timing, ``prepare`` runs a few steps of every implementation from the same start and
 refuses to go on (TrainingError) unless their losses agree: a benchmark of two models that do
 not compute the same thing would be meaningless. The NumPy baseline is the same fastconv.nn
-model on fastconv's pure-NumPy "reference" backend.
-(fastconv._bench.breakdown shows where a step's time goes.)
+model on fastconv's pure-NumPy "reference" backend. (fastconv._bench.breakdown shows where a
+step's time goes.)
 """
 
 import contextlib
