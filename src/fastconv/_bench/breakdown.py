@@ -111,7 +111,8 @@ def _instrument_torch(step, add):
 def layer_breakdown(steps, count, gap_seconds=0.0):
     """Median seconds per part of a step, for each implementation in `steps` (name -> step).
 
-    Runs `count` instrumented steps of each, round-robin. Returns a list of parts, each
+    Runs `count` instrumented steps of each, back to back as in a training loop, the
+    implementations `gap_seconds` apart (as the row's timing does). Returns a list of parts, each
     ``{"part": label, name: {"forward_ms", "backward_ms"}, ...}``: one per top-level layer,
     then loss, zero_grad, optimizer, "other" (the step's time not in any part: Python and
     autograd overhead) and "step" (the whole instrumented step).
@@ -125,9 +126,9 @@ def layer_breakdown(steps, count, gap_seconds=0.0):
             def add(part, phase, seconds, record=current[name]):
                 record[(part, phase)] += seconds
             stack.enter_context(instrument.get(name, _instrument_fastconv)(step, add))
-        for _ in range(count):
-            for name, step in steps.items():
-                time.sleep(gap_seconds)
+        for name, step in steps.items():
+            time.sleep(gap_seconds)
+            for _ in range(count):
                 current[name].clear()
                 t0 = time.perf_counter()
                 step.backward(step.forward())
