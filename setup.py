@@ -22,6 +22,11 @@ from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).parent
 EXT_DIR = Path("src", "fastconv", "_ext")
+KERNEL_DIR = EXT_DIR / "kernels"
+# C sources compiled into an extension beside its .pyx: the engine's micro-kernels, one file per
+# instruction set. Each file enables its instruction set itself (target pragmas), so every build
+# holds every kernel and the CPU's features choose at import (kernels/isa.c).
+EXTRA_SOURCES = {"_engine": [str(c) for c in sorted(KERNEL_DIR.glob("*.c"))]}
 
 OPENMP_PROBE = textwrap.dedent(
     """
@@ -134,8 +139,9 @@ def extensions():
         mods.append(
             Extension(
                 f"fastconv._ext.{pyx.stem}",
-                [str(pyx)],
-                include_dirs=[np.get_include()],
+                [str(pyx)] + EXTRA_SOURCES.get(pyx.stem, []),
+                include_dirs=[np.get_include(), str(EXT_DIR)],
+                depends=[str(h) for h in sorted(KERNEL_DIR.glob("*.h"))],
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
                 + ([("CYTHON_WITHOUT_ASSERTIONS", None)] if not debug else []),
             )

@@ -39,6 +39,8 @@ from fastconv._ext._openmp cimport omp_get_thread_num
 from fastconv._ext._blas cimport gemm
 from scipy.linalg.cython_blas cimport sgemm
 from fastconv._ext._im2col cimport im2col_image, col2im_image
+from fastconv._ext._engine cimport EngineConv, EnginePlan, plan_forward, engine_forward
+from fastconv._ext._engine cimport plan_backward, engine_backward
 
 # Enough tasks for up to this many threads on a small batch.
 cdef index_t TASKS_TARGET = 8
@@ -269,6 +271,17 @@ cdef ConvPlan make_plan(tuple x_shape, tuple w_shape, stride, padding, dilation,
     return p
 
 
+cdef inline EngineConv engine_problem(const ConvPlan* p) noexcept nogil:
+    """The whole convolution as one problem of the engine (fastconv._ext._engine)."""
+    cdef EngineConv c
+    c.g = p.g
+    c.n_images = p.n_images
+    c.filters = p.filters
+    c.x_image_stride = p.g.channels * p.hw
+    c.y_image_stride = p.filters * p.ohw
+    return c
+
+
 cdef inline index_t clamp_threads(index_t threads, index_t tasks) noexcept nogil:
     return threads if threads < tasks else tasks
 
@@ -326,6 +339,19 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
                        dtype=np.float32 if floating is float else np.float64)
     cdef floating[:, :, :, ::1] y = y_array
     cdef const floating* bias = NULL if b is None else &b[0]
+    cdef EngineConv conv = engine_problem(&p)
+    cdef EnginePlan engine
+    cdef char* scratch
+    if plan_forward(&engine, &conv, itemsize, <int>p.threads):
+        ws = checkout_workspace(engine.workspace_bytes)
+        try:
+            scratch = aligned(ws)
+            with nogil:
+                engine_forward(&engine, &x[0, 0, 0, 0], &w[0, 0, 0, 0], bias, &y[0, 0, 0, 0],
+                               scratch)
+        finally:
+            return_workspace(ws)
+        return y_array
     ws = checkout_workspace(threads * per_thread * itemsize)
     cdef floating* base = <floating*>aligned(ws)
     cdef floating* buf
@@ -454,6 +480,28 @@ cdef void data_block_task(const ConvPlan* p, index_t task, index_t channel_block
         col2im_image(buf, out, &g, start, stop)
 
 
+cdef void backward_data_blas(const ConvPlan* p, const floating* dout, const floating* w,
+                             floating* dx, floating* buffers, index_t per_thread,
+                             index_t threads) noexcept nogil:
+    """dx alone: one data_block_task per (image, block of channels); `buffers` holds
+    `threads` im2col buffers of per_thread elements."""
+    cdef index_t channel_blocks = min(p.g.channels, ceil_div(TASKS_TARGET, p.n_images))
+    cdef index_t block_channels = ceil_div(p.g.channels, channel_blocks)
+    cdef index_t tasks, t
+    cdef floating* buf
+    channel_blocks = ceil_div(p.g.channels, block_channels)
+    tasks = p.n_images * channel_blocks
+    threads = clamp_threads(threads, tasks)
+    if threads == 1:
+        for t in range(tasks):
+            data_block_task(p, t, channel_blocks, block_channels, dout, w, dx, buffers)
+    else:
+        with parallel(num_threads=<int>threads):
+            buf = buffers + omp_get_thread_num() * per_thread
+            for t in prange(tasks, schedule='dynamic'):
+                data_block_task(p, t, channel_blocks, block_channels, dout, w, dx, buf)
+
+
 cdef void sum_partials(floating* dw, floating* db, const floating* parts, index_t n_parts,
                        index_t dw_size, index_t db_size) noexcept nogil:
     """dw += parts[0].dw + parts[1].dw + ... in part order (same for db): a fixed order."""
@@ -499,6 +547,25 @@ def conv2d_backward(const floating[:, :, :, ::1] dout, const floating[:, :, :, :
     cdef floating* buf
     cdef floating* dw_part
     cdef floating* db_part
+    cdef EngineConv conv = engine_problem(&p)
+    cdef EnginePlan engine
+    cdef char* engine_ws
+    if plan_backward(&engine, &conv, itemsize, <int>p.threads):
+        # dx by im2col + BLAS + col2im where the engine's tiles would leave most lanes empty.
+        per_thread = 0 if engine.data_by_engine or p.pointwise else round_up(p.ckk * p.block_cols, vec)
+        ws = checkout_workspace(engine.workspace_bytes + p.threads * per_thread * itemsize)
+        engine_ws = aligned(ws)
+        scratch = <floating*>(engine_ws + engine.workspace_bytes)
+        blas_single_thread_enter()
+        try:
+            with nogil:
+                engine_backward(&engine, d_ptr, x_ptr, w_ptr, dx_ptr, dw_ptr, db_ptr, engine_ws)
+                if not engine.data_by_engine:
+                    backward_data_blas(&p, d_ptr, w_ptr, dx_ptr, scratch, per_thread, p.threads)
+        finally:
+            blas_single_thread_exit()
+            return_workspace(ws)
+        return dx_array, dw_array, db_array
     if batch_mode:
         n_chunks = min(p.n_images, MAX_CHUNKS)
         n_parts = n_chunks - 1               # chunk 0 writes straight into dw/db
@@ -554,18 +621,8 @@ def conv2d_backward(const floating[:, :, :, ::1] dout, const floating[:, :, :, :
                         db_part = db_ptr if t == 0 else dw_part + p.filters * p.ckk
                         weight_block_task(&p, t, blocks_per_part, d_ptr, x_ptr, dw_part, db_part,
                                           buf)
-            tasks = p.n_images * channel_blocks
-            if threads == 1 or tasks == 1:
-                with nogil:
-                    for t in range(tasks):
-                        data_block_task(&p, t, channel_blocks, block_channels, d_ptr, w_ptr,
-                                        dx_ptr, scratch)
-            else:
-                with nogil, parallel(num_threads=<int>clamp_threads(threads, tasks)):
-                    buf = scratch + omp_get_thread_num() * per_thread
-                    for t in prange(tasks, schedule='dynamic'):
-                        data_block_task(&p, t, channel_blocks, block_channels, d_ptr, w_ptr,
-                                        dx_ptr, buf)
+            with nogil:
+                backward_data_blas(&p, d_ptr, w_ptr, dx_ptr, scratch, per_thread, threads)
         with nogil:
             sum_partials(dw_ptr, db_ptr, parts, n_parts, p.filters * p.ckk, p.filters)
     finally:
