@@ -26,7 +26,7 @@ trap 'rm -rf "$work"' EXIT
 # Tests that drive the compiled kernels (the rest of the suite exercises Python layers above).
 KERNEL_TESTS="tests/test_cython_conv.py tests/test_cython_pool.py tests/test_layouts.py
   tests/test_validation.py tests/test_fuzz.py tests/test_size_limits.py tests/test_numerics.py
-  tests/test_concurrency.py"
+  tests/test_concurrency.py tests/test_engine.py"
 
 
 log() { printf '\n=== memcheck: %s ===\n' "$*"; }
@@ -54,13 +54,16 @@ copy_and_build() {
 write_driver() {
     cat >"$work/driver.py" <<'EOF'
 """Every compiled kernel at odd shapes, both dtypes, 1 and 2 threads, checked against the
-reference backend. --quick: fewer and smaller shapes (for valgrind)."""
+reference backend; the convolutions once per instruction set of the engine (valgrind runs no
+AVX-512: under it the CPU reports AVX2 at most) and once on im2col + BLAS. --quick: fewer and
+smaller shapes (for valgrind)."""
 import itertools
 import sys
 
 import numpy as np
 
 import fastconv as fc
+from fastconv._ext import _engine
 
 quick = "--quick" in sys.argv
 rng = np.random.default_rng(0)
@@ -109,8 +112,14 @@ huge_pool = [(1, 2, 3, 4, (H31, 3), (1, 2), (H31 // 2, 1)), (2, 1, 2, 4, (3, 2**
              (1, 1, 4, 3, (2**30, H31), (H31, 1), (2**29, 2**30 - 1))]
 huge_conv = [(1, 2, 3, 4, 2, 2, 2, (1, H31), (2**30, 2**30), (H31, H31)), (2, 1, 2, 2, 1, 3, 1, H31, (2**30 + 2, 0), (2**30 + 1, 1))]
 
-for dtype, threads in itertools.product((np.float32, np.float64), (1, 2)):
+# (engine instruction set, algorithm): the engine wherever it can run on each instruction set,
+# then im2col + BLAS alone.
+conv_paths = [(isa, "direct") for isa in _engine.supported_isas()] + [(_engine.isa(), "im2col")]
+best_isa = _engine.isa()
+for dtype, threads, (isa, algorithm) in itertools.product((np.float32, np.float64), (1, 2), conv_paths):
     fc.set_num_threads(threads)
+    _engine._set_isa(isa)
+    _engine.set_algorithm(algorithm)
     for n, c, h, w, f, kh, kw, s, p, d in conv_shapes + huge_conv:
         x = rng.standard_normal((n, c, h, w)).astype(dtype)
         wt = rng.standard_normal((f, c, kh, kw)).astype(dtype)
@@ -131,6 +140,10 @@ for dtype, threads in itertools.product((np.float32, np.float64), (1, 2)):
             cols = fc.im2col(x, (kh, kw), s, p, d, backend="cython")
             fc.col2im(cols, x.shape, (kh, kw), s, p, d, backend="cython")
             count += 4
+    _engine._set_isa(best_isa)
+    _engine.set_algorithm("auto")
+    if (isa, algorithm) != conv_paths[0]:
+        continue  # pooling does not depend on the engine: once per dtype and thread count
     for n, c, h, w, k, s, p in pool_shapes + huge_pool:
         x = rng.standard_normal((n, c, h, w)).astype(dtype)
         if dtype == np.float64:
@@ -201,7 +214,7 @@ import re, sys
 text = open(sys.argv[1]).read()
 blocks = re.split(r"\n==\d+== \n", text)
 ours = [b for b in blocks if re.search(r"(Invalid (read|write)|uninitialised|Mismatched free|Invalid free)", b)
-        and re.search(r"fastconv/_ext/|_conv\.c|_pool\.c|_im2col\.c", b)]
+        and re.search(r"fastconv/_ext/|_conv\.c|_pool\.c|_im2col\.c|_engine\.c|conv_tiles__", b)]
 for b in ours[:5]:
     print(b)
 print(f"valgrind: {len(ours)} error(s) in fastconv code", file=sys.stderr)

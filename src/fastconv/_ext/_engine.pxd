@@ -89,6 +89,7 @@ ctypedef struct DirectPass:
     index_t rows, cols, step_h, step_w
     index_t out_origin, out_row_step, out_col_step, out_channel_stride, out_image_stride
     index_t win_w, win_pw, win_cs, win_rs       # window: width, phase width, channel/row strides
+    bint window_is_source                       # the source already has the window's layout
     index_t tap_rows_span                       # window rows one output row needs
     index_t band_rows, bands                    # output rows per task
     int nv, last_nv                             # vectors per output-channel block (last block)
@@ -103,7 +104,7 @@ ctypedef struct WeightPass:
     index_t cin, filters, taps, k_count
     int nv
     index_t nr, blocks, fpad, groups, blocks_per_group, chunks
-    index_t band_rows, tap_tiles
+    index_t band_rows, band_cols, tap_tiles     # band: rows, or columns of one long row
     index_t partial_elems, partials_at
 
 

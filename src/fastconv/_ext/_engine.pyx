@@ -246,6 +246,11 @@ cdef bint finish_pass(EnginePlan* plan, DirectPass* d, index_t n_images) except 
     d.win_pw = ceil_div(d.win_w, d.step_w)
     d.win_cs = d.step_w * d.win_pw
     d.win_rs = d.cin * d.win_cs
+    # One output row reading one whole source row, stride 1, no padding: the window would be
+    # a copy of the source.
+    d.window_is_source = (d.src_h == 1 and d.rows == 1 and d.tap_rows_span == 1
+                          and d.src_row0 == 0 and d.src_col0 == 0 and d.step_w == 1
+                          and d.win_w == d.src_w and d.src_channel_stride == d.win_cs)
     d.nv = choose_nv(plan.kernels, d.cols, d.cout, lanes, &d.efficiency)
     d.nr = d.nv * lanes
     nvec = ceil_div(d.cout, lanes)
@@ -277,6 +282,8 @@ cdef index_t window_budget(const EnginePlan* plan, index_t shared_bytes) noexcep
 
 
 cdef index_t pass_window_elems(const EnginePlan* plan, const DirectPass* d) noexcept nogil:
+    if d.window_is_source:
+        return 0
     return vector_elems(plan, ((d.band_rows - 1) * d.step_h + d.tap_rows_span) * d.win_rs)
 
 
@@ -286,9 +293,17 @@ cdef index_t pass_weight_elems(const DirectPass* d, index_t lanes) noexcept nogi
 
 cdef bint start_plan(EnginePlan* plan, const EngineConv* conv, index_t itemsize, int threads):
     """Common checks: the engine takes kernels up to ENGINE_MAX_KERNEL wide and needs kernels
-    for this instruction set."""
+    for this instruction set. A 1x1, stride-1, unpadded layer is planned as one row of H*W
+    pixels: its window is then the input itself (no copy) and its tiles run along the whole
+    plane."""
     cdef const Window2D* g = &conv.g
     plan.conv = conv[0]
+    if (g.kernel_h == 1 and g.kernel_w == 1 and g.stride_h == 1 and g.stride_w == 1
+            and g.pad_h == 0 and g.pad_w == 0):
+        plan.conv.g.width = plan.conv.g.out_w = g.height * g.width
+        plan.conv.g.height = plan.conv.g.out_h = 1
+        plan.conv.g.dilation_h = plan.conv.g.dilation_w = 1
+        conv = &plan.conv
     plan.kernels = active_kernels
     plan.itemsize = itemsize
     plan.lanes = active_kernels.f32_lanes if itemsize == 4 else active_kernels.f64_lanes
@@ -452,7 +467,7 @@ cdef bint plan_forward(EnginePlan* plan, const EngineConv* conv, index_t itemsiz
     """Fill plan for y = conv(x, w) + b; False: the engine declines (use im2col + BLAS)."""
     if not start_plan(plan, conv, itemsize, threads):
         return False
-    forward_geometry(&plan.passes[0], conv)
+    forward_geometry(&plan.passes[0], &plan.conv)
     plan.n_passes = 1
     if not finish_pass(plan, &plan.passes[0], conv.n_images):
         return False
@@ -478,7 +493,7 @@ cdef bint plan_backward(EnginePlan* plan, const EngineConv* conv, index_t itemsi
     plan.backward = True
     plan.io_bytes += itemsize * (conv.n_images * g.channels * g.height * g.width
                                  + conv.filters * g.channels * g.kernel_h * g.kernel_w)
-    if not backward_data_geometry(plan, conv):
+    if not backward_data_geometry(plan, &plan.conv):
         return False
     plan.data_by_engine = True
     for i in range(plan.n_passes):
@@ -489,7 +504,8 @@ cdef bint plan_backward(EnginePlan* plan, const EngineConv* conv, index_t itemsi
     else:
         plan.n_passes = 0
     # Backward-weight reads the forward pass's windows.
-    forward_geometry(win, conv)
+    forward_geometry(win, &plan.conv)
+    g = &plan.conv.g
     if not finish_pass(plan, win, conv.n_images):
         return False
     wp.cin, wp.filters = g.channels, conv.filters
@@ -523,10 +539,11 @@ cdef bint plan_backward(EnginePlan* plan, const EngineConv* conv, index_t itemsi
     budget = window_budget(plan, plan.shared_elems * itemsize)
     wp.band_rows = imax(1, imin(wp.band_rows, budget // imax(1, itemsize * (
         win.win_rs * win.step_h + g.out_w * wp.blocks_per_group * wp.nr))))
+    wp.band_cols = g.out_w if wp.band_rows > 1 else imin(g.out_w, band_pixels)
     win.band_rows = wp.band_rows
     plan.thread_elems = imax(plan.thread_elems,
-                             pass_window_elems(plan, win)
-                             + vector_elems(plan, wp.band_rows * g.out_w * wp.blocks_per_group * wp.nr))
+                             (0 if win.window_is_source else pass_window_elems(plan, win))
+                             + vector_elems(plan, wp.band_rows * wp.band_cols * wp.blocks_per_group * wp.nr))
     finish_workspace(plan)
     return True
 
@@ -568,45 +585,64 @@ cdef void pack_weights(const DirectPass* d, index_t lanes, const floating* w,
         packed += d.k_count * width
 
 
+cdef inline void copy_row(const floating* src, index_t lo, index_t hi, index_t width,
+                          floating* dst) noexcept nogil:
+    """dst[s] = src[s] for s in [lo, hi), 0 elsewhere in [0, width)."""
+    cdef index_t s
+    for s in range(lo):
+        dst[s] = 0
+    for s in range(lo, hi):
+        dst[s] = src[s]
+    for s in range(hi, width):
+        dst[s] = 0
+
+
 cdef void copy_window(const DirectPass* d, const floating* src, index_t u0, index_t u1,
                       floating* win) noexcept nogil:
     """The window of output rows [u0, u1): win[r][c][phase][s] = src[c][row][col] with
-    row = src_row0 + u0*step_h + r, col = src_col0 + s*step_w + phase (0 outside the planes)."""
+    row = src_row0 + u0*step_h + r, col = src_col0 + s*step_w + phase (0 outside the planes).
+    The pass's fields are read into locals once: Python builds with -fno-strict-aliasing, so
+    every store to the window would otherwise reload them and keep the loops scalar."""
+    cdef index_t cin = d.cin, step_w = d.step_w, win_w = d.win_w, win_pw = d.win_pw
+    cdef index_t win_cs = d.win_cs, win_rs = d.win_rs, src_h = d.src_h, src_w = d.src_w
+    cdef index_t col0 = d.src_col0, plane = d.src_channel_stride
+    cdef index_t first_row = d.src_row0 + u0 * d.step_h
     cdef index_t n_rows = (u1 - u0 - 1) * d.step_h + d.tap_rows_span
-    cdef index_t r, row, c, t, s, col, lo, hi, s_lo, s_hi
+    cdef index_t r, row, c, t, lo, hi
     cdef const floating* plane_row
     cdef floating* dst
+    # Inside columns: [lo, hi) for stride 1; for phase t of stride s, phase column q holds
+    # column col0 + q*s + t.
+    lo = imin(win_w, imax(0, -col0))
+    hi = imax(lo, imin(win_w, src_w - col0))
     for r in range(n_rows):
-        row = d.src_row0 + u0 * d.step_h + r
-        dst = win + r * d.win_rs
-        if row < 0 or row >= d.src_h:
-            memset(dst, 0, d.win_rs * sizeof(floating))
+        row = first_row + r
+        dst = win + r * win_rs
+        if row < 0 or row >= src_h:
+            memset(dst, 0, win_rs * sizeof(floating))
             continue
-        for c in range(d.cin):
-            plane_row = src + c * d.src_channel_stride + row * d.src_w
-            if d.step_w == 1:
-                # [0, lo): left padding, [lo, hi): inside, [hi, win_w): right padding. Plain
-                # loops: rows are often a few elements long, shorter than a memcpy call.
-                lo = imin(d.win_w, imax(0, -d.src_col0))
-                hi = imax(lo, imin(d.win_w, d.src_w - d.src_col0))
-                for s in range(lo):
-                    dst[s] = 0
-                for s in range(lo, hi):
-                    dst[s] = plane_row[d.src_col0 + s]
-                for s in range(hi, d.win_w):
-                    dst[s] = 0
+        for c in range(cin):
+            plane_row = src + c * plane + row * src_w
+            if step_w == 1:
+                copy_row(plane_row + col0, lo, hi, win_w, dst)
             else:
-                for t in range(d.step_w):
-                    # col = src_col0 + s*step_w + t is inside for s in [s_lo, s_hi)
-                    s_lo = imin(d.win_pw, imax(0, ceil_div(-d.src_col0 - t, d.step_w)))
-                    s_hi = imax(s_lo, imin(d.win_pw, ceil_div(d.src_w - d.src_col0 - t, d.step_w)))
-                    for s in range(s_lo):
-                        dst[t * d.win_pw + s] = 0
-                    for s in range(s_lo, s_hi):
-                        dst[t * d.win_pw + s] = plane_row[d.src_col0 + s * d.step_w + t]
-                    for s in range(s_hi, d.win_pw):
-                        dst[t * d.win_pw + s] = 0
-            dst += d.win_cs
+                for t in range(step_w):
+                    strided_phase(plane_row, col0 + t, step_w, src_w, win_pw, dst + t * win_pw)
+            dst += win_cs
+
+
+cdef inline void strided_phase(const floating* src_row, index_t col0, index_t step,
+                               index_t src_w, index_t width, floating* dst) noexcept nogil:
+    """dst[q] = src_row[col0 + q*step] for q < width (0 where the column is outside)."""
+    cdef index_t q_lo = imin(width, imax(0, ceil_div(-col0, step)))
+    cdef index_t q_hi = imax(q_lo, imin(width, ceil_div(src_w - col0, step)))
+    cdef index_t q
+    for q in range(q_lo):
+        dst[q] = 0
+    for q in range(q_lo, q_hi):
+        dst[q] = src_row[col0 + q * step]
+    for q in range(q_hi, width):
+        dst[q] = 0
 
 
 cdef void transpose_dout(const fc_isa_kernels* kern, const floating* dout, index_t plane,
@@ -678,7 +714,10 @@ cdef void direct_band(const EnginePlan* plan, const DirectPass* d, index_t n, in
                 for v in range(d.cols):
                     yrow[v * d.out_col_step] = 0
         return
-    copy_window(d, src + n * d.src_image_stride, u0, u1, win)
+    if d.window_is_source:
+        win = <floating*>src + n * d.src_image_stride
+    else:
+        copy_window(d, src + n * d.src_image_stride, u0, u1, win)
     for blk in range(d.blocks):
         nv = d.nv if blk < d.blocks - 1 else d.last_nv
         f0 = blk * d.nr
@@ -747,21 +786,22 @@ cdef void weight_task(const EnginePlan* plan, index_t chunk, index_t group,
                       const floating* dout, const floating* x, floating* shared,
                       floating* thread_ws) noexcept nogil:
     """dW/db partial of one chunk of (image, output row) pairs, for one group of filter
-    blocks, band by band."""
+    blocks, band by band: a band is a few output rows, or a segment of one long row."""
     cdef const WeightPass* wp = &plan.wgrad
     cdef const DirectPass* d = &plan.wgrad_window
     cdef const Window2D* g = &plan.conv.g
     cdef const fc_isa_kernels* kern = plan.kernels
     cdef const ptrdiff_t* koff = <const ptrdiff_t*>(shared + d.koff_at)
-    cdef index_t total_rows = plan.conv.n_images * g.out_h
+    cdef index_t total_rows = plan.conv.n_images * g.out_h, plane = g.out_h * g.out_w
     cdef index_t r = chunk * total_rows // wp.chunks, r_end = (chunk + 1) * total_rows // wp.chunks
     cdef index_t b0 = group * wp.blocks_per_group, b1 = imin(wp.blocks, b0 + wp.blocks_per_group)
     cdef index_t f0 = b0 * wp.nr, f1 = b1 * wp.nr, width = f1 - f0
-    cdef index_t n, u0, u1, k, blk, tile, k0, k1
+    cdef index_t n, u0, u1, k, blk, tile, k0, k1, q0, q1, p0, rows, row_len
     cdef floating* part = shared + wp.partials_at + chunk * wp.partial_elems
     cdef floating* db_part = part + wp.k_count * wp.fpad
     cdef floating* win = thread_ws
     cdef floating* dout_t = thread_ws + pass_window_elems(plan, d)
+    cdef const floating* dout_n
     for k in range(wp.k_count):
         memset(part + k * wp.fpad + f0, 0, width * sizeof(floating))
     memset(db_part + f0, 0, width * sizeof(floating))
@@ -769,17 +809,29 @@ cdef void weight_task(const EnginePlan* plan, index_t chunk, index_t group,
         n = r // g.out_h
         u0 = r % g.out_h
         u1 = imin(imin(g.out_h, u0 + wp.band_rows), u0 + r_end - r)
-        copy_window(d, x + n * d.src_image_stride, u0, u1, win)
-        transpose_dout(kern, dout + n * plan.conv.y_image_stride, g.out_h * g.out_w, u0 * g.out_w,
-                       u1 * g.out_w, f0, f1, wp.filters, width, dout_t, db_part)
-        for blk in range(b0, b1):
-            for tile in range(wp.tap_tiles):
-                k0 = tile * wp.k_count // wp.tap_tiles
-                k1 = (tile + 1) * wp.k_count // wp.tap_tiles
-                wgrad_tile(kern, wp.nv, k1 - k0, u1 - u0, g.out_w, win, koff + k0,
-                           d.step_h * d.win_rs, dout_t + blk * wp.nr - f0, width,
-                           part + k0 * wp.fpad + blk * wp.nr, wp.fpad)
-        r += u1 - u0
+        rows = u1 - u0
+        if d.window_is_source:
+            win = <floating*>x + n * d.src_image_stride + u0 * d.step_h * d.win_rs
+        else:
+            copy_window(d, x + n * d.src_image_stride, u0, u1, win)
+        dout_n = dout + n * plan.conv.y_image_stride
+        q0 = 0
+        while q0 < g.out_w:
+            # A band of whole rows, or (rows == 1) a segment of at most band_cols columns.
+            q1 = g.out_w if rows > 1 else imin(g.out_w, q0 + wp.band_cols)
+            row_len = q1 - q0
+            p0 = u0 * g.out_w + q0
+            transpose_dout(kern, dout_n, plane, p0, p0 + (rows - 1) * g.out_w + row_len, f0, f1,
+                           wp.filters, width, dout_t, db_part)
+            for blk in range(b0, b1):
+                for tile in range(wp.tap_tiles):
+                    k0 = tile * wp.k_count // wp.tap_tiles
+                    k1 = (tile + 1) * wp.k_count // wp.tap_tiles
+                    wgrad_tile(kern, wp.nv, k1 - k0, rows, row_len, win + q0, koff + k0,
+                               d.step_h * d.win_rs, dout_t + blk * wp.nr - f0, width,
+                               part + k0 * wp.fpad + blk * wp.nr, wp.fpad)
+            q0 = q1
+        r += rows
 
 
 cdef void run_weight_pass(const EnginePlan* plan, const floating* dout, const floating* x,
