@@ -47,9 +47,10 @@ def isa(request):
     _engine._set_isa(previous)
 
 
-@pytest.fixture(params=["direct", "im2col"])
+@pytest.fixture(params=["direct", "winograd", "im2col"])
 def algorithm(request):
-    """The engine forced wherever it can run, or im2col + BLAS everywhere."""
+    """The engine's direct kernels forced wherever they can run, Winograd wherever it applies
+    (3x3, stride 1, dilation 1; direct elsewhere), or im2col + BLAS everywhere."""
     previous = _engine.set_algorithm(request.param)
     yield request.param
     _engine.set_algorithm(previous)
@@ -95,6 +96,43 @@ def assert_within_bound(name, got, exact, abs_sum, terms, dtype):
         f"(got {got[worst]!r}, exact {exact[worst]!r})")
 
 
+# Winograd G, B^T, A^T of F(2x2, 3x3) and F(4x4, 3x3) (Lavin & Gray), for the error bound.
+WINOGRAD = {
+    2: (np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]]),
+        np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]),
+        np.array([[1, 1, 1, 0], [0, 1, -1, -1]])),
+    4: (np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                  [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]),
+        np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                  [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]),
+        np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+                  [0, 1, -1, 8, -8, 1]])),
+}
+WINOGRAD_EXTRA_TERMS = _engine.WINOGRAD_EXTRA_TERMS
+
+
+def winograd_abs_sum(x, w, padding, m):
+    """|A^T| (sum_c |G||g||G^T| . |B^T||d||B|) |A| per output (docs/numerics.md): what the
+    error of Winograd F(m x m, 3 x 3) is a multiple of, as sum|terms| is for a direct sum."""
+    G, BT, AT = (np.abs(a.astype(np.float64)) for a in WINOGRAD[m])
+    n, c, h, width = x.shape
+    (ph, pw), alpha = pair(padding), m + 2
+    oh, ow = h + 2 * ph - 2, width + 2 * pw - 2
+    th, tw = -(-oh // m), -(-ow // m)
+    xp = np.zeros((n, c, th * m + 2, tw * m + 2))
+    xp[:, :, ph:ph + h, pw:pw + width] = np.abs(x)[:, :, :th * m + 2 - ph, :tw * m + 2 - pw]
+    tiles = np.lib.stride_tricks.sliding_window_view(xp, (alpha, alpha), axis=(2, 3))[:, :, ::m, ::m]
+    v = np.einsum("ai,nctuij,bj->nctuab", BT, tiles, BT)
+    u = np.einsum("ai,fcij,bj->fcab", G, np.abs(w.astype(np.float64)), G)
+    z = np.einsum("ia,nftuab,jb->nftuij", AT, np.einsum("nctuab,fcab->nftuab", v, u), AT)
+    return z.transpose(0, 1, 2, 4, 3, 5).reshape(n, w.shape[0], th * m, tw * m)[:, :, :oh, :ow]
+
+
+def winograd_tile(description):
+    """m of "winograd F(mxm,3x3)/..." in an algorithm() description, else None."""
+    return int(description.split("F(")[1][0]) if "winograd F(" in description else None
+
+
 def check_against_exact(x, w, b, dout, stride, padding, dilation, dtype):
     y = fastconv.conv2d(x, w, b, stride, padding, dilation, backend="cython")
     dx, dw, db = fastconv.conv2d_backward(dout, x, w, stride, padding, dilation, backend="cython")
@@ -102,6 +140,17 @@ def check_against_exact(x, w, b, dout, stride, padding, dilation, dtype):
     n, c, kh, kw = x.shape[0], x.shape[1], w.shape[2], w.shape[3]
     f, (oh, ow) = w.shape[0], y.shape[2:]
     terms = {"y": c * kh * kw + 1, "dx": f * kh * kw, "dw": n * oh * ow, "db": n * oh * ow}
+    plan = _engine.algorithm(x.shape, w.shape, pair(stride), pair(padding), pair(dilation),
+                             dtype, fastconv.get_num_threads())
+    m = winograd_tile(plan["forward"])
+    if m:
+        abs_sum[0] = winograd_abs_sum(x, w, padding, m) + np.abs(b)[None, :, None, None]
+        terms["y"] = c + WINOGRAD_EXTRA_TERMS + 1
+    m = winograd_tile(plan["backward"])
+    if m:
+        flipped = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
+        abs_sum[1] = winograd_abs_sum(dout, flipped, tuple(2 - p for p in pair(padding)), m)
+        terms["dx"] = f + WINOGRAD_EXTRA_TERMS
     for name, got, e, a in zip(("y", "dx", "dw", "db"), (y, dx, dw, db), exact, abs_sum):
         assert_within_bound(name, got, e, a, terms[name], dtype)
     return y, dx, dw, db
@@ -193,6 +242,8 @@ SPLIT_CASES = [
     pytest.param((9, 32, 10, 10), (130, 32, 3, 3), (1, 1), (1, 1), (1, 1), id="filter-groups"),
     pytest.param((40, 8, 16, 16), (16, 8, 5, 5), (1, 1), (2, 2), (2, 2), id="dilated-chunks"),
     pytest.param((12, 3, 20, 20), (32, 3, 3, 3), (1, 1), (1, 1), (1, 1), id="dx-by-blas"),
+    pytest.param((1, 24, 37, 30), (40, 24, 3, 3), (1, 1), (1, 1), (1, 1), id="winograd-bands"),
+    pytest.param((30, 16, 8, 7), (33, 16, 3, 3), (1, 1), (2, 1), (1, 1), id="winograd-images"),
 ]
 
 
@@ -217,7 +268,7 @@ def test_bitwise_identical_for_any_thread_count(isa, x_shape, w_shape, stride, p
                                                 dilation, dtype):
     x, w, b, dout = random_args(x_shape, w_shape, stride, padding, dilation, dtype)
     plan = _engine.algorithm(x_shape, w_shape, stride, padding, dilation, dtype, 3)
-    assert plan["forward"].startswith("direct") and plan["backward"].startswith("direct"), plan
+    assert "im2col" not in plan["forward"] and plan["backward"].startswith("direct"), plan
     runs = {}
     for threads in (1, 2, 3):
         fastconv.set_num_threads(threads)
@@ -303,26 +354,25 @@ def pair(v):
 @pytest.mark.parametrize("name", list(BENCH_CONVS))
 @pytest.mark.parametrize("threads", [1, 2, 8])
 def test_workspace_within_a_quarter_of_inputs_and_outputs(name, threads):
-    """The engine's workspace (what plan_* ask for) on the benchmark's layers, both dtypes."""
+    """The engine's workspace (what plan_* ask for) on the benchmark's layers, both dtypes, at
+    most a quarter of the inputs + outputs of forward + backward (BENCH.md's bound: x, w, b,
+    dout, y, dx, dw, db)."""
     x_shape, w_shape, stride, padding = BENCH_CONVS[name]
     for dtype in DTYPES:
         item = np.dtype(dtype).itemsize
         plan = _engine.algorithm(x_shape, w_shape, pair(stride), pair(padding), (1, 1), dtype,
                                  threads)
-        n, _, h, w = x_shape
         y_size = np.prod(reference.conv2d(np.zeros((1,) + x_shape[1:]), np.zeros(w_shape), None,
-                                          stride, padding).shape) * n
-        x_size, w_size = np.prod(x_shape), np.prod(w_shape)
-        forward_io = item * (x_size + w_size + w_shape[0] + y_size)
-        backward_io = item * (2 * x_size + 2 * w_size + w_shape[0] + y_size)
-        assert plan["forward_workspace_bytes"] <= 0.25 * forward_io, plan
-        assert plan["backward_workspace_bytes"] <= 0.25 * backward_io, plan
+                                          stride, padding).shape) * x_shape[0]
+        io = 2 * item * (np.prod(x_shape) + np.prod(w_shape) + w_shape[0] + y_size)
+        assert plan["forward_workspace_bytes"] <= 0.25 * io, plan
+        assert plan["backward_workspace_bytes"] <= 0.25 * io, plan
 
 
 @pytest.mark.parametrize("name", ["c3", "c8", "c10", "c11", "c1"])
 def test_measured_extra_memory_within_a_quarter(name):
     """Peak NumPy-visible allocation of forward + backward beyond inputs and outputs (the
-    engine's workspace is a NumPy array), in a fresh workspace pool."""
+    engine's workspace is a NumPy array; the BLAS path's too), in a fresh workspace pool."""
     x_shape, w_shape, stride, padding = BENCH_CONVS[name]
     rng = np.random.default_rng(0)
     x = rng.standard_normal(x_shape).astype(np.float32)
@@ -438,3 +488,39 @@ def test_kernel_tests_pass_on_lower_instruction_sets(name):
         env=dict(os.environ, FASTCONV_ISA=name,
                  PYTHONPATH=str(Path(fastconv.__file__).parents[1])))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_winograd_takes_the_direct_kernels_for_non_finite_or_huge_inputs(isa, dtype):
+    """Winograd's transforms mix a tile's inputs: an inf would turn outputs whose windows never
+    see it into NaN. With such inputs (or values that the transforms could overflow) the pass
+    runs the direct kernels, bit for bit, so NaN and inf propagate as IEEE arithmetic does."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((6, 16, 12, 12)).astype(dtype)
+    w = rng.standard_normal((24, 16, 3, 3)).astype(dtype)
+    b = rng.standard_normal(24).astype(dtype)
+    dout = rng.standard_normal((6, 24, 12, 12)).astype(dtype)
+    big = np.finfo(dtype).max / 64
+    cases = {"inf": (2, 3, 5, 7, np.inf), "nan": (1, 0, 0, 0, np.nan), "huge": (4, 9, 11, 2, big)}
+    previous = _engine.set_algorithm("winograd")
+    try:
+        plan = _engine.algorithm(x.shape, w.shape, (1, 1), (1, 1), (1, 1), dtype, 2)
+        assert winograd_tile(plan["forward"]) and winograd_tile(plan["backward"]), plan
+        for name, (n, c, i, j, value) in cases.items():
+            for which in ("x", "w", "dout"):
+                args = {"x": x.copy(), "w": w.copy(), "dout": dout.copy()}
+                index = (n % args[which].shape[0], c % args[which].shape[1], i % 3 if which == "w" else i,
+                         j % 3 if which == "w" else j)
+                args[which][index] = value
+                _engine.set_algorithm("winograd")
+                got = run_all(args["x"], args["w"], b, args["dout"], 1, 1, 1)
+                _engine.set_algorithm("direct")
+                want = run_all(args["x"], args["w"], b, args["dout"], 1, 1, 1)
+                # The forward reads x and w, dx reads dout and w (dw never uses Winograd).
+                reads = {"y": ("x", "w"), "dx": ("dout", "w"), "dw": ("x", "w", "dout"),
+                         "db": ("dout",)}
+                for part, g, e in zip(("y", "dx", "dw", "db"), got, want):
+                    if which in reads[part]:
+                        assert np.array_equal(g, e, equal_nan=True), f"{name} in {which}: {part}"
+    finally:
+        _engine.set_algorithm(previous)

@@ -33,6 +33,20 @@ cdef extern from "kernels/kernels.h":
                                       ptrdiff_t) noexcept nogil
     ctypedef void (*fc_f64_transpose)(size_t, size_t, const double*, ptrdiff_t, double*,
                                       ptrdiff_t) noexcept nogil
+    ctypedef void (*fc_f32_gemm_tile)(size_t, const float*, ptrdiff_t, const float*, float*,
+                                      ptrdiff_t) noexcept nogil
+    ctypedef void (*fc_f64_gemm_tile)(size_t, const double*, ptrdiff_t, const double*, double*,
+                                      ptrdiff_t) noexcept nogil
+    ctypedef void (*fc_f32_winograd_input)(const float*, ptrdiff_t, ptrdiff_t, size_t, float*,
+                                           ptrdiff_t) noexcept nogil
+    ctypedef void (*fc_f64_winograd_input)(const double*, ptrdiff_t, ptrdiff_t, size_t, double*,
+                                           ptrdiff_t) noexcept nogil
+    ctypedef void (*fc_f32_winograd_output)(const float*, ptrdiff_t, size_t, const float*, float*,
+                                            ptrdiff_t, ptrdiff_t, size_t, size_t,
+                                            size_t) noexcept nogil
+    ctypedef void (*fc_f64_winograd_output)(const double*, ptrdiff_t, size_t, const double*,
+                                            double*, ptrdiff_t, ptrdiff_t, size_t, size_t,
+                                            size_t) noexcept nogil
     ctypedef double (*fc_fma_probe)(long) noexcept nogil
     # Array sizes are FC_MAX_NV + 1 and FC_MAX_MR + 1 (kernels.h).
     ctypedef struct fc_isa_kernels:
@@ -44,6 +58,12 @@ cdef extern from "kernels/kernels.h":
         fc_f64_conv_tile f64_conv[5][17]
         fc_f32_wgrad_tile f32_wgrad[5][17]
         fc_f64_wgrad_tile f64_wgrad[5][17]
+        fc_f32_gemm_tile f32_gemm[5][17]
+        fc_f64_gemm_tile f64_gemm[5][17]
+        fc_f32_winograd_input f32_winograd_input[2]
+        fc_f64_winograd_input f64_winograd_input[2]
+        fc_f32_winograd_output f32_winograd_output[2]
+        fc_f64_winograd_output f64_winograd_output[2]
         fc_f32_transpose f32_transpose
         fc_f64_transpose f64_transpose
         fc_fma_probe f32_fma_probe
@@ -108,6 +128,28 @@ ctypedef struct WeightPass:
     index_t partial_elems, partials_at
 
 
+# Winograd F(m x m, 3 x 3) of a stride-1, dilation-1 3x3 pass (forward, or backward-data as the
+# forward correlation of dout with the flipped, transposed weights). A task takes a group of
+# whole images, or a band of tile rows of one image: channels-last window -> input transform ->
+# one GEMM per transform point -> output transform into NCHW.
+ctypedef struct WinogradPass:
+    int m                               # output tile m x m: 2 or 4
+    index_t alpha, points               # input tile alpha = m + 2; points = alpha**2
+    index_t cin, cout, cpad             # channels reduced (cpad: rounded up to vectors)
+    int nv
+    index_t nr, blocks, fpad            # output-channel blocks of the GEMM
+    index_t src_h, src_w, src_channel_stride, src_image_stride, src_row0, src_col0
+    index_t rows, cols                  # the output plane
+    index_t tiles_h, tiles_w, win_cols  # tiles per image; window columns (tiles_w*m + 2)
+    index_t task_images, task_tile_rows, bands, tasks, task_tiles
+    index_t out_channel_stride, out_image_stride
+    index_t w_out_stride, w_in_stride
+    bint flip                           # weights read flipped (backward-data)
+    double input_limit                  # max|input| * max|w| below this: no transform overflows
+    int threads                         # threads that run it (the budget holds their buffers)
+    index_t u_at, bias_at, shared_elems, win_elems, v_elems, m_elems, thread_elems
+
+
 ctypedef struct EnginePlan:
     EngineConv conv
     const fc_isa_kernels* kernels
@@ -117,9 +159,11 @@ ctypedef struct EnginePlan:
     DirectPass passes[ENGINE_MAX_PASSES]
     bint backward
     bint data_by_engine             # backward: dx by the engine (else the caller computes it)
+    bint has_winograd               # forward (or dx): Winograd when the inputs are safe for it
+    WinogradPass wino
     WeightPass wgrad
     DirectPass wgrad_window         # the forward geometry whose windows wgrad reads
-    index_t io_bytes                # the call's inputs + outputs (the workspace budget's base)
+    index_t io_bytes                # inputs + outputs of forward + backward (the budget's base)
     index_t shared_elems, thread_elems, workspace_bytes
 
 

@@ -47,9 +47,9 @@ cdef extern from "kernels/kernels.h":
 # small batches; backward-weight: chunks x filter groups).
 cdef index_t TASKS_TARGET = 8
 cdef index_t MAX_CHUNKS = 8
-# Backward-weight partial sums take at most this fraction of the call's inputs + outputs, and
-# all of the workspace (with the threads' windows) about WORKSPACE_FRACTION.
-cdef double PARTIALS_FRACTION = 0.08
+# Backward-weight partial sums take at most this fraction of the inputs + outputs of a forward +
+# backward pair, and all of the workspace (with the threads' windows) about WORKSPACE_FRACTION.
+cdef double PARTIALS_FRACTION = 0.04
 cdef double WORKSPACE_FRACTION = 0.2
 # A backward-weight chunk holds at least this many output pixels (fewer: not worth a partial).
 cdef index_t MIN_CHUNK_PIXELS = 4096
@@ -121,15 +121,18 @@ _isa_from_environment()
 
 
 # ----------------------------------------------------------------------------------------------
-# Algorithm: "auto" lets the plan choose; "direct" uses the engine wherever it can run;
-# "im2col" always takes im2col + BLAS. FASTCONV_CONV_ALGORITHM sets it at import.
+# Algorithm: "auto" lets the plan choose; "direct" uses the engine's direct kernels wherever
+# they can run (never Winograd); "winograd" uses Winograd wherever it applies (3x3, stride 1,
+# dilation 1) and the direct kernels elsewhere; "im2col" always takes im2col + BLAS.
+# FASTCONV_CONV_ALGORITHM sets it at import.
 # ----------------------------------------------------------------------------------------------
 
-ALGORITHMS = ("auto", "direct", "im2col")
+ALGORITHMS = ("auto", "direct", "winograd", "im2col")
 cdef enum:
     ALGORITHM_AUTO = 0
     ALGORITHM_DIRECT = 1
-    ALGORITHM_IM2COL = 2
+    ALGORITHM_WINOGRAD = 2
+    ALGORITHM_IM2COL = 3
 cdef int algorithm_choice = ALGORITHM_AUTO
 
 
@@ -139,9 +142,9 @@ def get_algorithm():
 
 
 def set_algorithm(name):
-    """Force a convolution algorithm ("direct", "im2col") or let the plan choose ("auto");
-    returns the previous setting. Results of every algorithm agree within the bound of
-    docs/numerics.md."""
+    """Force a convolution algorithm ("direct", "winograd", "im2col") or let the plan choose
+    ("auto"); returns the previous setting. Results of every algorithm agree within the bounds
+    of docs/numerics.md."""
     global algorithm_choice
     if name not in ALGORITHMS:
         raise ValueError(f"set_algorithm: algorithm must be one of {ALGORITHMS}, got {name!r}")
@@ -310,11 +313,14 @@ cdef bint start_plan(EnginePlan* plan, const EngineConv* conv, index_t itemsize,
     plan.threads = threads if threads >= 1 else 1
     plan.n_passes = 0
     plan.backward = False
+    plan.has_winograd = False
     plan.shared_elems = 0
     plan.thread_elems = 0
-    plan.io_bytes = itemsize * (conv.n_images * g.channels * g.height * g.width
-                                + conv.filters * g.channels * g.kernel_h * g.kernel_w
-                                + conv.filters + conv.n_images * conv.filters * g.out_h * g.out_w)
+    # The workspace bound of BENCH.md is over a forward + backward pair: inputs and outputs
+    # x, w, b, dout, y, dx, dw, db, that is twice x + w + b + y, whichever pass is planned.
+    plan.io_bytes = 2 * itemsize * (conv.n_images * g.channels * g.height * g.width
+                                    + conv.filters * g.channels * g.kernel_h * g.kernel_w
+                                    + conv.filters + conv.n_images * conv.filters * g.out_h * g.out_w)
     if algorithm_choice == ALGORITHM_IM2COL:
         return False
     return g.kernel_h <= ENGINE_MAX_KERNEL and g.kernel_w <= ENGINE_MAX_KERNEL
@@ -459,7 +465,11 @@ cdef void size_pass_windows(EnginePlan* plan) noexcept nogil:
 
 
 cdef void finish_workspace(EnginePlan* plan) noexcept nogil:
+    """The larger of the direct layout and (when planned) Winograd's, which overlap."""
     plan.workspace_bytes = (plan.shared_elems + plan.threads * plan.thread_elems) * plan.itemsize
+    if plan.has_winograd:
+        plan.workspace_bytes = imax(plan.workspace_bytes, plan.itemsize * (
+            plan.wino.shared_elems + plan.wino.threads * plan.wino.thread_elems))
 
 
 cdef bint plan_forward(EnginePlan* plan, const EngineConv* conv, index_t itemsize,
@@ -475,6 +485,7 @@ cdef bint plan_forward(EnginePlan* plan, const EngineConv* conv, index_t itemsiz
         return False
     place_pass_tables(plan, True)
     size_pass_windows(plan)
+    plan.has_winograd = plan_winograd(plan, &plan.passes[0], plan.conv.n_images, True)
     finish_workspace(plan)
     return True
 
@@ -491,8 +502,6 @@ cdef bint plan_backward(EnginePlan* plan, const EngineConv* conv, index_t itemsi
     if not start_plan(plan, conv, itemsize, threads):
         return False
     plan.backward = True
-    plan.io_bytes += itemsize * (conv.n_images * g.channels * g.height * g.width
-                                 + conv.filters * g.channels * g.kernel_h * g.kernel_w)
     if not backward_data_geometry(plan, &plan.conv):
         return False
     plan.data_by_engine = True
@@ -544,6 +553,8 @@ cdef bint plan_backward(EnginePlan* plan, const EngineConv* conv, index_t itemsi
     plan.thread_elems = imax(plan.thread_elems,
                              (0 if win.window_is_source else pass_window_elems(plan, win))
                              + vector_elems(plan, wp.band_rows * wp.band_cols * wp.blocks_per_group * wp.nr))
+    if plan.data_by_engine and plan.n_passes == 1:
+        plan.has_winograd = plan_winograd(plan, &plan.passes[0], plan.conv.n_images, False)
     finish_workspace(plan)
     return True
 
@@ -866,19 +877,34 @@ cdef void run_weight_pass(const EnginePlan* plan, const floating* dout, const fl
         db[f] = s
 
 
+include "_winograd.pxi"
+
+
 # ----------------------------------------------------------------------------------------------
 # Entry points
 # ----------------------------------------------------------------------------------------------
 
+cdef inline bint use_winograd(const EnginePlan* plan, const floating* src,
+                              const floating* w) noexcept nogil:
+    cdef const Window2D* g = &plan.conv.g
+    return plan.has_winograd and winograd_inputs_safe(
+        &plan.wino, src, plan.conv.n_images, w, plan.conv.filters * g.channels * 9)
+
+
 cdef void engine_forward(const EnginePlan* plan, const floating* x, const floating* w,
                          const floating* b, floating* y, char* workspace) noexcept nogil:
-    run_direct_passes(plan, x, w, b, y, <floating*>workspace)
+    if use_winograd(plan, x, w):
+        run_winograd(plan, x, w, b, y, <floating*>workspace)
+    else:
+        run_direct_passes(plan, x, w, b, y, <floating*>workspace)
 
 
 cdef void engine_backward(const EnginePlan* plan, const floating* dout, const floating* x,
                           const floating* w, floating* dx, floating* dw, floating* db,
                           char* workspace) noexcept nogil:
-    if plan.data_by_engine:
+    if plan.data_by_engine and use_winograd(plan, dout, w):
+        run_winograd(plan, dout, w, <const floating*>NULL, dx, <floating*>workspace)
+    elif plan.data_by_engine:
         run_direct_passes(plan, dout, w, <const floating*>NULL, dx, <floating*>workspace)
     run_weight_pass(plan, dout, x, dw, db, <floating*>workspace)
 
@@ -909,6 +935,12 @@ cdef str describe_pass(const EnginePlan* plan, const DirectPass* d):
             f"{d.nr} channels, K={d.k_count}")
 
 
+cdef str describe_winograd(const EnginePlan* plan):
+    cdef const WinogradPass* wg = &plan.wino
+    return (f"winograd F({wg.m}x{wg.m},3x3)/{isa()}: {wg.tasks} task(s) of {wg.task_tiles} "
+            f"tiles, {wg.blocks} block(s) of {wg.nr} channels (direct when inputs are not finite)")
+
+
 def algorithm(x_shape, w_shape, stride, padding, dilation, dtype, int threads=1):
     """What conv2d / conv2d_backward would run for these (checked, (h, w)) arguments: a dict
     with "forward" and "backward" descriptions, "isa" and the engine's figures."""
@@ -918,7 +950,8 @@ def algorithm(x_shape, w_shape, stride, padding, dilation, dtype, int threads=1)
     cdef index_t itemsize = np.dtype(dtype).itemsize
     result = {"isa": isa(), "forward_workspace_bytes": 0, "backward_workspace_bytes": 0}
     if plan_forward(&plan, &conv, itemsize, threads):
-        result["forward"] = f"direct/{isa()}: " + describe_pass(&plan, &plan.passes[0])
+        result["forward"] = (describe_winograd(&plan) if plan.has_winograd else
+                             f"direct/{isa()}: " + describe_pass(&plan, &plan.passes[0]))
         result["forward_workspace_bytes"] = plan.workspace_bytes
     else:
         result["forward"] = "im2col+blas"
@@ -926,6 +959,8 @@ def algorithm(x_shape, w_shape, stride, padding, dilation, dtype, int threads=1)
         result["backward_workspace_bytes"] = plan.workspace_bytes
         wp = &plan.wgrad
         dx = f"{plan.n_passes} phase(s)" if plan.data_by_engine else "by im2col+blas+col2im"
+        if plan.has_winograd:
+            dx = describe_winograd(&plan)
         result["backward"] = (
             f"direct/{isa()}: dx {dx}, dw "
             f"{ceil_div(wp.k_count, wp.tap_tiles)}x{wp.nr} tiles, {wp.chunks} chunk(s) x "

@@ -26,11 +26,11 @@
 #define VSTOREU(p, v) _mm512_storeu_ps(p, v)
 #define VSET1(s) _mm512_set1_ps(s)
 #define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define VADD(a, b) _mm512_add_ps(a, b)
+#define VSUB(a, b) _mm512_sub_ps(a, b)
 #define FC_F32_TILES(X) \
     FC_MR_1_TO_16(X, 1, 16) FC_MR_1_TO_14(X, 2, 32) FC_MR_1_TO_9(X, 3, 48) FC_MR_1_TO_6(X, 4, 64)
-FC_F32_TILES(FC_DEFINE_CONV_TILE)
-FC_F32_TILES(FC_DEFINE_WGRAD_TILE)
-FC_DEFINE_FMA_PROBE()
+FC_DEFINE_ALL(FC_F32_TILES)
 #undef FC_PREFIX
 #undef SCALAR
 #undef VEC
@@ -40,6 +40,8 @@ FC_DEFINE_FMA_PROBE()
 #undef VSTOREU
 #undef VSET1
 #undef VFMA
+#undef VADD
+#undef VSUB
 
 #define FC_PREFIX f64
 #define SCALAR double
@@ -50,11 +52,11 @@ FC_DEFINE_FMA_PROBE()
 #define VSTOREU(p, v) _mm512_storeu_pd(p, v)
 #define VSET1(s) _mm512_set1_pd(s)
 #define VFMA(a, b, c) _mm512_fmadd_pd(a, b, c)
+#define VADD(a, b) _mm512_add_pd(a, b)
+#define VSUB(a, b) _mm512_sub_pd(a, b)
 #define FC_F64_TILES(X) \
     FC_MR_1_TO_16(X, 1, 8) FC_MR_1_TO_14(X, 2, 16) FC_MR_1_TO_9(X, 3, 24) FC_MR_1_TO_6(X, 4, 32)
-FC_F64_TILES(FC_DEFINE_CONV_TILE)
-FC_F64_TILES(FC_DEFINE_WGRAD_TILE)
-FC_DEFINE_FMA_PROBE()
+FC_DEFINE_ALL(FC_F64_TILES)
 
 #include "transpose_avx.h"
 
@@ -67,6 +69,9 @@ const fc_isa_kernels fc_kernels__avx512 = {
     .f64_conv = {FC_F64_TILES(FC_F64_CONV_ENTRY)},
     .f32_wgrad = {FC_F32_TILES(FC_F32_WGRAD_ENTRY)},
     .f64_wgrad = {FC_F64_TILES(FC_F64_WGRAD_ENTRY)},
+    .f32_gemm = {FC_F32_TILES(FC_F32_GEMM_ENTRY)},
+    .f64_gemm = {FC_F64_TILES(FC_F64_GEMM_ENTRY)},
+    FC_WINOGRAD_ENTRIES
     .f32_transpose = f32_transpose_8x8__avx512,
     .f64_transpose = f64_transpose_4x4__avx512,
     .f32_fma_probe = f32_fma_probe__avx512,

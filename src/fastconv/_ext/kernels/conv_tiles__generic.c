@@ -24,15 +24,29 @@ static inline fc_f32x4 f32x4_fma(fc_f32x4 a, fc_f32x4 b, fc_f32x4 c)
     for (i = 0; i < 4; i++) r.v[i] = a.v[i] * b.v[i] + c.v[i];
     return r;
 }
+static inline fc_f32x4 f32x4_add(fc_f32x4 a, fc_f32x4 b)
+{
+    fc_f32x4 r;
+    int i;
+    for (i = 0; i < 4; i++) r.v[i] = a.v[i] + b.v[i];
+    return r;
+}
+static inline fc_f32x4 f32x4_sub(fc_f32x4 a, fc_f32x4 b)
+{
+    fc_f32x4 r;
+    int i;
+    for (i = 0; i < 4; i++) r.v[i] = a.v[i] - b.v[i];
+    return r;
+}
+#define VADD(a, b) f32x4_add(a, b)
+#define VSUB(a, b) f32x4_sub(a, b)
 #define VZERO() f32x4_zero()
 #define VLOADU(p) f32x4_loadu(p)
 #define VSTOREU(p, v) f32x4_storeu(p, v)
 #define VSET1(s) f32x4_set1(s)
 #define VFMA(a, b, c) f32x4_fma(a, b, c)
 #define FC_F32_TILES(X) FC_MR_1_TO_6(X, 1, 4) FC_MR_1_TO_6(X, 2, 8) FC_MR_1_TO_4(X, 4, 16)
-FC_F32_TILES(FC_DEFINE_CONV_TILE)
-FC_F32_TILES(FC_DEFINE_WGRAD_TILE)
-FC_DEFINE_FMA_PROBE()
+FC_DEFINE_ALL(FC_F32_TILES)
 #undef FC_PREFIX
 #undef SCALAR
 #undef LANES
@@ -42,6 +56,8 @@ FC_DEFINE_FMA_PROBE()
 #undef VSTOREU
 #undef VSET1
 #undef VFMA
+#undef VADD
+#undef VSUB
 
 #define FC_PREFIX f64
 #define SCALAR double
@@ -59,15 +75,29 @@ static inline fc_f64x2 f64x2_fma(fc_f64x2 a, fc_f64x2 b, fc_f64x2 c)
     r.v[1] = a.v[1] * b.v[1] + c.v[1];
     return r;
 }
+static inline fc_f64x2 f64x2_add(fc_f64x2 a, fc_f64x2 b)
+{
+    fc_f64x2 r;
+    r.v[0] = a.v[0] + b.v[0];
+    r.v[1] = a.v[1] + b.v[1];
+    return r;
+}
+static inline fc_f64x2 f64x2_sub(fc_f64x2 a, fc_f64x2 b)
+{
+    fc_f64x2 r;
+    r.v[0] = a.v[0] - b.v[0];
+    r.v[1] = a.v[1] - b.v[1];
+    return r;
+}
+#define VADD(a, b) f64x2_add(a, b)
+#define VSUB(a, b) f64x2_sub(a, b)
 #define VZERO() f64x2_zero()
 #define VLOADU(p) f64x2_loadu(p)
 #define VSTOREU(p, v) f64x2_storeu(p, v)
 #define VSET1(s) f64x2_set1(s)
 #define VFMA(a, b, c) f64x2_fma(a, b, c)
 #define FC_F64_TILES(X) FC_MR_1_TO_6(X, 1, 2) FC_MR_1_TO_6(X, 2, 4) FC_MR_1_TO_4(X, 4, 8)
-FC_F64_TILES(FC_DEFINE_CONV_TILE)
-FC_F64_TILES(FC_DEFINE_WGRAD_TILE)
-FC_DEFINE_FMA_PROBE()
+FC_DEFINE_ALL(FC_F64_TILES)
 
 static void f32_transpose_1x1__generic(size_t rows, size_t cols, const float *src,
                                        ptrdiff_t src_stride, float *dst, ptrdiff_t dst_stride)
@@ -94,6 +124,9 @@ const fc_isa_kernels fc_kernels__generic = {
     .f64_conv = {FC_F64_TILES(FC_F64_CONV_ENTRY)},
     .f32_wgrad = {FC_F32_TILES(FC_F32_WGRAD_ENTRY)},
     .f64_wgrad = {FC_F64_TILES(FC_F64_WGRAD_ENTRY)},
+    .f32_gemm = {FC_F32_TILES(FC_F32_GEMM_ENTRY)},
+    .f64_gemm = {FC_F64_TILES(FC_F64_GEMM_ENTRY)},
+    FC_WINOGRAD_ENTRIES
     .f32_transpose = f32_transpose_1x1__generic,
     .f64_transpose = f64_transpose_1x1__generic,
     .f32_fma_probe = f32_fma_probe__generic,

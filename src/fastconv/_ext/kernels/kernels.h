@@ -15,6 +15,7 @@
  *               channels of the weight gradient, accumulated over `rows` x `row_len` output
  *               pixels: acc[t][f] += x_t[pixel] * dout_t[pixel][f].
  *   transpose   dout (filters x pixels) to dout_t (pixels x filters) for the wgrad tiles.
+ *   gemm tile, winograd input / output: Winograd F(2x2, 3x3) and F(4x4, 3x3) (_engine.pyx).
  *
  * Every output element is the sum of its terms in one fixed order (k for the conv tile, pixel
  * for the wgrad tile), each added with one fused multiply-add: which tile sizes, instruction
@@ -56,6 +57,25 @@ typedef void (*fc_f32_transpose)(size_t rows, size_t cols, const float *src, ptr
                                  float *dst, ptrdiff_t dst_stride);
 typedef void (*fc_f64_transpose)(size_t rows, size_t cols, const double *src,
                                  ptrdiff_t src_stride, double *dst, ptrdiff_t dst_stride);
+/* Winograd F(m x m, 3 x 3) (tile_template.h): a GEMM tile over rows of a stored matrix, and the
+ * input / output transforms of one tile. */
+typedef void (*fc_f32_gemm_tile)(size_t k_count, const float *a, ptrdiff_t lda, const float *b,
+                                 float *c, ptrdiff_t ldc);
+typedef void (*fc_f64_gemm_tile)(size_t k_count, const double *a, ptrdiff_t lda, const double *b,
+                                 double *c, ptrdiff_t ldc);
+typedef void (*fc_f32_winograd_input)(const float *in, ptrdiff_t row_stride, ptrdiff_t col_stride,
+                                      size_t vectors, float *v, ptrdiff_t xi_stride);
+typedef void (*fc_f64_winograd_input)(const double *in, ptrdiff_t row_stride,
+                                      ptrdiff_t col_stride, size_t vectors, double *v,
+                                      ptrdiff_t xi_stride);
+typedef void (*fc_f32_winograd_output)(const float *m, ptrdiff_t xi_stride, size_t vectors,
+                                       const float *bias, float *y, ptrdiff_t y_channel_stride,
+                                       ptrdiff_t y_row_stride, size_t rows, size_t cols,
+                                       size_t channels);
+typedef void (*fc_f64_winograd_output)(const double *m, ptrdiff_t xi_stride, size_t vectors,
+                                       const double *bias, double *y, ptrdiff_t y_channel_stride,
+                                       ptrdiff_t y_row_stride, size_t rows, size_t cols,
+                                       size_t channels);
 /* Independent FMAs for the peak probe: returns a value that depends on every one of them. */
 typedef double (*fc_fma_probe)(long iterations);
 
@@ -69,6 +89,13 @@ typedef struct {
     fc_f64_conv_tile f64_conv[FC_MAX_NV + 1][FC_MAX_MR + 1];
     fc_f32_wgrad_tile f32_wgrad[FC_MAX_NV + 1][FC_MAX_MR + 1];
     fc_f64_wgrad_tile f64_wgrad[FC_MAX_NV + 1][FC_MAX_MR + 1];
+    fc_f32_gemm_tile f32_gemm[FC_MAX_NV + 1][FC_MAX_MR + 1];
+    fc_f64_gemm_tile f64_gemm[FC_MAX_NV + 1][FC_MAX_MR + 1];
+    /* [0]: F(2x2, 3x3), [1]: F(4x4, 3x3) */
+    fc_f32_winograd_input f32_winograd_input[2];
+    fc_f64_winograd_input f64_winograd_input[2];
+    fc_f32_winograd_output f32_winograd_output[2];
+    fc_f64_winograd_output f64_winograd_output[2];
     fc_f32_transpose f32_transpose;
     fc_f64_transpose f64_transpose;
     fc_fma_probe f32_fma_probe, f64_fma_probe;

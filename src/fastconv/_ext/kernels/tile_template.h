@@ -46,6 +46,26 @@
 #define FC_F64_CONV_ENTRY(MR, NV, NR) [NV][MR] = FC_KERNEL_NAME(f64, conv_tile, MR, NR, FC_ISA),
 #define FC_F32_WGRAD_ENTRY(MR, NV, NR) [NV][MR] = FC_KERNEL_NAME(f32, wgrad_tile, MR, NR, FC_ISA),
 #define FC_F64_WGRAD_ENTRY(MR, NV, NR) [NV][MR] = FC_KERNEL_NAME(f64, wgrad_tile, MR, NR, FC_ISA),
+#define FC_F32_GEMM_ENTRY(MR, NV, NR) [NV][MR] = FC_KERNEL_NAME(f32, gemm_tile, MR, NR, FC_ISA),
+#define FC_F64_GEMM_ENTRY(MR, NV, NR) [NV][MR] = FC_KERNEL_NAME(f64, gemm_tile, MR, NR, FC_ISA),
+/* The Winograd entries of a kernel table. */
+#define FC_WINOGRAD_ENTRIES                                                                      \
+    .f32_winograd_input = {FC_KERNEL_NAME(f32, winograd_input, 2, 3, FC_ISA),                    \
+                           FC_KERNEL_NAME(f32, winograd_input, 4, 3, FC_ISA)},                   \
+    .f64_winograd_input = {FC_KERNEL_NAME(f64, winograd_input, 2, 3, FC_ISA),                    \
+                           FC_KERNEL_NAME(f64, winograd_input, 4, 3, FC_ISA)},                   \
+    .f32_winograd_output = {FC_KERNEL_NAME(f32, winograd_output, 2, 3, FC_ISA),                  \
+                            FC_KERNEL_NAME(f32, winograd_output, 4, 3, FC_ISA)},                 \
+    .f64_winograd_output = {FC_KERNEL_NAME(f64, winograd_output, 2, 3, FC_ISA),                  \
+                            FC_KERNEL_NAME(f64, winograd_output, 4, 3, FC_ISA)},
+/* Every kernel of one data type (the caller has defined the vector vocabulary). */
+#define FC_DEFINE_ALL(TILES)                                                                     \
+    TILES(FC_DEFINE_CONV_TILE)                                                                   \
+    TILES(FC_DEFINE_WGRAD_TILE)                                                                  \
+    TILES(FC_DEFINE_GEMM_TILE)                                                                   \
+    FC_DEFINE_WINOGRAD(2, 4)                                                                     \
+    FC_DEFINE_WINOGRAD(4, 6)                                                                     \
+    FC_DEFINE_FMA_PROBE()
 
 #endif /* FC_TILE_TEMPLATE_H */
 
@@ -146,4 +166,133 @@
         VSTOREU(out, acc[0]);                                                                      \
         for (i = 0; i < LANES; i++) total += out[i];                                               \
         return total;                                                                              \
+    }
+
+/* c[m * ldc + f] = sum_k a[m * lda + k] * b[k][f] for m < MR, f < NR: a GEMM tile over rows of
+ * a matrix as stored (Winograd's transformed inputs: tiles x channels) and a packed panel of
+ * NR columns (its transformed weights), stored row by row. */
+#define FC_DEFINE_GEMM_TILE(MR, NV, NR)                                                            \
+    static void FC_KERNEL_NAME(FC_PREFIX, gemm_tile, MR, NR, FC_ISA)(                              \
+        size_t k_count, const SCALAR *a, ptrdiff_t lda, const SCALAR *b, SCALAR *c,                \
+        ptrdiff_t ldc)                                                                             \
+    {                                                                                              \
+        VEC acc[MR][NV];                                                                           \
+        const SCALAR *am[MR];                                                                      \
+        size_t k;                                                                                  \
+        FC_UNROLL for (int m = 0; m < MR; m++) {                                                   \
+            am[m] = a + m * lda;                                                                   \
+            FC_UNROLL for (int v = 0; v < NV; v++) acc[m][v] = VZERO();                            \
+        }                                                                                          \
+        for (k = 0; k < k_count; k++) {                                                            \
+            VEC bv[NV];                                                                            \
+            FC_UNROLL for (int v = 0; v < NV; v++) bv[v] = VLOADU(b + v * LANES);                  \
+            FC_UNROLL for (int m = 0; m < MR; m++) {                                               \
+                VEC s = VSET1(am[m][k]);                                                           \
+                FC_UNROLL for (int v = 0; v < NV; v++) acc[m][v] = VFMA(s, bv[v], acc[m][v]);      \
+            }                                                                                      \
+            b += NR;                                                                               \
+        }                                                                                          \
+        FC_UNROLL for (int m = 0; m < MR; m++)                                                     \
+            FC_UNROLL for (int v = 0; v < NV; v++) VSTOREU(c + m * ldc + v * LANES, acc[m][v]);    \
+    }
+
+/* Winograd F(m x m, 3 x 3) input and output transforms of one tile, one vector of channels
+ * (input) or filters (output) at a time, after Lavin & Gray (2016):
+ *   V = B^T d B  (d: the (m+2) x (m+2) input tile),   Y = A^T M A  (M: (m+2)^2 products).
+ * Input: d[i][j] = in[i * row_stride + j * col_stride + vector], i, j < m + 2 (channels last);
+ *        v[xi * xi_stride + vector], xi = i * (m + 2) + j.
+ * Output: mm[xi * xi_stride + vector] in, y[lane * y_channel_stride + i * y_row_stride + j] =
+ *         bias[lane] + Y[i][j] for i < rows, j < cols, lane < channels (NCHW, clipped at the
+ *         image's edge). Constants that are powers of two multiply exactly. */
+#define FC_WINO_LOAD_ROW(dst, base, stride, count)                                                 \
+    FC_UNROLL for (int q = 0; q < count; q++) dst[q] = VLOADU(base + q * stride);
+
+/* B^T of F(4x4, 3x3) applied to the 6 vectors d: r = B^T d. */
+#define FC_WINO4_BT(r, d)                                                                          \
+    do {                                                                                           \
+        VEC d12 = VADD(d[1], d[2]), d34 = VADD(d[3], d[4]);                                        \
+        VEC e12 = VSUB(d[1], d[2]), e43 = VSUB(d[4], d[3]);                                        \
+        VEC d42 = VSUB(d[4], d[2]), d31 = VSUB(d[3], d[1]);                                        \
+        r[0] = VFMA(VSET1((SCALAR)4), d[0], VFMA(VSET1((SCALAR)-5), d[2], d[4]));                  \
+        r[1] = VFMA(VSET1((SCALAR)-4), d12, d34);                                                  \
+        r[2] = VFMA(VSET1((SCALAR)4), e12, e43);                                                   \
+        r[3] = VFMA(VSET1((SCALAR)2), d31, d42);                                                   \
+        r[4] = VFMA(VSET1((SCALAR)-2), d31, d42);                                                  \
+        r[5] = VFMA(VSET1((SCALAR)4), d[1], VFMA(VSET1((SCALAR)-5), d[3], d[5]));                  \
+    } while (0)
+
+/* A^T of F(4x4, 3x3) applied to the 6 vectors s: o = A^T s (4 vectors). */
+#define FC_WINO4_AT(o, s)                                                                          \
+    do {                                                                                           \
+        VEC s12 = VADD(s[1], s[2]), s34 = VADD(s[3], s[4]);                                        \
+        VEC e12 = VSUB(s[1], s[2]), e34 = VSUB(s[3], s[4]);                                        \
+        o[0] = VADD(VADD(s[0], s12), s34);                                                         \
+        o[1] = VFMA(VSET1((SCALAR)2), e34, e12);                                                   \
+        o[2] = VFMA(VSET1((SCALAR)4), s34, s12);                                                   \
+        o[3] = VADD(VFMA(VSET1((SCALAR)8), e34, e12), s[5]);                                       \
+    } while (0)
+
+/* F(2x2, 3x3): B^T d (4 vectors) and A^T s (2 vectors). */
+#define FC_WINO2_BT(r, d)                                                                          \
+    do {                                                                                           \
+        r[0] = VSUB(d[0], d[2]);                                                                   \
+        r[1] = VADD(d[1], d[2]);                                                                   \
+        r[2] = VSUB(d[2], d[1]);                                                                   \
+        r[3] = VSUB(d[1], d[3]);                                                                   \
+    } while (0)
+#define FC_WINO2_AT(o, s)                                                                          \
+    do {                                                                                           \
+        o[0] = VADD(VADD(s[0], s[1]), s[2]);                                                       \
+        o[1] = VSUB(VSUB(s[1], s[2]), s[3]);                                                       \
+    } while (0)
+
+#define FC_DEFINE_WINOGRAD(M, A)                                                                   \
+    static void FC_KERNEL_NAME(FC_PREFIX, winograd_input, M, 3, FC_ISA)(                           \
+        const SCALAR *in, ptrdiff_t row_stride, ptrdiff_t col_stride, size_t vectors,              \
+        SCALAR *v, ptrdiff_t xi_stride)                                                            \
+    {                                                                                              \
+        size_t cv;                                                                                 \
+        for (cv = 0; cv < vectors; cv++) {                                                         \
+            VEC t[A][A], d[A], r[A];                                                               \
+            const SCALAR *base = in + cv * LANES;                                                  \
+            FC_UNROLL for (int j = 0; j < A; j++) {       /* columns: t[.][j] = B^T d[.][j] */     \
+                FC_WINO_LOAD_ROW(d, base + j * col_stride, row_stride, A)                          \
+                FC_WINO##M##_BT(r, d);                                                             \
+                FC_UNROLL for (int i = 0; i < A; i++) t[i][j] = r[i];                              \
+            }                                                                                      \
+            FC_UNROLL for (int i = 0; i < A; i++) {       /* rows: V[i][.] = t[i][.] B */          \
+                FC_WINO##M##_BT(r, t[i]);                                                          \
+                FC_UNROLL for (int j = 0; j < A; j++)                                              \
+                    VSTOREU(v + (i * A + j) * xi_stride + cv * LANES, r[j]);                       \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    static void FC_KERNEL_NAME(FC_PREFIX, winograd_output, M, 3, FC_ISA)(                          \
+        const SCALAR *mm, ptrdiff_t xi_stride, size_t vectors, const SCALAR *bias, SCALAR *y,      \
+        ptrdiff_t y_channel_stride, ptrdiff_t y_row_stride, size_t rows, size_t cols,              \
+        size_t channels)                                                                           \
+    {                                                                                              \
+        size_t fv, lane, i, j, n;                                                                  \
+        FC_ALIGN64 SCALAR out[M * M * LANES];                                                      \
+        for (fv = 0; fv < vectors; fv++) {                                                         \
+            VEC s[A], t[M][A], o[M], b = bias ? VLOADU(bias + fv * LANES) : VZERO();               \
+            const SCALAR *base = mm + fv * LANES;                                                  \
+            FC_UNROLL for (int jj = 0; jj < A; jj++) {    /* columns: t[.][j] = A^T M[.][j] */     \
+                FC_WINO_LOAD_ROW(s, base + jj * xi_stride, A * xi_stride, A)                       \
+                FC_WINO##M##_AT(o, s);                                                             \
+                FC_UNROLL for (int ii = 0; ii < M; ii++) t[ii][jj] = o[ii];                        \
+            }                                                                                      \
+            FC_UNROLL for (int ii = 0; ii < M; ii++) {    /* rows: Y[i][.] = t[i][.] A */          \
+                FC_WINO##M##_AT(o, t[ii]);                                                         \
+                FC_UNROLL for (int jj = 0; jj < M; jj++)                                           \
+                    VSTOREU(out + (ii * M + jj) * LANES, VADD(o[jj], b));                          \
+            }                                                                                      \
+            n = channels - fv * LANES < LANES ? channels - fv * LANES : LANES;                     \
+            for (lane = 0; lane < n; lane++) {                                                     \
+                SCALAR *dst = y + (ptrdiff_t)(fv * LANES + lane) * y_channel_stride;               \
+                for (i = 0; i < rows; i++)                                                         \
+                    for (j = 0; j < cols; j++)                                                     \
+                        dst[(ptrdiff_t)i * y_row_stride + j] = out[(i * M + j) * LANES + lane];    \
+            }                                                                                      \
+        }                                                                                          \
     }
