@@ -541,15 +541,15 @@ cdef bint plan_backward(EnginePlan* plan, const EngineConv* conv, index_t itemsi
     win.koff_at = plan.shared_elems
     plan.shared_elems += vector_elems(plan, ceil_div(wp.k_count * sizeof(ptrdiff_t), itemsize))
     size_pass_windows(plan)
-    # Bands of output rows whose transposed dout (one filter block wide) stays in L1, and
-    # whose window and transposed dout (all the group's blocks) fit the memory budget.
+    # Bands of output rows (or segments of one long row) whose transposed dout, one filter block
+    # wide, stays in L1; inside bands of window rows sized like the forward's (a window is
+    # copied once for several dout bands: its halo rows are not copied again).
     band_pixels = imax(1, (L1_BYTES // 2) // (wp.nr * itemsize))
     wp.band_rows = imax(1, imin(g.out_h, band_pixels // g.out_w))
-    budget = window_budget(plan, plan.shared_elems * itemsize)
-    wp.band_rows = imax(1, imin(wp.band_rows, budget // imax(1, itemsize * (
-        win.win_rs * win.step_h + g.out_w * wp.blocks_per_group * wp.nr))))
     wp.band_cols = g.out_w if wp.band_rows > 1 else imin(g.out_w, band_pixels)
-    win.band_rows = wp.band_rows
+    budget = window_budget(plan, plan.shared_elems * itemsize) - itemsize * vector_elems(
+        plan, wp.band_rows * wp.band_cols * wp.blocks_per_group * wp.nr)
+    win.band_rows = imax(wp.band_rows, imin(g.out_h, budget // imax(1, itemsize * win.win_rs * win.step_h)))
     plan.thread_elems = imax(plan.thread_elems,
                              (0 if win.window_is_source else pass_window_elems(plan, win))
                              + vector_elems(plan, wp.band_rows * wp.band_cols * wp.blocks_per_group * wp.nr))
@@ -648,10 +648,15 @@ cdef inline void strided_phase(const floating* src_row, index_t col0, index_t st
     cdef index_t q_lo = imin(width, imax(0, ceil_div(-col0, step)))
     cdef index_t q_hi = imax(q_lo, imin(width, ceil_div(src_w - col0, step)))
     cdef index_t q
+    cdef const floating* src = src_row + col0
     for q in range(q_lo):
         dst[q] = 0
-    for q in range(q_lo, q_hi):
-        dst[q] = src_row[col0 + q * step]
+    if step == 2:       # the common case, with a constant stride the loop vectorises
+        for q in range(q_lo, q_hi):
+            dst[q] = src[2 * q]
+    else:
+        for q in range(q_lo, q_hi):
+            dst[q] = src[q * step]
     for q in range(q_hi, width):
         dst[q] = 0
 
@@ -797,7 +802,8 @@ cdef void weight_task(const EnginePlan* plan, index_t chunk, index_t group,
                       const floating* dout, const floating* x, floating* shared,
                       floating* thread_ws) noexcept nogil:
     """dW/db partial of one chunk of (image, output row) pairs, for one group of filter
-    blocks, band by band: a band is a few output rows, or a segment of one long row."""
+    blocks: window band by window band, and inside each, dout band by dout band (a few output
+    rows, or a segment of one long row)."""
     cdef const WeightPass* wp = &plan.wgrad
     cdef const DirectPass* d = &plan.wgrad_window
     cdef const Window2D* g = &plan.conv.g
@@ -807,11 +813,12 @@ cdef void weight_task(const EnginePlan* plan, index_t chunk, index_t group,
     cdef index_t r = chunk * total_rows // wp.chunks, r_end = (chunk + 1) * total_rows // wp.chunks
     cdef index_t b0 = group * wp.blocks_per_group, b1 = imin(wp.blocks, b0 + wp.blocks_per_group)
     cdef index_t f0 = b0 * wp.nr, f1 = b1 * wp.nr, width = f1 - f0
-    cdef index_t n, u0, u1, k, blk, tile, k0, k1, q0, q1, p0, rows, row_len
+    cdef index_t n, u0, u1, s0, k, blk, tile, k0, k1, q0, q1, p0, rows, row_len
     cdef floating* part = shared + wp.partials_at + chunk * wp.partial_elems
     cdef floating* db_part = part + wp.k_count * wp.fpad
     cdef floating* win = thread_ws
     cdef floating* dout_t = thread_ws + pass_window_elems(plan, d)
+    cdef floating* xw
     cdef const floating* dout_n
     for k in range(wp.k_count):
         memset(part + k * wp.fpad + f0, 0, width * sizeof(floating))
@@ -819,30 +826,34 @@ cdef void weight_task(const EnginePlan* plan, index_t chunk, index_t group,
     while r < r_end:
         n = r // g.out_h
         u0 = r % g.out_h
-        u1 = imin(imin(g.out_h, u0 + wp.band_rows), u0 + r_end - r)
-        rows = u1 - u0
+        u1 = imin(imin(g.out_h, u0 + d.band_rows), u0 + r_end - r)
         if d.window_is_source:
             win = <floating*>x + n * d.src_image_stride + u0 * d.step_h * d.win_rs
         else:
             copy_window(d, x + n * d.src_image_stride, u0, u1, win)
         dout_n = dout + n * plan.conv.y_image_stride
-        q0 = 0
-        while q0 < g.out_w:
-            # A band of whole rows, or (rows == 1) a segment of at most band_cols columns.
-            q1 = g.out_w if rows > 1 else imin(g.out_w, q0 + wp.band_cols)
-            row_len = q1 - q0
-            p0 = u0 * g.out_w + q0
-            transpose_dout(kern, dout_n, plane, p0, p0 + (rows - 1) * g.out_w + row_len, f0, f1,
-                           wp.filters, width, dout_t, db_part)
-            for blk in range(b0, b1):
-                for tile in range(wp.tap_tiles):
-                    k0 = tile * wp.k_count // wp.tap_tiles
-                    k1 = (tile + 1) * wp.k_count // wp.tap_tiles
-                    wgrad_tile(kern, wp.nv, k1 - k0, rows, row_len, win + q0, koff + k0,
-                               d.step_h * d.win_rs, dout_t + blk * wp.nr - f0, width,
-                               part + k0 * wp.fpad + blk * wp.nr, wp.fpad)
-            q0 = q1
-        r += rows
+        s0 = u0
+        while s0 < u1:
+            rows = imin(u1 - s0, wp.band_rows)
+            q0 = 0
+            while q0 < g.out_w:
+                # A band of whole rows, or (rows == 1) a segment of at most band_cols columns.
+                q1 = g.out_w if rows > 1 else imin(g.out_w, q0 + wp.band_cols)
+                row_len = q1 - q0
+                p0 = s0 * g.out_w + q0
+                transpose_dout(kern, dout_n, plane, p0, p0 + (rows - 1) * g.out_w + row_len, f0,
+                               f1, wp.filters, width, dout_t, db_part)
+                xw = win + (s0 - u0) * d.step_h * d.win_rs + q0
+                for blk in range(b0, b1):
+                    for tile in range(wp.tap_tiles):
+                        k0 = tile * wp.k_count // wp.tap_tiles
+                        k1 = (tile + 1) * wp.k_count // wp.tap_tiles
+                        wgrad_tile(kern, wp.nv, k1 - k0, rows, row_len, xw, koff + k0,
+                                   d.step_h * d.win_rs, dout_t + blk * wp.nr - f0, width,
+                                   part + k0 * wp.fpad + blk * wp.nr, wp.fpad)
+                q0 = q1
+            s0 += rows
+        r += u1 - u0
 
 
 cdef void run_weight_pass(const EnginePlan* plan, const floating* dout, const floating* x,
