@@ -899,7 +899,8 @@ cdef inline bint use_winograd(const EnginePlan* plan, const floating* src,
                               const floating* w) noexcept nogil:
     cdef const Window2D* g = &plan.conv.g
     return plan.has_winograd and winograd_inputs_safe(
-        &plan.wino, src, plan.conv.n_images, w, plan.conv.filters * g.channels * 9)
+        &plan.wino, src, plan.conv.n_images, w, plan.conv.filters * g.channels * 9,
+        plan.wino.threads)
 
 
 cdef void engine_forward(const EnginePlan* plan, const floating* x, const floating* w,

@@ -139,10 +139,11 @@ cdef void size_winograd_tasks(const EnginePlan* plan, WinogradPass* wg, index_t 
 
 
 cdef bint winograd_inputs_safe(const WinogradPass* wg, const floating* src, index_t n_images,
-                               const floating* w, index_t w_count) noexcept nogil:
+                               const floating* w, index_t w_count, int threads) noexcept nogil:
     """Every weight and input value finite, and max|input| * max|w| below input_limit."""
     cdef floating v, w_max = 0, limit
     cdef index_t i, bad = 0, count = n_images * wg.src_image_stride
+    cdef index_t part, parts = imin(threads, imax(1, count // 65536))
     for i in range(w_count):
         v = w[i]
         if not (v <= DBL_MAX and v >= -DBL_MAX):    # NaN or inf
@@ -150,17 +151,42 @@ cdef bint winograd_inputs_safe(const WinogradPass* wg, const floating* src, inde
         w_max = max(w_max, v if v >= 0 else -v)
     limit = wg.input_limit if w_max == 0 else min(<double>wg.input_limit / w_max,
                                                   FLT_MAX if floating is float else DBL_MAX)
-    for i in range(count):    # counts rather than breaks: this loop vectorises
-        v = src[i]
-        bad += not (v <= limit and v >= -limit)
+    if parts <= 1:
+        return count_outside(src, count, limit) == 0
+    for part in prange(parts, num_threads=<int>parts, schedule='static'):
+        bad += count_outside(src + part * count // parts,
+                             (part + 1) * count // parts - part * count // parts, limit)
     return bad == 0
 
 
-cdef void pack_winograd_weights(const WinogradPass* wg, const floating* w,
-                                floating* u) noexcept nogil:
+cdef inline index_t count_outside(const floating* values, index_t count,
+                                  floating limit) noexcept nogil:
+    """How many values are not in [-limit, limit] (NaN included). Counts rather than stops at
+    the first: this loop vectorises."""
+    cdef index_t i, bad = 0
+    cdef floating v
+    for i in range(count):
+        v = values[i]
+        bad += not (v <= limit and v >= -limit)
+    return bad
+
+
+cdef void pack_winograd_weights(const WinogradPass* wg, const floating* w, floating* u,
+                                int threads) noexcept nogil:
     """u[xi][block][c][lane] = (G g G^T)[xi] of weight(block*nr + lane, c), computed in double
-    and rounded once; zero beyond cout."""
-    cdef index_t blk, lane, co, c, a, b, k, l, alpha = wg.alpha
+    and rounded once; zero beyond cout. One task per (block, input channel)."""
+    cdef index_t task, tasks = wg.blocks * wg.cin
+    if threads <= 1 or tasks < 64:
+        for task in range(tasks):
+            pack_winograd_block(wg, w, u, task // wg.cin, task % wg.cin)
+    else:
+        for task in prange(tasks, num_threads=threads, schedule='static'):
+            pack_winograd_block(wg, w, u, task // wg.cin, task % wg.cin)
+
+
+cdef void pack_winograd_block(const WinogradPass* wg, const floating* w, floating* u,
+                              index_t blk, index_t c) noexcept nogil:
+    cdef index_t lane, co, a, b, k, l, alpha = wg.alpha
     cdef double g[3][3]
     cdef double t[6][3]
     cdef double s
@@ -168,24 +194,22 @@ cdef void pack_winograd_weights(const WinogradPass* wg, const floating* w,
     cdef const double* G = &G2[0]
     if wg.m == 4:
         G = &G4[0]
-    for blk in range(wg.blocks):
-        for c in range(wg.cin):
-            for lane in range(wg.nr):
-                co = blk * wg.nr + lane
-                for k in range(3):
-                    for l in range(3):
-                        if co >= wg.cout:
-                            g[k][l] = 0
-                        else:
-                            src = w + co * wg.w_out_stride + c * wg.w_in_stride
-                            g[k][l] = src[(2 - k) * 3 + 2 - l] if wg.flip else src[k * 3 + l]
-                for a in range(alpha):      # t = G g
-                    for l in range(3):
-                        t[a][l] = G[a * 3] * g[0][l] + G[a * 3 + 1] * g[1][l] + G[a * 3 + 2] * g[2][l]
-                for a in range(alpha):      # U = t G^T
-                    for b in range(alpha):
-                        s = t[a][0] * G[b * 3] + t[a][1] * G[b * 3 + 1] + t[a][2] * G[b * 3 + 2]
-                        u[((a * alpha + b) * wg.blocks + blk) * wg.cin * wg.nr + c * wg.nr + lane] = <floating>s
+    for lane in range(wg.nr):
+        co = blk * wg.nr + lane
+        for k in range(3):
+            for l in range(3):
+                if co >= wg.cout:
+                    g[k][l] = 0
+                else:
+                    src = w + co * wg.w_out_stride + c * wg.w_in_stride
+                    g[k][l] = src[(2 - k) * 3 + 2 - l] if wg.flip else src[k * 3 + l]
+        for a in range(alpha):      # t = G g
+            for l in range(3):
+                t[a][l] = G[a * 3] * g[0][l] + G[a * 3 + 1] * g[1][l] + G[a * 3 + 2] * g[2][l]
+        for a in range(alpha):      # U = t G^T
+            for b in range(alpha):
+                s = t[a][0] * G[b * 3] + t[a][1] * G[b * 3 + 1] + t[a][2] * G[b * 3 + 2]
+                u[((a * alpha + b) * wg.blocks + blk) * wg.cin * wg.nr + c * wg.nr + lane] = <floating>s
 
 
 cdef void copy_window_channels_last(const fc_isa_kernels* kern, const WinogradPass* wg,
@@ -305,7 +329,7 @@ cdef void run_winograd(const EnginePlan* plan, const floating* src, const floati
     cdef floating* bias = NULL
     cdef floating* thread_ws = ws + wg.shared_elems
     cdef floating* mine
-    pack_winograd_weights(wg, w, ws + wg.u_at)
+    pack_winograd_weights(wg, w, ws + wg.u_at, threads)
     if b != NULL:
         bias = ws + wg.bias_at
         for lane in range(wg.fpad):
