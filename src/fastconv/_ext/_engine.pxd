@@ -42,11 +42,9 @@ cdef extern from "kernels/kernels.h":
     ctypedef void (*fc_f64_winograd_input)(const double*, ptrdiff_t, ptrdiff_t, size_t, double*,
                                            ptrdiff_t) noexcept nogil
     ctypedef void (*fc_f32_winograd_output)(const float*, ptrdiff_t, size_t, const float*, float*,
-                                            ptrdiff_t, ptrdiff_t, size_t, size_t,
-                                            size_t) noexcept nogil
+                                            ptrdiff_t, ptrdiff_t) noexcept nogil
     ctypedef void (*fc_f64_winograd_output)(const double*, ptrdiff_t, size_t, const double*,
-                                            double*, ptrdiff_t, ptrdiff_t, size_t, size_t,
-                                            size_t) noexcept nogil
+                                            double*, ptrdiff_t, ptrdiff_t) noexcept nogil
     ctypedef double (*fc_fma_probe)(long) noexcept nogil
     # Array sizes are FC_MAX_NV + 1 and FC_MAX_MR + 1 (kernels.h).
     ctypedef struct fc_isa_kernels:
@@ -147,7 +145,8 @@ ctypedef struct WinogradPass:
     bint flip                           # weights read flipped (backward-data)
     double input_limit                  # max|input| * max|w| below this: no transform overflows
     int threads                         # threads that run it (the budget holds their buffers)
-    index_t u_at, bias_at, shared_elems, win_elems, v_elems, m_elems, thread_elems
+    index_t v_stride, m_stride         # elements between transform points of V and M
+    index_t u_at, bias_at, shared_elems, win_elems, v_elems, m_elems, stage_elems, thread_elems
 
 
 ctypedef struct EnginePlan:

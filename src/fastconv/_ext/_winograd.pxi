@@ -35,6 +35,8 @@ WINOGRAD_EXTRA_TERMS = 24
 cdef double TRANSFORM_HEADROOM = 131072.0
 # Transformed weights may take the workspace budget but this share, left for the tasks' buffers.
 cdef double WINOGRAD_TASK_SHARE = 0.25
+# The widest output-channel block (FC_MAX_NV vectors of 16 floats).
+DEF MAX_NR = 64
 # Winograd needs enough channels to fill the vectors of its transforms and its GEMM's reduction.
 cdef index_t WINOGRAD_MIN_CHANNELS = 8
 
@@ -101,7 +103,7 @@ cdef bint plan_winograd(EnginePlan* plan, const DirectPass* d, index_t n_images,
         target = imax(1, imin(L2_BYTES, budget // plan.threads) // tile_bytes)
         while True:
             size_winograd_tasks(plan, wg, n_images, target)
-            wg.thread_elems = wg.win_elems + wg.v_elems + wg.m_elems
+            wg.thread_elems = wg.win_elems + wg.v_elems + wg.m_elems + wg.stage_elems
             if plan.threads * wg.thread_elems * plan.itemsize <= budget:
                 break
             if wg.task_images == 1 and wg.task_tile_rows == 1:
@@ -134,8 +136,15 @@ cdef void size_winograd_tasks(const EnginePlan* plan, WinogradPass* wg, index_t 
     wg.task_tiles = wg.task_images * wg.task_tile_rows * wg.tiles_w
     wg.tasks = ceil_div(n_images, wg.task_images) * (wg.bands if wg.task_images == 1 else 1)
     wg.win_elems = vector_elems(plan, (wg.task_tile_rows * m + 2) * wg.win_cols * wg.cpad)
-    wg.v_elems = vector_elems(plan, wg.points * wg.task_tiles * wg.cpad)
-    wg.m_elems = vector_elems(plan, wg.points * wg.task_tiles * wg.fpad)
+    # A tile's points are a stride apart in V and M: one cache line more than the tiles take,
+    # so that the points of a tile fall in different cache sets (with a stride of a multiple of
+    # 2 KB they would share two sets of L1 and evict each other).
+    wg.v_stride = vector_elems(plan, wg.task_tiles * wg.cpad) + ALIGN // plan.itemsize
+    wg.m_stride = vector_elems(plan, wg.task_tiles * wg.fpad) + ALIGN // plan.itemsize
+    wg.v_elems = wg.points * wg.v_stride
+    wg.m_elems = wg.points * wg.m_stride
+    # One tile row of outputs, channels last, before its rows are transposed into NCHW.
+    wg.stage_elems = vector_elems(plan, m * wg.tiles_w * m * wg.fpad)
 
 
 cdef bint winograd_inputs_safe(const WinogradPass* wg, const floating* src, index_t n_images,
@@ -167,7 +176,7 @@ cdef inline index_t count_outside(const floating* values, index_t count,
     cdef floating v
     for i in range(count):
         v = values[i]
-        bad += not (v <= limit and v >= -limit)
+        bad += (v > limit) + (v < -limit) + (v != v)
     return bad
 
 
@@ -186,30 +195,31 @@ cdef void pack_winograd_weights(const WinogradPass* wg, const floating* w, float
 
 cdef void pack_winograd_block(const WinogradPass* wg, const floating* w, floating* u,
                               index_t blk, index_t c) noexcept nogil:
-    cdef index_t lane, co, a, b, k, l, alpha = wg.alpha
-    cdef double g[3][3]
-    cdef double t[6][3]
-    cdef double s
+    """The nr lanes of one (block, input channel), lanes innermost so that the loops vectorise."""
+    cdef index_t lane, co, a, b, k, alpha = wg.alpha, nr = wg.nr
+    cdef double g[9][MAX_NR]
+    cdef double t[6][3][MAX_NR]
     cdef const floating* src
+    cdef floating* dst
     cdef const double* G = &G2[0]
     if wg.m == 4:
         G = &G4[0]
-    for lane in range(wg.nr):
-        co = blk * wg.nr + lane
-        for k in range(3):
-            for l in range(3):
-                if co >= wg.cout:
-                    g[k][l] = 0
-                else:
-                    src = w + co * wg.w_out_stride + c * wg.w_in_stride
-                    g[k][l] = src[(2 - k) * 3 + 2 - l] if wg.flip else src[k * 3 + l]
-        for a in range(alpha):      # t = G g
-            for l in range(3):
-                t[a][l] = G[a * 3] * g[0][l] + G[a * 3 + 1] * g[1][l] + G[a * 3 + 2] * g[2][l]
-        for a in range(alpha):      # U = t G^T
-            for b in range(alpha):
-                s = t[a][0] * G[b * 3] + t[a][1] * G[b * 3 + 1] + t[a][2] * G[b * 3 + 2]
-                u[((a * alpha + b) * wg.blocks + blk) * wg.cin * wg.nr + c * wg.nr + lane] = <floating>s
+    for lane in range(nr):
+        co = blk * nr + lane
+        src = w + co * wg.w_out_stride + c * wg.w_in_stride
+        for k in range(9):
+            g[k][lane] = 0 if co >= wg.cout else src[8 - k if wg.flip else k]
+    for a in range(alpha):      # t = G g
+        for b in range(3):
+            for lane in range(nr):
+                t[a][b][lane] = (G[a * 3] * g[b][lane] + G[a * 3 + 1] * g[3 + b][lane]
+                                 + G[a * 3 + 2] * g[6 + b][lane])
+    for a in range(alpha):      # U = t G^T
+        for b in range(alpha):
+            dst = u + ((a * alpha + b) * wg.blocks + blk) * wg.cin * nr + c * nr
+            for lane in range(nr):
+                dst[lane] = <floating>(t[a][0][lane] * G[b * 3] + t[a][1][lane] * G[b * 3 + 1]
+                                       + t[a][2][lane] * G[b * 3 + 2])
 
 
 cdef void copy_window_channels_last(const fc_isa_kernels* kern, const WinogradPass* wg,
@@ -250,11 +260,13 @@ cdef void winograd_task(const EnginePlan* plan, index_t task, const floating* sr
     cdef const WinogradPass* wg = &plan.wino
     cdef const fc_isa_kernels* kern = plan.kernels
     cdef index_t m = wg.m, lanes = plan.lanes, cpad = wg.cpad, fpad = wg.fpad
-    cdef index_t n0, n1, tr0, tr1, n, ty, tx, t, xi, blk, tile, tiles, t0, t1, T
+    cdef index_t n0, n1, tr0, tr1, n, ty, tx, t, xi, blk, tile, tiles, t0, t1, T, i
     cdef index_t row_stride = wg.win_cols * cpad
     cdef floating* win = thread_ws
     cdef floating* v = thread_ws + wg.win_elems
     cdef floating* mm = v + wg.v_elems
+    cdef floating* stage = mm + wg.m_elems
+    cdef floating* y_row
     cdef const floating* u = shared + wg.u_at
     cdef const floating* a
     cdef int mr, tile_nv = wg.nv, wi = 1 if wg.m == 4 else 0
@@ -278,10 +290,10 @@ cdef void winograd_task(const EnginePlan* plan, index_t task, const floating* sr
                 a = win + ty * m * row_stride + tx * m * cpad
                 if floating is float:
                     kern.f32_winograd_input[wi](a, row_stride, cpad, cpad // lanes, v + t * cpad,
-                                                wg.task_tiles * cpad)
+                                                wg.v_stride)
                 else:
                     kern.f64_winograd_input[wi](a, row_stride, cpad, cpad // lanes, v + t * cpad,
-                                                wg.task_tiles * cpad)
+                                                wg.v_stride)
                 t += 1
     # M[xi][t][f] = V[xi][t][:] . U[xi][:][f], point by point.
     tiles = ceil_div(T, kern.max_mr[tile_nv])
@@ -292,33 +304,38 @@ cdef void winograd_task(const EnginePlan* plan, index_t task, const floating* sr
                 t1 = (tile + 1) * T // tiles
                 mr = <int>(t1 - t0)
                 if floating is float:
-                    kern.f32_gemm[tile_nv][mr](wg.cin, v + (xi * wg.task_tiles + t0) * cpad, cpad,
+                    kern.f32_gemm[tile_nv][mr](wg.cin, v + xi * wg.v_stride + t0 * cpad, cpad,
                                                u + (xi * wg.blocks + blk) * wg.cin * wg.nr,
-                                               mm + (xi * wg.task_tiles + t0) * fpad + blk * wg.nr,
+                                               mm + xi * wg.m_stride + t0 * fpad + blk * wg.nr,
                                                fpad)
                 else:
-                    kern.f64_gemm[tile_nv][mr](wg.cin, v + (xi * wg.task_tiles + t0) * cpad, cpad,
+                    kern.f64_gemm[tile_nv][mr](wg.cin, v + xi * wg.v_stride + t0 * cpad, cpad,
                                                u + (xi * wg.blocks + blk) * wg.cin * wg.nr,
-                                               mm + (xi * wg.task_tiles + t0) * fpad + blk * wg.nr,
+                                               mm + xi * wg.m_stride + t0 * fpad + blk * wg.nr,
                                                fpad)
-    # Output transform into NCHW, clipped at the plane's edges.
+    # Output transform, one tile row at a time into the channels-last stage, whose rows are
+    # then transposed into NCHW (clipped at the plane's edges).
     t = 0
     for n in range(n0, n1):
         for ty in range(tr0, tr1):
             for tx in range(wg.tiles_w):
                 if floating is float:
-                    kern.f32_winograd_output[wi](
-                        mm + t * fpad, wg.task_tiles * fpad, ceil_div(wg.cout, lanes), bias,
-                        out + n * wg.out_image_stride + ty * m * wg.cols + tx * m,
-                        wg.out_channel_stride, wg.cols, imin(m, wg.rows - ty * m),
-                        imin(m, wg.cols - tx * m), wg.cout)
+                    kern.f32_winograd_output[wi](mm + t * fpad, wg.m_stride, ceil_div(wg.cout, lanes),
+                                                 bias, stage + tx * m * fpad, wg.tiles_w * m * fpad,
+                                                 fpad)
                 else:
-                    kern.f64_winograd_output[wi](
-                        mm + t * fpad, wg.task_tiles * fpad, ceil_div(wg.cout, lanes), bias,
-                        out + n * wg.out_image_stride + ty * m * wg.cols + tx * m,
-                        wg.out_channel_stride, wg.cols, imin(m, wg.rows - ty * m),
-                        imin(m, wg.cols - tx * m), wg.cout)
+                    kern.f64_winograd_output[wi](mm + t * fpad, wg.m_stride, ceil_div(wg.cout, lanes),
+                                                 bias, stage + tx * m * fpad, wg.tiles_w * m * fpad,
+                                                 fpad)
                 t += 1
+            for i in range(imin(m, wg.rows - ty * m)):
+                y_row = out + n * wg.out_image_stride + (ty * m + i) * wg.cols
+                if floating is float:
+                    kern.f32_transpose(wg.cols, wg.cout, stage + i * wg.tiles_w * m * fpad, fpad,
+                                       y_row, wg.out_channel_stride)
+                else:
+                    kern.f64_transpose(wg.cols, wg.cout, stage + i * wg.tiles_w * m * fpad, fpad,
+                                       y_row, wg.out_channel_stride)
 
 
 cdef void run_winograd(const EnginePlan* plan, const floating* src, const floating* w,

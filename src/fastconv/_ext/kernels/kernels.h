@@ -69,13 +69,11 @@ typedef void (*fc_f64_winograd_input)(const double *in, ptrdiff_t row_stride,
                                       ptrdiff_t col_stride, size_t vectors, double *v,
                                       ptrdiff_t xi_stride);
 typedef void (*fc_f32_winograd_output)(const float *m, ptrdiff_t xi_stride, size_t vectors,
-                                       const float *bias, float *y, ptrdiff_t y_channel_stride,
-                                       ptrdiff_t y_row_stride, size_t rows, size_t cols,
-                                       size_t channels);
+                                       const float *bias, float *out, ptrdiff_t row_stride,
+                                       ptrdiff_t col_stride);
 typedef void (*fc_f64_winograd_output)(const double *m, ptrdiff_t xi_stride, size_t vectors,
-                                       const double *bias, double *y, ptrdiff_t y_channel_stride,
-                                       ptrdiff_t y_row_stride, size_t rows, size_t cols,
-                                       size_t channels);
+                                       const double *bias, double *out, ptrdiff_t row_stride,
+                                       ptrdiff_t col_stride);
 /* Independent FMAs for the peak probe: returns a value that depends on every one of them. */
 typedef double (*fc_fma_probe)(long iterations);
 

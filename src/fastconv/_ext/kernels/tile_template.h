@@ -49,22 +49,22 @@
 #define FC_F32_GEMM_ENTRY(MR, NV, NR) [NV][MR] = FC_KERNEL_NAME(f32, gemm_tile, MR, NR, FC_ISA),
 #define FC_F64_GEMM_ENTRY(MR, NV, NR) [NV][MR] = FC_KERNEL_NAME(f64, gemm_tile, MR, NR, FC_ISA),
 /* The Winograd entries of a kernel table. */
-#define FC_WINOGRAD_ENTRIES                                                                      \
-    .f32_winograd_input = {FC_KERNEL_NAME(f32, winograd_input, 2, 3, FC_ISA),                    \
-                           FC_KERNEL_NAME(f32, winograd_input, 4, 3, FC_ISA)},                   \
-    .f64_winograd_input = {FC_KERNEL_NAME(f64, winograd_input, 2, 3, FC_ISA),                    \
-                           FC_KERNEL_NAME(f64, winograd_input, 4, 3, FC_ISA)},                   \
-    .f32_winograd_output = {FC_KERNEL_NAME(f32, winograd_output, 2, 3, FC_ISA),                  \
-                            FC_KERNEL_NAME(f32, winograd_output, 4, 3, FC_ISA)},                 \
-    .f64_winograd_output = {FC_KERNEL_NAME(f64, winograd_output, 2, 3, FC_ISA),                  \
+#define FC_WINOGRAD_ENTRIES                                                                        \
+    .f32_winograd_input = {FC_KERNEL_NAME(f32, winograd_input, 2, 3, FC_ISA),                      \
+                           FC_KERNEL_NAME(f32, winograd_input, 4, 3, FC_ISA)},                     \
+    .f64_winograd_input = {FC_KERNEL_NAME(f64, winograd_input, 2, 3, FC_ISA),                      \
+                           FC_KERNEL_NAME(f64, winograd_input, 4, 3, FC_ISA)},                     \
+    .f32_winograd_output = {FC_KERNEL_NAME(f32, winograd_output, 2, 3, FC_ISA),                    \
+                            FC_KERNEL_NAME(f32, winograd_output, 4, 3, FC_ISA)},                   \
+    .f64_winograd_output = {FC_KERNEL_NAME(f64, winograd_output, 2, 3, FC_ISA),                    \
                             FC_KERNEL_NAME(f64, winograd_output, 4, 3, FC_ISA)},
 /* Every kernel of one data type (the caller has defined the vector vocabulary). */
-#define FC_DEFINE_ALL(TILES)                                                                     \
-    TILES(FC_DEFINE_CONV_TILE)                                                                   \
-    TILES(FC_DEFINE_WGRAD_TILE)                                                                  \
-    TILES(FC_DEFINE_GEMM_TILE)                                                                   \
-    FC_DEFINE_WINOGRAD(2, 4)                                                                     \
-    FC_DEFINE_WINOGRAD(4, 6)                                                                     \
+#define FC_DEFINE_ALL(TILES)                                                                       \
+    TILES(FC_DEFINE_CONV_TILE)                                                                     \
+    TILES(FC_DEFINE_WGRAD_TILE)                                                                    \
+    TILES(FC_DEFINE_GEMM_TILE)                                                                     \
+    FC_DEFINE_WINOGRAD(2, 4)                                                                       \
+    FC_DEFINE_WINOGRAD(4, 6)                                                                       \
     FC_DEFINE_FMA_PROBE()
 
 #endif /* FC_TILE_TEMPLATE_H */
@@ -201,9 +201,9 @@
  *   V = B^T d B  (d: the (m+2) x (m+2) input tile),   Y = A^T M A  (M: (m+2)^2 products).
  * Input: d[i][j] = in[i * row_stride + j * col_stride + vector], i, j < m + 2 (channels last);
  *        v[xi * xi_stride + vector], xi = i * (m + 2) + j.
- * Output: mm[xi * xi_stride + vector] in, y[lane * y_channel_stride + i * y_row_stride + j] =
- *         bias[lane] + Y[i][j] for i < rows, j < cols, lane < channels (NCHW, clipped at the
- *         image's edge). Constants that are powers of two multiply exactly. */
+ * Output: mm[xi * xi_stride + vector] in, out[i * row_stride + j * col_stride + vector] =
+ *         bias + Y[i][j] (channels last; the caller transposes rows into NCHW). Constants
+ *         that are powers of two multiply exactly. */
 #define FC_WINO_LOAD_ROW(dst, base, stride, count)                                                 \
     FC_UNROLL for (int q = 0; q < count; q++) dst[q] = VLOADU(base + q * stride);
 
@@ -268,12 +268,10 @@
         }                                                                                          \
     }                                                                                              \
     static void FC_KERNEL_NAME(FC_PREFIX, winograd_output, M, 3, FC_ISA)(                          \
-        const SCALAR *mm, ptrdiff_t xi_stride, size_t vectors, const SCALAR *bias, SCALAR *y,      \
-        ptrdiff_t y_channel_stride, ptrdiff_t y_row_stride, size_t rows, size_t cols,              \
-        size_t channels)                                                                           \
+        const SCALAR *mm, ptrdiff_t xi_stride, size_t vectors, const SCALAR *bias, SCALAR *out,    \
+        ptrdiff_t row_stride, ptrdiff_t col_stride)                                                \
     {                                                                                              \
-        size_t fv, lane, i, j, n;                                                                  \
-        FC_ALIGN64 SCALAR out[M * M * LANES];                                                      \
+        size_t fv;                                                                                 \
         for (fv = 0; fv < vectors; fv++) {                                                         \
             VEC s[A], t[M][A], o[M], b = bias ? VLOADU(bias + fv * LANES) : VZERO();               \
             const SCALAR *base = mm + fv * LANES;                                                  \
@@ -285,14 +283,9 @@
             FC_UNROLL for (int ii = 0; ii < M; ii++) {    /* rows: Y[i][.] = t[i][.] A */          \
                 FC_WINO##M##_AT(o, t[ii]);                                                         \
                 FC_UNROLL for (int jj = 0; jj < M; jj++)                                           \
-                    VSTOREU(out + (ii * M + jj) * LANES, VADD(o[jj], b));                          \
-            }                                                                                      \
-            n = channels - fv * LANES < LANES ? channels - fv * LANES : LANES;                     \
-            for (lane = 0; lane < n; lane++) {                                                     \
-                SCALAR *dst = y + (ptrdiff_t)(fv * LANES + lane) * y_channel_stride;               \
-                for (i = 0; i < rows; i++)                                                         \
-                    for (j = 0; j < cols; j++)                                                     \
-                        dst[(ptrdiff_t)i * y_row_stride + j] = out[(i * M + j) * LANES + lane];    \
+                    VSTOREU(out + ii * row_stride + jj * col_stride + fv * LANES, VADD(o[jj], b)); \
             }                                                                                      \
         }                                                                                          \
     }
+
+
