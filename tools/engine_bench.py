@@ -85,10 +85,11 @@ def short(plan):
     def one(text):
         if "winograd F(" in text:
             return "winograd F(" + text.split("F(")[1].split(",")[0] + ")"
-        return "im2col" if text.startswith("im2col") else "direct"
+        return "im2col" if text.startswith(("im2col", "by im2col")) else "direct"
     back = plan["backward"]
     dx = back.split("dx ")[1] if "dx " in back else back
-    return f"fwd {one(plan['forward'])}, dx {one(dx)}, dw {one(back)}"
+    dw = "im2col" if back.startswith("im2col") else "direct"
+    return f"fwd {one(plan['forward'])}, dx {one(dx)}, dw {dw}"
 
 
 def main():

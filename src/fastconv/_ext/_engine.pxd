@@ -45,6 +45,12 @@ cdef extern from "kernels/kernels.h":
                                             ptrdiff_t, ptrdiff_t) noexcept nogil
     ctypedef void (*fc_f64_winograd_output)(const double*, ptrdiff_t, size_t, const double*,
                                             double*, ptrdiff_t, ptrdiff_t) noexcept nogil
+    ctypedef void (*fc_f32_window_rows)(size_t, size_t, const float*, ptrdiff_t, ptrdiff_t,
+                                        ptrdiff_t, ptrdiff_t, size_t, size_t, float*, ptrdiff_t,
+                                        ptrdiff_t) noexcept nogil
+    ctypedef void (*fc_f64_window_rows)(size_t, size_t, const double*, ptrdiff_t, ptrdiff_t,
+                                        ptrdiff_t, ptrdiff_t, size_t, size_t, double*, ptrdiff_t,
+                                        ptrdiff_t) noexcept nogil
     ctypedef double (*fc_fma_probe)(long) noexcept nogil
     # Array sizes are FC_MAX_NV + 1 and FC_MAX_MR + 1 (kernels.h).
     ctypedef struct fc_isa_kernels:
@@ -62,6 +68,8 @@ cdef extern from "kernels/kernels.h":
         fc_f64_winograd_input f64_winograd_input[2]
         fc_f32_winograd_output f32_winograd_output[2]
         fc_f64_winograd_output f64_winograd_output[2]
+        fc_f32_window_rows f32_window_rows
+        fc_f64_window_rows f64_window_rows
         fc_f32_transpose f32_transpose
         fc_f64_transpose f64_transpose
         fc_fma_probe f32_fma_probe

@@ -78,6 +78,41 @@ cdef int cpu_isa = fc_cpu_isa()
 cdef const fc_isa_kernels* active_kernels = fc_isa_kernels_for(cpu_isa)
 
 
+cdef list missing_kernels(const fc_isa_kernels* k):
+    """Names of the kernels a plan could ask this table for that it does not have (a table
+    filled wrong would otherwise crash on a NULL pointer, not fail to import)."""
+    cdef int nv, mr, i
+    missing = []
+    for nv in range(1, FC_MAX_NV + 1):
+        for mr in range(1, k.max_mr[nv] + 1):
+            if (k.f32_conv[nv][mr] == NULL or k.f64_conv[nv][mr] == NULL or k.f32_wgrad[nv][mr] == NULL
+                    or k.f64_wgrad[nv][mr] == NULL or k.f32_gemm[nv][mr] == NULL
+                    or k.f64_gemm[nv][mr] == NULL):
+                missing.append(f"tiles {mr}x{nv}")
+    for i in range(2):
+        if (k.f32_winograd_input[i] == NULL or k.f64_winograd_input[i] == NULL
+                or k.f32_winograd_output[i] == NULL or k.f64_winograd_output[i] == NULL):
+            missing.append("winograd transforms")
+    if (k.f32_window_rows == NULL or k.f64_window_rows == NULL or k.f32_transpose == NULL
+            or k.f64_transpose == NULL or k.f32_fma_probe == NULL or k.f64_fma_probe == NULL):
+        missing.append("window rows, transposes or probes")
+    if k.max_mr[1] == 0:
+        missing.append("one-vector tiles")
+    return missing
+
+
+def _check_kernel_tables():
+    for level in range(FC_ISA_COUNT):
+        if fc_isa_kernels_for(level) != NULL:
+            missing = missing_kernels(fc_isa_kernels_for(level))
+            if missing:
+                raise RuntimeError(f"fastconv: the {ISA_NAMES[level]} kernel table lacks "
+                                   f"{', '.join(missing)} (a build error)")
+
+
+_check_kernel_tables()
+
+
 def supported_isas():
     """The instruction sets this CPU (and this build) can run, lowest first."""
     return [name for level, name in enumerate(ISA_NAMES)
@@ -596,50 +631,38 @@ cdef void pack_weights(const DirectPass* d, index_t lanes, const floating* w,
         packed += d.k_count * width
 
 
-cdef inline void copy_row(const floating* src, index_t lo, index_t hi, index_t width,
-                          floating* dst) noexcept nogil:
-    """dst[s] = src[s] for s in [lo, hi), 0 elsewhere in [0, width)."""
-    cdef index_t s
-    for s in range(lo):
-        dst[s] = 0
-    for s in range(lo, hi):
-        dst[s] = src[s]
-    for s in range(hi, width):
-        dst[s] = 0
-
-
-cdef void copy_window(const DirectPass* d, const floating* src, index_t u0, index_t u1,
-                      floating* win) noexcept nogil:
+cdef void copy_window(const fc_isa_kernels* kern, const DirectPass* d, const floating* src,
+                      index_t u0, index_t u1, floating* win) noexcept nogil:
     """The window of output rows [u0, u1): win[r][c][phase][s] = src[c][row][col] with
     row = src_row0 + u0*step_h + r, col = src_col0 + s*step_w + phase (0 outside the planes).
-    The pass's fields are read into locals once: Python builds with -fno-strict-aliasing, so
-    every store to the window would otherwise reload them and keep the loops scalar."""
-    cdef index_t cin = d.cin, step_w = d.step_w, win_w = d.win_w, win_pw = d.win_pw
-    cdef index_t win_cs = d.win_cs, win_rs = d.win_rs, src_h = d.src_h, src_w = d.src_w
-    cdef index_t col0 = d.src_col0, plane = d.src_channel_stride
+    Rows inside the planes by the instruction set's window-rows kernel for strides 1 and 2
+    (window rows are short: plain loops spent more on their set-up than on copying)."""
     cdef index_t first_row = d.src_row0 + u0 * d.step_h
     cdef index_t n_rows = (u1 - u0 - 1) * d.step_h + d.tap_rows_span
-    cdef index_t r, row, c, t, lo, hi
+    cdef index_t r_lo = imin(n_rows, imax(0, -first_row))
+    cdef index_t r_hi = imax(r_lo, imin(n_rows, d.src_h - first_row))
+    cdef index_t r, c, t
     cdef const floating* plane_row
     cdef floating* dst
-    # Inside columns: [lo, hi) for stride 1; for phase t of stride s, phase column q holds
-    # column col0 + q*s + t.
-    lo = imin(win_w, imax(0, -col0))
-    hi = imax(lo, imin(win_w, src_w - col0))
-    for r in range(n_rows):
-        row = first_row + r
-        dst = win + r * win_rs
-        if row < 0 or row >= src_h:
-            memset(dst, 0, win_rs * sizeof(floating))
-            continue
-        for c in range(cin):
-            plane_row = src + c * plane + row * src_w
-            if step_w == 1:
-                copy_row(plane_row + col0, lo, hi, win_w, dst)
-            else:
-                for t in range(step_w):
-                    strided_phase(plane_row, col0 + t, step_w, src_w, win_pw, dst + t * win_pw)
-            dst += win_cs
+    memset(win, 0, r_lo * d.win_rs * sizeof(floating))
+    memset(win + r_hi * d.win_rs, 0, (n_rows - r_hi) * d.win_rs * sizeof(floating))
+    if d.step_w <= 2:
+        if floating is float:
+            kern.f32_window_rows(r_hi - r_lo, d.cin, src + (first_row + r_lo) * d.src_w, d.src_w,
+                                 d.src_channel_stride, d.src_col0, d.src_w, d.step_w, d.win_pw,
+                                 win + r_lo * d.win_rs, d.win_rs, d.win_cs)
+        else:
+            kern.f64_window_rows(r_hi - r_lo, d.cin, src + (first_row + r_lo) * d.src_w, d.src_w,
+                                 d.src_channel_stride, d.src_col0, d.src_w, d.step_w, d.win_pw,
+                                 win + r_lo * d.win_rs, d.win_rs, d.win_cs)
+        return
+    for r in range(r_lo, r_hi):
+        for c in range(d.cin):
+            plane_row = src + c * d.src_channel_stride + (first_row + r) * d.src_w
+            dst = win + r * d.win_rs + c * d.win_cs
+            for t in range(d.step_w):
+                strided_phase(plane_row, d.src_col0 + t, d.step_w, d.src_w, d.win_pw,
+                              dst + t * d.win_pw)
 
 
 cdef inline void strided_phase(const floating* src_row, index_t col0, index_t step,
@@ -651,12 +674,8 @@ cdef inline void strided_phase(const floating* src_row, index_t col0, index_t st
     cdef const floating* src = src_row + col0
     for q in range(q_lo):
         dst[q] = 0
-    if step == 2:       # the common case, with a constant stride the loop vectorises
-        for q in range(q_lo, q_hi):
-            dst[q] = src[2 * q]
-    else:
-        for q in range(q_lo, q_hi):
-            dst[q] = src[q * step]
+    for q in range(q_lo, q_hi):
+        dst[q] = src[q * step]
     for q in range(q_hi, width):
         dst[q] = 0
 
@@ -733,7 +752,7 @@ cdef void direct_band(const EnginePlan* plan, const DirectPass* d, index_t n, in
     if d.window_is_source:
         win = <floating*>src + n * d.src_image_stride
     else:
-        copy_window(d, src + n * d.src_image_stride, u0, u1, win)
+        copy_window(kern, d, src + n * d.src_image_stride, u0, u1, win)
     for blk in range(d.blocks):
         nv = d.nv if blk < d.blocks - 1 else d.last_nv
         f0 = blk * d.nr
@@ -830,7 +849,7 @@ cdef void weight_task(const EnginePlan* plan, index_t chunk, index_t group,
         if d.window_is_source:
             win = <floating*>x + n * d.src_image_stride + u0 * d.step_h * d.win_rs
         else:
-            copy_window(d, x + n * d.src_image_stride, u0, u1, win)
+            copy_window(kern, d, x + n * d.src_image_stride, u0, u1, win)
         dout_n = dout + n * plan.conv.y_image_stride
         s0 = u0
         while s0 < u1:

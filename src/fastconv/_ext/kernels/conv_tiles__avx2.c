@@ -29,6 +29,15 @@
 #define VADD(a, b) _mm256_add_ps(a, b)
 #define VSUB(a, b) _mm256_sub_ps(a, b)
 #define FC_F32_TILES(X) FC_MR_1_TO_14(X, 1, 8) FC_MR_1_TO_6(X, 2, 16) FC_MR_1_TO_4(X, 3, 24)
+/* [a0 a2 b0 b2 | a4 a6 b4 b6], then the middle 64-bit halves swapped. */
+#define VEVEN_ODD(a, b, even, odd)                                                               \
+    do {                                                                                         \
+        __m256 a_ = (a), b_ = (b);                                                               \
+        even = _mm256_castpd_ps(_mm256_permute4x64_pd(                                           \
+            _mm256_castps_pd(_mm256_shuffle_ps(a_, b_, 0x88)), 0xd8));                           \
+        odd = _mm256_castpd_ps(_mm256_permute4x64_pd(                                            \
+            _mm256_castps_pd(_mm256_shuffle_ps(a_, b_, 0xdd)), 0xd8));                           \
+    } while (0)
 FC_DEFINE_ALL(FC_F32_TILES)
 #undef FC_PREFIX
 #undef SCALAR
@@ -41,6 +50,7 @@ FC_DEFINE_ALL(FC_F32_TILES)
 #undef VFMA
 #undef VADD
 #undef VSUB
+#undef VEVEN_ODD
 
 #define FC_PREFIX f64
 #define SCALAR double
@@ -54,6 +64,12 @@ FC_DEFINE_ALL(FC_F32_TILES)
 #define VADD(a, b) _mm256_add_pd(a, b)
 #define VSUB(a, b) _mm256_sub_pd(a, b)
 #define FC_F64_TILES(X) FC_MR_1_TO_14(X, 1, 4) FC_MR_1_TO_6(X, 2, 8) FC_MR_1_TO_4(X, 3, 12)
+#define VEVEN_ODD(a, b, even, odd)                                                               \
+    do {                                                                                         \
+        __m256d a_ = (a), b_ = (b);                                                              \
+        even = _mm256_permute4x64_pd(_mm256_unpacklo_pd(a_, b_), 0xd8);                          \
+        odd = _mm256_permute4x64_pd(_mm256_unpackhi_pd(a_, b_), 0xd8);                           \
+    } while (0)
 FC_DEFINE_ALL(FC_F64_TILES)
 
 #include "transpose_avx.h"

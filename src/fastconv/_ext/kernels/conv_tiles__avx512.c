@@ -30,6 +30,14 @@
 #define VSUB(a, b) _mm512_sub_ps(a, b)
 #define FC_F32_TILES(X) \
     FC_MR_1_TO_16(X, 1, 16) FC_MR_1_TO_14(X, 2, 32) FC_MR_1_TO_9(X, 3, 48) FC_MR_1_TO_6(X, 4, 64)
+#define VEVEN_ODD(a, b, even, odd)                                                               \
+    do {                                                                                         \
+        __m512 a_ = (a), b_ = (b);                                                               \
+        even = _mm512_permutex2var_ps(a_, _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14,   \
+                                      12, 10, 8, 6, 4, 2, 0), b_);                               \
+        odd = _mm512_permutex2var_ps(a_, _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15,    \
+                                     13, 11, 9, 7, 5, 3, 1), b_);                                \
+    } while (0)
 FC_DEFINE_ALL(FC_F32_TILES)
 #undef FC_PREFIX
 #undef SCALAR
@@ -42,6 +50,7 @@ FC_DEFINE_ALL(FC_F32_TILES)
 #undef VFMA
 #undef VADD
 #undef VSUB
+#undef VEVEN_ODD
 
 #define FC_PREFIX f64
 #define SCALAR double
@@ -56,6 +65,12 @@ FC_DEFINE_ALL(FC_F32_TILES)
 #define VSUB(a, b) _mm512_sub_pd(a, b)
 #define FC_F64_TILES(X) \
     FC_MR_1_TO_16(X, 1, 8) FC_MR_1_TO_14(X, 2, 16) FC_MR_1_TO_9(X, 3, 24) FC_MR_1_TO_6(X, 4, 32)
+#define VEVEN_ODD(a, b, even, odd)                                                               \
+    do {                                                                                         \
+        __m512d a_ = (a), b_ = (b);                                                              \
+        even = _mm512_permutex2var_pd(a_, _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0), b_);      \
+        odd = _mm512_permutex2var_pd(a_, _mm512_set_epi64(15, 13, 11, 9, 7, 5, 3, 1), b_);       \
+    } while (0)
 FC_DEFINE_ALL(FC_F64_TILES)
 
 #include "transpose_avx.h"

@@ -46,6 +46,14 @@ static inline fc_f32x4 f32x4_sub(fc_f32x4 a, fc_f32x4 b)
 #define VSET1(s) f32x4_set1(s)
 #define VFMA(a, b, c) f32x4_fma(a, b, c)
 #define FC_F32_TILES(X) FC_MR_1_TO_6(X, 1, 4) FC_MR_1_TO_6(X, 2, 8) FC_MR_1_TO_4(X, 4, 16)
+#define VEVEN_ODD(a, b, even, odd)                                                               \
+    do {                                                                                         \
+        fc_f32x4 a_ = (a), b_ = (b);                                                             \
+        fc_f32x4 e_ = {{a_.v[0], a_.v[2], b_.v[0], b_.v[2]}};                                    \
+        fc_f32x4 o_ = {{a_.v[1], a_.v[3], b_.v[1], b_.v[3]}};                                    \
+        even = e_;                                                                               \
+        odd = o_;                                                                                \
+    } while (0)
 FC_DEFINE_ALL(FC_F32_TILES)
 #undef FC_PREFIX
 #undef SCALAR
@@ -58,6 +66,7 @@ FC_DEFINE_ALL(FC_F32_TILES)
 #undef VFMA
 #undef VADD
 #undef VSUB
+#undef VEVEN_ODD
 
 #define FC_PREFIX f64
 #define SCALAR double
@@ -97,6 +106,13 @@ static inline fc_f64x2 f64x2_sub(fc_f64x2 a, fc_f64x2 b)
 #define VSET1(s) f64x2_set1(s)
 #define VFMA(a, b, c) f64x2_fma(a, b, c)
 #define FC_F64_TILES(X) FC_MR_1_TO_6(X, 1, 2) FC_MR_1_TO_6(X, 2, 4) FC_MR_1_TO_4(X, 4, 8)
+#define VEVEN_ODD(a, b, even, odd)                                                               \
+    do {                                                                                         \
+        fc_f64x2 a_ = (a), b_ = (b);                                                             \
+        fc_f64x2 e_ = {{a_.v[0], b_.v[0]}}, o_ = {{a_.v[1], b_.v[1]}};                           \
+        even = e_;                                                                               \
+        odd = o_;                                                                                \
+    } while (0)
 FC_DEFINE_ALL(FC_F64_TILES)
 
 static void f32_transpose_1x1__generic(size_t rows, size_t cols, const float *src,

@@ -15,6 +15,7 @@
  *               channels of the weight gradient, accumulated over `rows` x `row_len` output
  *               pixels: acc[t][f] += x_t[pixel] * dout_t[pixel][f].
  *   transpose   dout (filters x pixels) to dout_t (pixels x filters) for the wgrad tiles.
+ *   window rows the padded (and for stride 2, column-split) input rows of a window.
  *   gemm tile, winograd input / output: Winograd F(2x2, 3x3) and F(4x4, 3x3) (_engine.pyx).
  *
  * Every output element is the sum of its terms in one fixed order (k for the conv tile, pixel
@@ -74,6 +75,17 @@ typedef void (*fc_f32_winograd_output)(const float *m, ptrdiff_t xi_stride, size
 typedef void (*fc_f64_winograd_output)(const double *m, ptrdiff_t xi_stride, size_t vectors,
                                        const double *bias, double *out, ptrdiff_t row_stride,
                                        ptrdiff_t col_stride);
+/* The rows of a convolution window (tile_template.h, FC_DEFINE_WINDOW_ROWS). */
+typedef void (*fc_f32_window_rows)(size_t rows, size_t channels, const float *src,
+                                   ptrdiff_t src_row_stride, ptrdiff_t src_channel_stride,
+                                   ptrdiff_t col0, ptrdiff_t src_w, size_t step, size_t width,
+                                   float *dst, ptrdiff_t dst_row_stride,
+                                   ptrdiff_t dst_channel_stride);
+typedef void (*fc_f64_window_rows)(size_t rows, size_t channels, const double *src,
+                                   ptrdiff_t src_row_stride, ptrdiff_t src_channel_stride,
+                                   ptrdiff_t col0, ptrdiff_t src_w, size_t step, size_t width,
+                                   double *dst, ptrdiff_t dst_row_stride,
+                                   ptrdiff_t dst_channel_stride);
 /* Independent FMAs for the peak probe: returns a value that depends on every one of them. */
 typedef double (*fc_fma_probe)(long iterations);
 
@@ -94,6 +106,8 @@ typedef struct {
     fc_f64_winograd_input f64_winograd_input[2];
     fc_f32_winograd_output f32_winograd_output[2];
     fc_f64_winograd_output f64_winograd_output[2];
+    fc_f32_window_rows f32_window_rows;
+    fc_f64_window_rows f64_window_rows;
     fc_f32_transpose f32_transpose;
     fc_f64_transpose f64_transpose;
     fc_fma_probe f32_fma_probe, f64_fma_probe;

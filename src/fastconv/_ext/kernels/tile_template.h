@@ -4,6 +4,7 @@
  *   FC_PREFIX  f32 or f64            FC_ISA     avx512, avx2 or generic
  *   SCALAR     float or double       VEC        the vector type, LANES elements
  *   VZERO()    VLOADU(p)  VSTOREU(p, v)  VSET1(s)  VFMA(a, b, c) = a*b + c, one rounding
+ *   VADD(a, b)  VSUB(a, b)  VEVEN_ODD(a, b, even, odd): even/odd elements of a then b
  *
  * FC_DEFINE_CONV_TILE(MR, NV, NR) and FC_DEFINE_WGRAD_TILE(MR, NV, NR) define one kernel each
  * (see kernels.h for what they compute). MR and NV are literal constants, so the accumulator
@@ -30,8 +31,10 @@
 /* FC_KERNEL_NAME(f32, conv_tile, 14, 32, avx512) is f32_conv_tile_14x32__avx512. */
 #define FC_KERNEL_NAME_(prefix, op, MR, NR, isa) prefix##_##op##_##MR##x##NR##__##isa
 #define FC_KERNEL_NAME(prefix, op, MR, NR, isa) FC_KERNEL_NAME_(prefix, op, MR, NR, isa)
-#define FC_PROBE_NAME_(prefix, isa) prefix##_fma_probe__##isa
-#define FC_PROBE_NAME(prefix, isa) FC_PROBE_NAME_(prefix, isa)
+/* FC_OP_NAME(f32, window_rows, avx512) is f32_window_rows__avx512. */
+#define FC_OP_NAME_(prefix, op, isa) prefix##_##op##__##isa
+#define FC_OP_NAME(prefix, op, isa) FC_OP_NAME_(prefix, op, isa)
+#define FC_PROBE_NAME(prefix, isa) FC_OP_NAME(prefix, fma_probe, isa)
 
 /* Lists of tile sizes for X-macros: X(MR, NV, NR) for MR = 1 .. n. */
 #define FC_MR_1_TO_4(X, NV, NR) X(1, NV, NR) X(2, NV, NR) X(3, NV, NR) X(4, NV, NR)
@@ -57,7 +60,9 @@
     .f32_winograd_output = {FC_KERNEL_NAME(f32, winograd_output, 2, 3, FC_ISA),                    \
                             FC_KERNEL_NAME(f32, winograd_output, 4, 3, FC_ISA)},                   \
     .f64_winograd_output = {FC_KERNEL_NAME(f64, winograd_output, 2, 3, FC_ISA),                    \
-                            FC_KERNEL_NAME(f64, winograd_output, 4, 3, FC_ISA)},
+                            FC_KERNEL_NAME(f64, winograd_output, 4, 3, FC_ISA)},                   \
+    .f32_window_rows = FC_OP_NAME(f32, window_rows, FC_ISA),                                       \
+    .f64_window_rows = FC_OP_NAME(f64, window_rows, FC_ISA),
 /* Every kernel of one data type (the caller has defined the vector vocabulary). */
 #define FC_DEFINE_ALL(TILES)                                                                       \
     TILES(FC_DEFINE_CONV_TILE)                                                                     \
@@ -65,6 +70,7 @@
     TILES(FC_DEFINE_GEMM_TILE)                                                                     \
     FC_DEFINE_WINOGRAD(2, 4)                                                                       \
     FC_DEFINE_WINOGRAD(4, 6)                                                                       \
+    FC_DEFINE_WINDOW_ROWS()                                                                        \
     FC_DEFINE_FMA_PROBE()
 
 #endif /* FC_TILE_TEMPLATE_H */
@@ -289,3 +295,79 @@
     }
 
 
+
+/* Window rows (_engine.pyx's copy_window), for r < rows, c < channels, t < step, q < width:
+ *   dst[r * dst_row_stride + c * dst_channel_stride + t * width + q]
+ *       = src[r * src_row_stride + c * src_channel_stride + col0 + q * step + t]
+ * (0 where the column is outside [0, src_w)); step is 1 or 2 (2: even columns, then odd).
+ * Window rows are short (a padded image row), so the inside is copied in whole vectors, the
+ * last one overlapping the one before rather than a scalar tail; the caller's VEVEN_ODD
+ * splits a pair of vectors into their even and odd elements. */
+/* One pair of the edge, where a column may fall outside the row. */
+#define FC_EDGE_PAIR(q)                                                                            \
+    {                                                                                              \
+        ptrdiff_t col = col0 + 2 * (q);                                                            \
+        d[q] = col >= 0 && col < src_w ? row[col] : 0;                                             \
+        odd[q] = col + 1 >= 0 && col + 1 < src_w ? row[col + 1] : 0;                               \
+    }
+#define FC_DEFINE_WINDOW_ROWS()                                                                    \
+    static void FC_OP_NAME(FC_PREFIX, window_rows, FC_ISA)(                                        \
+        size_t rows, size_t channels, const SCALAR *src, ptrdiff_t src_row_stride,                 \
+        ptrdiff_t src_channel_stride, ptrdiff_t col0, ptrdiff_t src_w, size_t step,                \
+        size_t width, SCALAR *dst, ptrdiff_t dst_row_stride, ptrdiff_t dst_channel_stride)         \
+    {                                                                                              \
+        ptrdiff_t w = (ptrdiff_t)width, lo, hi, n, i, q;                                           \
+        size_t r, c;                                                                               \
+        if (step == 1) {      /* inside: window columns [lo, hi) */                                \
+            lo = -col0 < 0 ? 0 : (-col0 > w ? w : -col0);                                          \
+            hi = src_w - col0 > w ? w : src_w - col0;                                              \
+            if (hi < lo) hi = lo;                                                                  \
+        } else {              /* inside: pairs [lo, hi), both columns in the row */                \
+            lo = -col0 <= 0 ? 0 : (-col0 + 1) / 2;                                                 \
+            if (lo > w) lo = w;                                                                    \
+            hi = src_w - col0 >= 1 ? (src_w - col0 - 1) / 2 : 0;                                   \
+            if (hi > w) hi = w;                                                                    \
+            if (hi < lo) hi = lo;                                                                  \
+        }                                                                                          \
+        n = hi - lo;                                                                               \
+        for (r = 0; r < rows; r++) {                                                               \
+            for (c = 0; c < channels; c++) {                                                       \
+                const SCALAR *row = src + (ptrdiff_t)r * src_row_stride                            \
+                                    + (ptrdiff_t)c * src_channel_stride;                           \
+                SCALAR *d = dst + (ptrdiff_t)r * dst_row_stride + (ptrdiff_t)c * dst_channel_stride; \
+                if (step == 1) {                                                                   \
+                    const SCALAR *s = row + col0 + lo;                                             \
+                    for (i = 0; i < lo; i++) d[i] = 0;                                             \
+                    for (i = hi; i < w; i++) d[i] = 0;                                             \
+                    if (n >= LANES) {                                                              \
+                        for (i = 0; i + LANES <= n; i += LANES) VSTOREU(d + lo + i, VLOADU(s + i)); \
+                        VSTOREU(d + hi - LANES, VLOADU(s + n - LANES));                            \
+                    } else {                                                                       \
+                        for (i = 0; i < n; i++) d[lo + i] = s[i];                                  \
+                    }                                                                              \
+                } else {                                                                           \
+                    const SCALAR *s = row + col0 + 2 * lo;                                         \
+                    SCALAR *odd = d + w;                                                           \
+                    for (q = 0; q < lo; q++) FC_EDGE_PAIR(q)                                       \
+                    for (q = hi; q < w; q++) FC_EDGE_PAIR(q)                                       \
+                    if (n >= LANES) {                                                              \
+                        VEC even, odds;                                                            \
+                        for (i = 0; i + LANES <= n; i += LANES) {                                  \
+                            VEVEN_ODD(VLOADU(s + 2 * i), VLOADU(s + 2 * i + LANES), even, odds);   \
+                            VSTOREU(d + lo + i, even);                                             \
+                            VSTOREU(odd + lo + i, odds);                                           \
+                        }                                                                          \
+                        i = n - LANES;                                                             \
+                        VEVEN_ODD(VLOADU(s + 2 * i), VLOADU(s + 2 * i + LANES), even, odds);       \
+                        VSTOREU(d + lo + i, even);                                                 \
+                        VSTOREU(odd + lo + i, odds);                                               \
+                    } else {                                                                       \
+                        for (i = 0; i < n; i++) {                                                  \
+                            d[lo + i] = s[2 * i];                                                  \
+                            odd[lo + i] = s[2 * i + 1];                                            \
+                        }                                                                          \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
