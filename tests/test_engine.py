@@ -204,6 +204,11 @@ def test_every_path_within_the_error_bound(isa, algorithm, case, dtype, seed):
     pytest.param((3, 2, 9, 1), (5, 2, 3, 1), (2, 1), (1, 0), (3, 1), id="one-column"),
     pytest.param((2, 3, 17, 19), (7, 3, 7, 7), (2, 2), (3, 3), (1, 1), id="stem-like"),
     pytest.param((1, 2, 8, 8), (3, 2, 32, 1), (1, 1), (12, 0), (1, 1), id="kernel-32"),
+    # Batches of 8+: the stride phases of dx share one window per image (one phase of the 1-D
+    # case reads its source row whole, which alone would need no window at all).
+    pytest.param((9, 3, 1, 13), (4, 3, 1, 2), (1, 2), (0, 0), (1, 1), id="shared-window-1d"),
+    pytest.param((10, 5, 9, 8), (6, 5, 3, 3), (2, 2), (1, 1), (1, 1), id="shared-window-2d"),
+    pytest.param((8, 4, 11, 10), (7, 4, 3, 2), (3, 2), (2, 0), (1, 2), id="shared-window-3x2"),
 ])
 def test_edge_geometries(isa, direct, x_shape, w_shape, stride, padding, dilation, dtype):
     rng = np.random.default_rng(1)

@@ -116,6 +116,8 @@ ctypedef struct DirectPass:
     index_t out_origin, out_row_step, out_col_step, out_channel_stride, out_image_stride
     index_t win_w, win_pw, win_cs, win_rs       # window: width, phase width, channel/row strides
     bint window_is_source                       # the source already has the window's layout
+    bint window_shared                          # reads the plan's shared window (no copy)
+    index_t win_origin                          # offset of its window in the shared window
     index_t tap_rows_span                       # window rows one output row needs
     index_t band_rows, bands                    # output rows per task
     int nv, last_nv                             # vectors per output-channel block (last block)
@@ -164,6 +166,8 @@ ctypedef struct EnginePlan:
     int threads
     int n_passes                    # forward: 1; backward-data: the stride phases
     DirectPass passes[ENGINE_MAX_PASSES]
+    bint shared_window              # backward-data phases read one window per image: `common`
+    DirectPass common
     bint backward
     bint data_by_engine             # backward: dx by the engine (else the caller computes it)
     bint has_winograd               # forward (or dx): Winograd when the inputs are safe for it

@@ -13,7 +13,7 @@ cdef void fill_offsets(const DirectPass* d, ptrdiff_t* koff) noexcept nogil:
         for a in range(d.n_tap_rows):
             for b in range(d.n_tap_cols):
                 col = d.tap_col[b]
-                koff[k] = (d.tap_row[a] * d.win_rs + c * d.win_cs
+                koff[k] = (d.win_origin + d.tap_row[a] * d.win_rs + c * d.win_cs
                            + (col % d.step_w) * d.win_pw + col // d.step_w)
                 k += 1
 

@@ -52,7 +52,7 @@ cdef void direct_band(const EnginePlan* plan, const DirectPass* d, index_t n, in
         return
     if d.window_is_source:
         win = <floating*>src + n * d.src_image_stride
-    else:
+    elif not d.window_shared:       # (a shared window is copied by shared_window_task)
         copy_window(kern, d, src + n * d.src_image_stride, u0, u1, win)
     for blk in range(d.blocks):
         nv = d.nv if blk < d.blocks - 1 else d.last_nv
@@ -91,6 +91,8 @@ cdef void run_direct_passes(const EnginePlan* plan, const floating* src, const f
             bias = ws + d.bias_at
             for lane in range(d.blocks * d.nr):
                 bias[lane] = b[lane] if lane < d.cout else 0
+    if plan.shared_window:
+        per_image = 1
     tasks = n_images * per_image
     threads = <int>imin(plan.threads, tasks)
     if threads <= 1:
@@ -108,6 +110,11 @@ cdef inline void direct_task(const EnginePlan* plan, index_t t, index_t per_imag
                              floating* out, floating* win) noexcept nogil:
     cdef index_t n = t // per_image, rem = t % per_image
     cdef int i = 0
+    if plan.shared_window:      # one task per image: its window once, then every phase
+        copy_window(plan.kernels, &plan.common, src + n * plan.common.src_image_stride, 0, 1, win)
+        for i in range(plan.n_passes):
+            direct_band(plan, &plan.passes[i], n, 0, src, shared, bias, out, win)
+        return
     while rem >= plan.passes[i].bands:
         rem -= plan.passes[i].bands
         i += 1

@@ -58,6 +58,8 @@ cdef bint finish_pass(EnginePlan* plan, DirectPass* d, index_t n_images) except 
     d.window_is_source = (d.src_h == 1 and d.rows == 1 and d.tap_rows_span == 1
                           and d.src_row0 == 0 and d.src_col0 == 0 and d.step_w == 1
                           and d.win_w == d.src_w and d.src_channel_stride == d.win_cs)
+    d.window_shared = False
+    d.win_origin = 0
     d.nv = choose_nv(plan.kernels, d.cols, d.cout, lanes, &d.efficiency)
     d.nr = d.nv * lanes
     nvec = ceil_div(d.cout, lanes)
@@ -89,7 +91,7 @@ cdef index_t window_budget(const EnginePlan* plan, index_t shared_bytes) noexcep
 
 
 cdef index_t pass_window_elems(const EnginePlan* plan, const DirectPass* d) noexcept nogil:
-    if d.window_is_source:
+    if d.window_is_source or d.window_shared:
         return 0
     return vector_elems(plan, ((d.band_rows - 1) * d.step_h + d.tap_rows_span) * d.win_rs)
 
@@ -116,6 +118,7 @@ cdef bint start_plan(EnginePlan* plan, const EngineConv* conv, index_t itemsize,
     plan.lanes = active_kernels.f32_lanes if itemsize == 4 else active_kernels.f64_lanes
     plan.threads = threads if threads >= 1 else 1
     plan.n_passes = 0
+    plan.shared_window = False
     plan.backward = False
     plan.has_winograd = False
     plan.shared_elems = 0
@@ -254,12 +257,65 @@ cdef void place_pass_tables(EnginePlan* plan, bint with_bias) noexcept nogil:
             plan.shared_elems += vector_elems(plan, d.blocks * d.nr)
 
 
+cdef void share_phase_window(EnginePlan* plan, index_t budget) noexcept nogil:
+    """Backward-data phases of a strided layer all read dout at stride 1: on a batch large
+    enough for one task per image, one window of the whole image serves every phase (each at
+    its offset), copied once per image instead of once per phase (dout is read from memory
+    once, not sh*sw times)."""
+    cdef DirectPass* c = &plan.common
+    cdef DirectPass* d
+    cdef index_t row0 = 0, col0 = 0, row_end = 0, col_end = 0
+    cdef int i, first = -1
+    plan.shared_window = False
+    if plan.n_passes < 2 or plan.conv.n_images < TASKS_TARGET:
+        return
+    for i in range(plan.n_passes):
+        d = &plan.passes[i]
+        if d.k_count == 0:
+            continue
+        if first < 0 or d.src_row0 < row0:
+            row0 = d.src_row0
+        if first < 0 or d.src_col0 < col0:
+            col0 = d.src_col0
+        row_end = imax(row_end, d.src_row0 + d.rows - 1 + d.tap_rows_span)
+        col_end = imax(col_end, d.src_col0 + d.win_w)
+        if first < 0:
+            first = i
+    if first < 0:
+        return
+    c[0] = plan.passes[first]
+    c.src_row0, c.src_col0 = row0, col0
+    c.rows, c.step_h, c.step_w = 1, 1, 1
+    c.tap_rows_span = row_end - row0
+    c.win_w = c.win_pw = c.win_cs = col_end - col0
+    c.win_rs = c.cin * c.win_cs
+    c.band_rows, c.bands = 1, 1
+    c.window_is_source = False
+    if pass_window_elems(plan, c) * plan.itemsize > budget:
+        return
+    plan.shared_window = True
+    for i in range(plan.n_passes):
+        d = &plan.passes[i]
+        d.bands, d.band_rows = 1, d.rows
+        if d.k_count == 0:
+            continue
+        d.window_shared = True
+        d.window_is_source = False
+        d.win_origin = (d.src_row0 - row0) * c.win_rs + d.src_col0 - col0
+        d.win_w = d.win_pw = d.win_cs = c.win_cs
+        d.win_rs = c.win_rs
+    plan.thread_elems = imax(plan.thread_elems, pass_window_elems(plan, c))
+
+
 cdef void size_pass_windows(EnginePlan* plan) noexcept nogil:
     """Cut the passes into bands once the shared workspace is known; every thread gets a
-    window as large as the largest pass needs."""
+    window as large as the largest pass needs (or one window shared by the phases)."""
     cdef int i
     cdef DirectPass* d
     cdef index_t budget = window_budget(plan, plan.shared_elems * plan.itemsize)
+    share_phase_window(plan, budget)
+    if plan.shared_window:
+        return
     for i in range(plan.n_passes):
         d = &plan.passes[i]
         if d.k_count == 0:
