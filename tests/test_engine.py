@@ -529,3 +529,40 @@ def test_winograd_takes_the_direct_kernels_for_non_finite_or_huge_inputs(isa, dt
                         assert np.array_equal(g, e, equal_nan=True), f"{name} in {which}: {part}"
     finally:
         _engine.set_algorithm(previous)
+
+
+@pytest.mark.parametrize("forced", ["direct", "winograd"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_gradients_match_central_differences(isa, forced, stride):
+    """dx, dw and db of the engine's paths equal central differences of sum(conv(x, w, b) *
+    dout) (float64, h = 1e-6), at every element of small arrays."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((9, 8, 7, 6))
+    w = rng.standard_normal((10, 8, 3, 3))
+    b = rng.standard_normal(10)
+    previous = _engine.set_algorithm(forced)
+    try:
+        plan = _engine.algorithm(x.shape, w.shape, (stride, stride), (1, 1), (1, 1), "float64", 1)
+        assert plan["forward"].startswith(("direct", "winograd")), plan
+        if forced == "winograd" and stride == 1:      # (strided layers: direct, phases)
+            assert winograd_tile(plan["forward"]) and winograd_tile(plan["backward"]), plan
+        dout = rng.standard_normal(fastconv.conv2d(x, w, b, stride, 1).shape)
+        dx, dw, db = fastconv.conv2d_backward(dout, x, w, stride, 1)
+
+        def loss(xx, ww, bb):
+            return float(np.sum(fastconv.conv2d(xx, ww, bb, stride, 1) * dout))
+
+        h = 1e-6
+        for name, array, grad in (("x", x, dx), ("w", w, dw), ("b", b, db)):
+            numeric = np.empty_like(array)
+            for index in np.ndindex(array.shape):
+                saved = array[index]
+                array[index] = saved + h
+                plus = loss(x, w, b)
+                array[index] = saved - h
+                minus = loss(x, w, b)
+                array[index] = saved
+                numeric[index] = (plus - minus) / (2 * h)
+            np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-5, err_msg=name)
+    finally:
+        _engine.set_algorithm(previous)
