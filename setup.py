@@ -5,6 +5,7 @@ Environment switches:
   FASTCONV_REQUIRE_OPENMP=1   fail the build when the OpenMP probe fails instead of warning
   FASTCONV_DEBUG_CYTHON=1     bounds-checked, assertion-enabled build for the test suite
   FASTCONV_LIBOMP_PREFIX=DIR  macOS: where libomp is (DIR/include/omp.h, DIR/lib); default: Homebrew's
+  FASTCONV_BUILD_JOBS=N       compile N modules at once (default: the CPUs available; `-j` overrides)
 """
 
 import os
@@ -22,6 +23,13 @@ from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).parent
 EXT_DIR = Path("src", "fastconv", "_ext")
+KERNEL_DIR = EXT_DIR / "kernels"   # the micro-kernels: C sources and their headers
+# C sources compiled into an extension beside its .pyx: the micro-kernels, one file per family
+# and instruction set. Each file enables its instruction set itself (target pragmas), so every
+# build holds every kernel and the CPU's features choose at import (kernels/isa.c). They all go
+# into _engine, which owns the instruction-set choice; other modules reach its kernel tables
+# through _engine's C functions.
+EXTRA_SOURCES = {"_engine": [str(c) for c in sorted(KERNEL_DIR.glob("*.c"))]}
 
 OPENMP_PROBE = textwrap.dedent(
     """
@@ -87,10 +95,24 @@ def _probe_openmp(compiler, compile_args, link_args):
     return ""
 
 
+def _build_jobs():
+    """Modules compiled at once: FASTCONV_BUILD_JOBS, else the CPUs this process may use (pip
+    builds with no -j, and the modules are independent)."""
+    value = os.environ.get("FASTCONV_BUILD_JOBS", "").strip()
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 class BuildExtWithOpenMP(build_ext):
     """build_ext that adds OpenMP flags after checking that they really work."""
 
     def build_extensions(self):
+        if not self.parallel:
+            self.parallel = _build_jobs()
         compile_args, link_args = _openmp_flags(self.compiler.compiler_type)
         use_openmp = os.environ.get("FASTCONV_USE_OPENMP", "1").strip() not in ("0", "false", "no", "off")
         if use_openmp:
@@ -107,7 +129,11 @@ class BuildExtWithOpenMP(build_ext):
                 use_openmp = False
         else:
             print("fastconv: FASTCONV_USE_OPENMP=0, building without OpenMP", file=sys.stderr)
-        opt = ["/O2"] if self.compiler.compiler_type == "msvc" else ["-O3"]
+        # -ffp-contract=off: a*b + c stays two rounded operations (GCC contracts it into one FMA
+        # wherever the target has FMA, e.g. every aarch64 build), so that the kernels compute the
+        # same bits as the NumPy twins they are tested against. Micro-kernels that want FMA ask
+        # for it with intrinsics.
+        opt = ["/O2"] if self.compiler.compiler_type == "msvc" else ["-O3", "-ffp-contract=off"]
         if self.compiler.compiler_type != "msvc" and not _env_flag("FASTCONV_DEBUG_CYTHON"):
             # Python's own CFLAGS often carry -g: debug info would make each module ~5x larger
             # (a 2.7 MB wheel instead of well under 1 MB). A debug build keeps it.
@@ -134,8 +160,10 @@ def extensions():
         mods.append(
             Extension(
                 f"fastconv._ext.{pyx.stem}",
-                [str(pyx)],
-                include_dirs=[np.get_include()],
+                [str(pyx)] + EXTRA_SOURCES.get(pyx.stem, []),
+                include_dirs=[np.get_include(), str(EXT_DIR)],
+                # A changed header must rebuild the extensions (cythonize only tracks .pyx/.pxd).
+                depends=[str(h) for h in sorted(KERNEL_DIR.glob("*.h"))],
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
                 + ([("CYTHON_WITHOUT_ASSERTIONS", None)] if not debug else []),
             )
@@ -147,6 +175,7 @@ def extensions():
         annotate=_env_flag("FASTCONV_ANNOTATE"),
         # A debug build must not reuse C files generated without bounds checks.
         force=debug,
+        nthreads=_build_jobs() if sys.platform != "win32" else 0,
     )
 
 

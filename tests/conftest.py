@@ -5,7 +5,8 @@
 * ``kernel_module``: the same, but the raw kernel modules (for tests below the public API).
 * ``conv_configs`` / ``pool_configs``: hypothesis strategies for valid hyper-parameters and
   shapes, including batch 0, non-square kernels, strides, paddings and dilations, and
-  hyper-parameters written as ints, tuples and lists.
+  hyper-parameters written as ints, tuples and lists; ``pool_option_configs`` adds pooling's
+  dilation, ceil_mode, count_include_pad and divisor_override (1-D and 2-D).
 
 Hypothesis runs derandomised (the same examples on every run) with a moderate example count;
 set HYPOTHESIS_PROFILE=thorough for a longer randomised run. FASTCONV_TEST_BACKENDS=reference
@@ -140,6 +141,97 @@ def pool_configs(draw, max_batch=2, max_channels=3, max_kernel=4, max_extra=5):
         "stride": None if stride is None else as_spelling(draw, stride),
         "padding": as_spelling(draw, padding),
     }
+
+
+def pool_axis_out(size, k, s, p, d, ceil_mode):
+    """One axis of torch's pooling output size (aten's pooling_output_shape), written out here
+    independently of fastconv: floor or ceil of (size + 2p - d(k-1) - 1) / s, plus 1; with
+    ceil_mode a last window that would start in the right padding is dropped."""
+    numerator = size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)
+    out = numerator // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def window_reads_input(size, k, s, p, d, out):
+    """Whether every one of the `out` windows along an axis has a tap inside [0, size)."""
+    return all(any(0 <= o * s - p + i * d < size for i in range(k)) for o in range(out))
+
+
+@st.composite
+def pool_option_configs(draw, kind="max", nd=2, max_batch=2, max_channels=3, max_kernel=4, max_extra=5):
+    """A valid max (kind="max") or average ("avg") pooling configuration with torch's options.
+
+    Keys: x_shape, kernel_size, stride (None allowed), padding, ceil_mode, and dilation (max)
+    or count_include_pad (avg) and, for 2-D average pooling, divisor_override (None allowed).
+    Sizes go down to the smallest input that still has one window (ceil_mode lets a window
+    overhang the padding); max pooling windows always reach the input (torch returns -inf and
+    an index outside the input otherwise, fastconv refuses).
+    """
+    n = draw(st.integers(0, max_batch))
+    c = draw(st.integers(1, max_channels))
+    ceil_mode = draw(st.booleans())
+    kernel = [draw(st.integers(1, max_kernel)) for _ in range(nd)]
+    padding = [draw(st.integers(0, k // 2)) for k in kernel]
+    stride = [draw(st.integers(1, 3)) for _ in range(nd)]
+    default_stride = draw(st.booleans())
+    if default_stride:
+        stride = list(kernel)
+    dilation = [draw(st.integers(1, 3)) if kind == "max" else 1 for _ in range(nd)]
+    sizes = []
+    for k, s, p, d in zip(kernel, stride, padding, dilation):
+        span = d * (k - 1) + 1
+        smallest = max(1, span - 2 * p - (s - 1 if ceil_mode else 0))
+        size = draw(st.integers(smallest, smallest + max_extra))
+        out = pool_axis_out(size, k, s, p, d, ceil_mode)
+        while not window_reads_input(size, k, s, p, d, out):  # only max pooling can get here
+            size += 1
+            out = pool_axis_out(size, k, s, p, d, ceil_mode)
+        sizes.append(size)
+    if nd == 1:
+        spell = lambda v: v[0] if draw(st.booleans()) else tuple(v)  # noqa: E731
+    else:
+        spell = lambda v: as_spelling(draw, v)  # noqa: E731
+    cfg = {
+        "x_shape": (n, c, *sizes),
+        "kernel_size": spell(kernel),
+        "stride": None if default_stride else spell(stride),
+        "padding": spell(padding),
+        "ceil_mode": ceil_mode,
+    }
+    if kind == "max":
+        cfg["dilation"] = spell(dilation)
+    else:
+        cfg["count_include_pad"] = draw(st.booleans())
+        if nd == 2:
+            cfg["divisor_override"] = draw(st.one_of(st.none(), st.integers(1, 20)))
+    return cfg
+
+
+def pool_option_out_shape(cfg):
+    """Output shape of a pool_option_configs configuration (torch's formula, not fastconv's)."""
+    n, c, *sizes = cfg["x_shape"]
+    nd = len(sizes)
+    norm = (lambda v: (v,) if isinstance(v, int) else tuple(v)) if nd == 1 else pair
+    kernel = norm(cfg["kernel_size"])
+    stride = kernel if cfg["stride"] is None else norm(cfg["stride"])
+    dilation = norm(cfg.get("dilation", 1))
+    out = [pool_axis_out(size, k, s, p, d, cfg["ceil_mode"])
+           for size, k, s, p, d in zip(sizes, kernel, stride, norm(cfg["padding"]), dilation)]
+    return (n, c, *out)
+
+
+def pool_kernel_args(cfg):
+    """A 2-D pool_option_configs configuration as the kernel interface of fastconv._backend
+    takes it (after the input): (kernel, stride, padding, dilation, ceil_mode) for max pooling,
+    (kernel, stride, padding, ceil_mode, count_include_pad, divisor_override) for average."""
+    kernel = pair(cfg["kernel_size"])
+    stride = kernel if cfg["stride"] is None else pair(cfg["stride"])
+    window = (kernel, stride, pair(cfg["padding"]))
+    if "dilation" in cfg:
+        return window + (pair(cfg["dilation"]), cfg["ceil_mode"])
+    return window + (cfg["ceil_mode"], cfg["count_include_pad"], cfg.get("divisor_override"))
 
 
 def conv_out_shape(cfg):

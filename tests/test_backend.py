@@ -17,8 +17,11 @@ from fastconv import _backend
 from conftest import AVAILABLE_BACKENDS
 
 PUBLIC_FUNCTIONS = [
-    "conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "im2col", "col2im",
-    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "conv2d", "conv2d_backward", "conv1d", "conv1d_backward",
+    "conv_transpose2d", "conv_transpose2d_backward", "conv_transpose1d", "conv_transpose1d_backward",
+    "im2col", "col2im", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "max_pool1d", "max_pool1d_backward", "avg_pool1d", "avg_pool1d_backward",
+    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
 ]
 
 
@@ -28,7 +31,9 @@ def run_python(code, **env):
     environment = {k: v for k, v in os.environ.items() if k not in ("FASTCONV_BACKEND", "OMP_NUM_THREADS")}
     environment.pop("PYTHONWARNINGS", None)
     for key, value in env.items():
-        if value is not None:
+        if value is None:
+            environment.pop(key, None)
+        else:
             environment[key] = value
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
@@ -113,7 +118,19 @@ def test_reference_namespace_is_the_reference_backend():
         "max_pool2d_backward": (rng.standard_normal((2, 3, 3, 3)), rng.integers(0, 42, (2, 3, 3, 3)), x.shape),
         "avg_pool2d": (x, 2),
         "avg_pool2d_backward": (rng.standard_normal((2, 3, 3, 3)), x.shape, 2),
+        "max_pool1d": (x1, 3, 2, 1, 2, True),
+        "max_pool1d_backward": (rng.standard_normal((2, 3, 3)), rng.integers(0, 6, (2, 3, 3)), x1.shape),
+        "avg_pool1d": (x1, 3, 2, 1, True, False),
+        "avg_pool1d_backward": (rng.standard_normal((2, 3, 4)), x1.shape, 3, 2, 1, True, False),
+        "adaptive_avg_pool2d": (x, (4, 5)),
+        "adaptive_avg_pool2d_backward": (rng.standard_normal((2, 3, 4, 5)), x.shape),
+        # w (C=3, F=4, 3, 2) as a transposed convolution's weight: (2, 4, 9, 7) out, stride 1.
+        "conv_transpose2d": (x, w.transpose(1, 0, 2, 3), b),
+        "conv_transpose2d_backward": (rng.standard_normal((2, 4, 9, 7)), x, w.transpose(1, 0, 2, 3)),
+        "conv_transpose1d": (x1, w1.transpose(1, 0, 2), b, 2, 0, 1),
+        "conv_transpose1d_backward": (rng.standard_normal((2, 4, 13)), x1, w1.transpose(1, 0, 2), 2, 0, 1),
     }
+    assert sorted(calls) == sorted(PUBLIC_FUNCTIONS)
     for active in AVAILABLE_BACKENDS:
         with fc.use_backend(active):
             for name, args in calls.items():
@@ -338,3 +355,79 @@ def test_concurrent_calls_from_python_threads(backend):
             for got, want in zip(pool.map(work, jobs), expected):
                 for g, e in zip(got, want):
                     np.testing.assert_array_equal(g, e)
+
+
+# ----------------------------------------------------------------------------------------------
+# How long idle OpenMP threads spin (fastconv._threads.openmp_spin_policy)
+# ----------------------------------------------------------------------------------------------
+
+SPIN_PROBE = """
+    import json, os, threading, time
+    import fastconv
+    from fastconv._ext import _openmp_info
+
+    def workers_running():
+        task = f"/proc/{os.getpid()}/task"
+        me = threading.get_native_id()
+        states = []
+        for tid in os.listdir(task):
+            try:
+                with open(f"{task}/{tid}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(tid) != me:
+                states.append(stat[stat.rindex(")") + 2])
+        return "R" in states
+
+    waits = []
+    for _ in range(7):
+        _openmp_info.threads_that_ran(2)
+        start = time.perf_counter()
+        while workers_running() and time.perf_counter() - start < 2.0:
+            pass
+        waits.append(time.perf_counter() - start)
+    waits.sort()
+    print(json.dumps({"policy": fastconv.show_config()["openmp_wait_policy"],
+                      "env": os.environ.get("GOMP_SPINCOUNT"), "wait": waits[3]}))
+"""
+
+needs_gnu_openmp = pytest.mark.skipif(
+    not (sys.platform.startswith("linux") and "cython" in AVAILABLE_BACKENDS
+         and fc.show_config()["openmp"] and "gcc" in (fc.show_config()["compiler"] or "")),
+    reason="the spin policy is GNU OpenMP's (libgomp, Linux)",
+)
+
+
+@needs_gnu_openmp
+def test_idle_openmp_threads_stop_spinning_soon():
+    """fastconv's spin count takes effect (idle workers sleep far sooner than with a long spin
+    count the user chose), and GOMP_SPINCOUNT does not leak into the user's environment."""
+    ours, _ = run_python(SPIN_PROBE, GOMP_SPINCOUNT=None, OMP_WAIT_POLICY=None)
+    assert ours["policy"] == "GOMP_SPINCOUNT=10000 (set by fastconv)"
+    assert ours["env"] is None
+    theirs, _ = run_python(SPIN_PROBE, GOMP_SPINCOUNT="3000000", OMP_WAIT_POLICY=None)
+    assert theirs["policy"] == "environment: GOMP_SPINCOUNT=3000000" and theirs["env"] == "3000000"
+    assert ours["wait"] < theirs["wait"] / 4, (ours, theirs)
+
+
+@needs_gnu_openmp
+def test_wait_policy_of_the_user_or_of_an_earlier_runtime_is_kept():
+    code = "import json, os, fastconv; print(json.dumps([fastconv.show_config()['openmp_wait_policy'], os.environ.get('GOMP_SPINCOUNT')]))"
+    (policy, env), _ = run_python(code, OMP_WAIT_POLICY="passive", GOMP_SPINCOUNT=None)
+    assert policy == "environment: OMP_WAIT_POLICY=passive" and env is None
+    # A runtime loaded before fastconv keeps its settings when fastconv shares it (a source
+    # build links the system's libgomp.so.1); a repaired wheel vendors its own libgomp under
+    # another name, which starts fresh and takes fastconv's spin count.
+    preload = (
+        "import ctypes; ctypes.CDLL('libgomp.so.1'); "
+        "import json, os, fastconv; from fastconv._threads import _gnu_openmp_runtimes; "
+        "print(json.dumps([fastconv.show_config()['openmp_wait_policy'], "
+        "os.environ.get('GOMP_SPINCOUNT'), len(_gnu_openmp_runtimes())]))"
+    )
+    (policy, env, runtimes), _ = run_python(preload, OMP_WAIT_POLICY=None, GOMP_SPINCOUNT=None)
+    assert env is None
+    if runtimes == 1:
+        assert policy.startswith("runtime defaults (") and "libgomp" in policy, policy
+    else:
+        assert policy == "GOMP_SPINCOUNT=10000 (set by fastconv)", (policy, runtimes)

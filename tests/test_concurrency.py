@@ -15,8 +15,8 @@ from conftest import AVAILABLE_BACKENDS
 
 
 def _workload(dtype, seed):
-    """(name, args, kwargs) of one call of every public function, on varied shapes (some
-    large enough for the parallel paths: batch >= 8, more than 2**16 elements)."""
+    """(name, args) of one call of every public function, on varied shapes (some large enough
+    for the parallel paths: batch >= 8, more than 2**16 elements)."""
     rng = np.random.default_rng(seed)
 
     def r(*shape):
@@ -36,6 +36,23 @@ def _workload(dtype, seed):
             ("im2col", (x, k, s, p, d)),
             ("col2im", (r(n, c * k * k, oh * ow), x.shape, k, s, p, d)),
         ]
+    # Grouped, depthwise (direct kernels, with and without their padded window) and transposed:
+    # hyper-parameters in signature order (conv: stride, padding, dilation, groups; transposed:
+    # stride, padding, output_padding, groups, dilation).
+    for name, x_shape, w_shape, hyper in [
+        ("conv2d", (9, 8, 14, 13), (6, 4, 3, 3), (1, "same", 1, 2)),
+        ("conv2d", (10, 6, 20, 20), (12, 1, 3, 3), (1, 1, 1, 6)),
+        ("conv2d", (2, 4, 6, 6), (4, 1, 3, 3), (2, 40, 1, 4)),
+        ("conv1d", (3, 4, 50), (4, 1, 4), (1, "same", 1, 4)),
+        ("conv_transpose2d", (9, 8, 14, 14), (8, 2, 2, 2), (2, 0, 0, 2, 1)),
+        ("conv_transpose2d", (4, 8, 32, 32), (8, 1, 3, 3), (1, 1, 0, 8, 1)),
+        ("conv_transpose1d", (2, 3, 40), (3, 2, 3), (2, 1, 1, 1, 1)),
+    ]:
+        transposed = "transpose" in name
+        filters = w_shape[1] * hyper[3] if transposed else w_shape[0]
+        x, wt, b = r(*x_shape), r(*w_shape), r(filters)
+        y = getattr(fc.reference, name)(x, wt, b, *hyper)
+        calls += [(name, (x, wt, b) + hyper), (name + "_backward", (r(*y.shape), x, wt) + hyper)]
     for n, c, h, w, k, s, p in [(2, 3, 9, 10, 2, None, 0), (4, 16, 40, 41, 3, 2, 1), (1, 2, 5, 33, (2, 3), 1, 1)]:
         x = r(n, c, h, w)
         y, idx = fc.reference.max_pool2d(x, k, s, p)
@@ -44,6 +61,26 @@ def _workload(dtype, seed):
             ("max_pool2d_backward", (r(*y.shape), idx, x.shape)),
             ("avg_pool2d", (x, k, s, p)),
             ("avg_pool2d_backward", (r(*y.shape), x.shape, k, s, p)),
+        ]
+    # The options, 1-D and adaptive pooling (parallel paths: >= 2**15 input elements).
+    for n, c, h, w, k, s, p, d in [(2, 3, 9, 10, 3, 2, 1, 2), (4, 16, 40, 41, (3, 2), (2, 1), 1, (2, 1))]:
+        x, x1 = r(n, c, h, w), r(n, c, 40 * w)
+        y, idx = fc.reference.max_pool2d(x, k, s, p, d, True)
+        y1, idx1 = fc.reference.max_pool1d(x1, 3, 2, 1, 2, True)
+        a = fc.reference.avg_pool2d(x, k, s, p, True, False, 3)
+        a1 = fc.reference.avg_pool1d(x1, 4, 3, 2, True, False)
+        calls += [
+            ("max_pool2d", (x, k, s, p, d, True)),
+            ("max_pool2d_backward", (r(*y.shape), idx, x.shape)),
+            ("avg_pool2d", (x, k, s, p, True, False, 3)),
+            ("avg_pool2d_backward", (r(*a.shape), x.shape, k, s, p, True, False, 3)),
+            ("max_pool1d", (x1, 3, 2, 1, 2, True)),
+            ("max_pool1d_backward", (r(*y1.shape), idx1, x1.shape)),
+            ("avg_pool1d", (x1, 4, 3, 2, True, False)),
+            ("avg_pool1d_backward", (r(*a1.shape), x1.shape, 4, 3, 2, True, False)),
+            ("adaptive_avg_pool2d", (x, (5, 3))),
+            ("adaptive_avg_pool2d_backward", (r(n, c, 5, 3), x.shape)),
+            ("adaptive_avg_pool2d", (x, 1)),
         ]
     return calls
 
@@ -149,8 +186,13 @@ def _small_calls(dtype):
     dout = rng.standard_normal((2, 4, 8, 8)).astype(dtype)
     y, idx = fc.max_pool2d(x, 2)
     cols = fc.im2col(x, 3, 1, 1)
+    tdout = rng.standard_normal((2, 3, 16, 16)).astype(dtype)   # conv_transpose2d(x, w[:3], b[:3], 2, 1, 1)
     bad_idx = idx.copy()
     bad_idx[0, 0, 0, 0] = 64
+    x1 = x[:, :, 0]
+    y1, idx1 = fc.max_pool1d(x1, 2, dilation=2)
+    a = fc.avg_pool2d(x, 3, 2, 1, True, False, 5)
+    g = fc.adaptive_avg_pool2d(x, (3, 5))
     return [
         lambda be: fc.conv2d(x, w, b, 1, 1, backend=be),
         lambda be: fc.conv2d_backward(dout, x, w, 1, 1, backend=be),
@@ -161,10 +203,24 @@ def _small_calls(dtype):
         lambda be: fc.max_pool2d(x, 2, backend=be),
         lambda be: fc.max_pool2d_backward(y, idx, x.shape, backend=be),
         lambda be: fc.avg_pool2d(x, 3, 2, 1, backend=be),
+        lambda be: fc.conv2d(x, w[:3, :1], None, 1, "same", 1, 3, backend=be),            # depthwise
+        lambda be: fc.conv2d_backward(dout[:, :3], x, w[:3, :1], 1, "same", 1, 3, backend=be),
+        lambda be: fc.conv_transpose2d(x, w[:3], b[:3], 2, 1, 1, backend=be),
+        lambda be: fc.conv_transpose2d_backward(tdout, x, w[:3], 2, 1, 1, backend=be),
         lambda be: fc.avg_pool2d_backward(fc.avg_pool2d(x, 3, 2, 1), x.shape, 3, 2, 1, backend=be),
+        lambda be: fc.max_pool2d(x, 3, 2, 1, 2, True, backend=be),
+        lambda be: fc.avg_pool2d_backward(a, x.shape, 3, 2, 1, True, False, 5, backend=be),
+        lambda be: fc.max_pool1d_backward(y1, idx1, x1.shape, backend=be),
+        lambda be: fc.avg_pool1d(x1, 3, 2, 1, True, False, backend=be),
+        lambda be: fc.adaptive_avg_pool2d(x, (3, 5), backend=be),
+        lambda be: fc.adaptive_avg_pool2d_backward(g, x.shape, backend=be),
+        lambda be: _refused(lambda: fc.avg_pool2d(x, 2, divisor_override=0, backend=be)),
+        lambda be: _refused(lambda: fc.adaptive_avg_pool2d(x, 0, backend=be)),
         # Refused calls: the error path must not leak either (exceptions hold frames).
         lambda be: _refused(lambda: fc.max_pool2d_backward(y, bad_idx, x.shape, backend=be)),
         lambda be: _refused(lambda: fc.conv2d(x, w[:, :2], backend=be)),
+        lambda be: _refused(lambda: fc.conv2d(x, w, groups=2, backend=be)),
+        lambda be: _refused(lambda: fc.conv_transpose2d(x, w[:3], output_padding=1, backend=be)),
         lambda be: _refused(lambda: fc.im2col(x.astype(np.complex64), 3, backend=be)),
     ]
 
@@ -218,3 +274,116 @@ def test_no_leak_with_concurrent_callers():
     run(2500)  # 10,000 calls in all
     grown = _rss_bytes() - before
     assert grown < 4 << 20, f"RSS grew by {grown / 2**20:.1f} MiB over 10,000 concurrent calls"
+
+
+# ----------------------------------------------------------------------------------------------
+# The layer functions (batch norm, ReLU, softmax cross-entropy)
+# ----------------------------------------------------------------------------------------------
+
+def _layer_workload(dtype, seed):
+    """(name, args, kwargs) of calls of every layer function, some large enough for the
+    parallel paths. Running statistics are only read (evaluation): updating the same arrays
+    from several threads at once would be a race of the caller's making."""
+    rng = np.random.default_rng(seed)
+
+    def r(*shape):
+        return rng.standard_normal(shape).astype(dtype)
+
+    calls = []
+    for shape, data_format in [((9, 4, 12, 11), "NCHW"), ((4, 16, 40, 3), "NHWC"), ((5, 3), "NCHW"),
+                               ((2, 3, 70000), "NCHW")]:
+        c = shape[-1] if data_format == "NHWC" else shape[1]
+        x, w, b, dout = r(*shape), r(c), r(c), r(*shape)
+        rm, rv = r(c), 0.5 + np.abs(r(c))
+        fmt = {"data_format": data_format}
+        _, mean, invstd = fc.reference.batch_norm(x, w, b, **fmt)
+        calls += [
+            ("batch_norm", (x, w, b), fmt),
+            ("batch_norm", (x, None, b, rm, rv, False), fmt),
+            ("batch_norm_backward", (dout, x, w, mean, invstd), fmt),
+            ("batch_norm_backward", (dout, x, None, mean, invstd, False), fmt),
+        ]
+    for size in (10, 200_000):
+        calls += [("relu", (r(size),), {}), ("relu_backward", (r(size), r(size)), {})]
+    logits = 3 * r(3000, 10)
+    calls += [("softmax_cross_entropy", (logits, rng.integers(0, 10, 3000)), {}),
+              ("softmax_cross_entropy", (logits, rng.dirichlet(np.ones(10), 3000).astype(dtype)), {})]
+    return calls
+
+
+def _same_results(a, b):
+    return all(np.asarray(x).tobytes() == np.asarray(y).tobytes() and np.asarray(x).dtype == np.asarray(y).dtype
+               for x, y in zip(_as_tuple(a), _as_tuple(b)))
+
+
+@pytest.mark.parametrize("backend", AVAILABLE_BACKENDS)
+def test_layer_functions_called_at_once_match_serial(backend):
+    calls = [call for dtype in (np.float32, np.float64) for call in _layer_workload(dtype, seed=7)]
+    fc.set_num_threads(1)
+    serial = [getattr(fc, name)(*args, **kwargs, backend=backend) for name, args, kwargs in calls]
+    errors, stop = [], threading.Event()
+
+    def changer():
+        for n in itertools.cycle((1, 3, 2, 4)):
+            if stop.is_set():
+                return
+            fc.set_num_threads(n)
+            stop.wait(0.0005)
+
+    def worker(offset):
+        try:
+            for rep in range(3):
+                for k in range(len(calls)):
+                    i = (k + offset + rep) % len(calls)
+                    name, args, kwargs = calls[i]
+                    if not _same_results(getattr(fc, name)(*args, **kwargs, backend=backend), serial[i]):
+                        errors.append(f"{name} #{i} differs from the serial result")
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=worker, args=(5 * t,)) for t in range(6)]
+    flipper = threading.Thread(target=changer)
+    flipper.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    flipper.join()
+    assert not errors, errors[:5]
+
+
+def _small_layer_calls(dtype):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 3, 5, 5)).astype(dtype)
+    w, rm, rv = np.ones(3, dtype), np.zeros(3, dtype), np.ones(3, dtype)
+    _, mean, invstd = fc.batch_norm(x)
+    logits, labels = rng.standard_normal((8, 5)).astype(dtype), rng.integers(0, 5, 8)
+    return [
+        lambda be: fc.batch_norm(x, w, None, rm, rv, backend=be),  # updates rm, rv in place
+        lambda be: fc.batch_norm(x.reshape(4, 3, 25).transpose(0, 2, 1), w, None, rm, rv, False,
+                                 data_format="NHWC", backend=be),
+        lambda be: fc.batch_norm_backward(x, x, w, mean, invstd, backend=be),
+        lambda be: fc.relu(x, backend=be),
+        lambda be: fc.relu_backward(x, x, backend=be),
+        lambda be: fc.softmax_cross_entropy(logits, labels, backend=be),
+        lambda be: _refused(lambda: fc.batch_norm(x, w[:2], backend=be)),
+        lambda be: _refused(lambda: fc.softmax_cross_entropy(logits, labels + 5, backend=be)),
+    ]
+
+
+@skip_under_asan
+@pytest.mark.parametrize("backend", AVAILABLE_BACKENDS)
+def test_layer_functions_do_not_leak_over_10000_calls(backend):
+    calls = _small_layer_calls(np.float32) + _small_layer_calls(np.float64)
+    fc.set_num_threads(2)
+
+    def run(count):
+        for k in range(count):
+            calls[k % len(calls)](backend)
+
+    run(2000)
+    before = _rss_bytes()
+    run(10_000)
+    grown = _rss_bytes() - before
+    assert grown < 2 << 20, f"RSS grew by {grown / 2**20:.1f} MiB over 10,000 calls"

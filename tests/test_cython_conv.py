@@ -22,7 +22,8 @@ from fastconv import reference
 
 _conv = pytest.importorskip("fastconv._ext._conv", reason="compiled extension not built")
 _im2col = pytest.importorskip("fastconv._ext._im2col", reason="compiled extension not built")
-torch = pytest.importorskip("torch")
+from helpers import optional_torch
+torch = optional_torch()  # torch comparisons skip without torch; the rest runs
 TF = torch.nn.functional
 
 DTYPES = (np.float32, np.float64)

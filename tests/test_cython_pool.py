@@ -1,4 +1,6 @@
-"""The compiled pooling kernels (fastconv._ext._pool) against fastconv.reference and PyTorch.
+"""The compiled pooling kernels (fastconv._ext._max_pool and _avg_pool) against
+fastconv.reference and PyTorch, with torch's default options (tests/test_pool_options.py
+covers dilation, ceil_mode, count_include_pad, divisor_override, 1-D and adaptive pooling).
 
 Max pooling must agree exactly (values, NaN positions and int64 indices, ties included);
 average pooling to a tight tolerance. Results must be bitwise identical for any thread count
@@ -15,9 +17,13 @@ from hypothesis import strategies as st
 import fastconv
 from fastconv.reference import _vectorised as ref
 
-_pool = pytest.importorskip("fastconv._ext._pool", reason="compiled extension not built")
-torch = pytest.importorskip("torch")
+_max_pool = pytest.importorskip("fastconv._ext._max_pool", reason="compiled extension not built")
+_avg_pool = pytest.importorskip("fastconv._ext._avg_pool", reason="compiled extension not built")
+from helpers import optional_torch
+torch = optional_torch()  # torch comparisons skip without torch; the rest runs
 F = torch.nn.functional
+MAX_DEFAULTS = ((1, 1), False)        # dilation, ceil_mode
+AVG_DEFAULTS = (False, True, None)    # ceil_mode, count_include_pad, divisor_override
 
 DTYPES = (np.float32, np.float64)
 # Average pooling sums at most KH*KW terms in a different order than torch/reference may.
@@ -60,9 +66,9 @@ def _torch_max(x, kernel, stride, padding):
 def test_max_pool_forward_matches_reference_and_torch(cfg, dtype, special, seed):
     shape, kernel, stride, padding = cfg
     x = _tie_heavy(np.random.default_rng(seed), shape, dtype, special)
-    y, idx = _pool.max_pool2d(x, kernel, stride, padding, 1)
+    y, idx = _max_pool.max_pool2d(x, kernel, stride, padding, *MAX_DEFAULTS, 1)
     assert y.dtype == dtype and idx.dtype == np.int64 and y.flags.c_contiguous
-    y_ref, idx_ref = ref.max_pool2d(x, kernel, stride, padding)
+    y_ref, idx_ref = ref.max_pool2d(x, kernel, stride, padding, *MAX_DEFAULTS)
     np.testing.assert_array_equal(y, y_ref)  # NaN positions must match too
     np.testing.assert_array_equal(idx, idx_ref)
     y_t, idx_t = _torch_max(x, kernel, stride, padding)
@@ -76,9 +82,9 @@ def test_max_pool_backward_matches_reference_and_torch_autograd(cfg, dtype, spec
     shape, kernel, stride, padding = cfg
     rng = np.random.default_rng(seed)
     x = _tie_heavy(rng, shape, dtype, special)
-    _, idx = _pool.max_pool2d(x, kernel, stride, padding, 1)
+    _, idx = _max_pool.max_pool2d(x, kernel, stride, padding, *MAX_DEFAULTS, 1)
     dout = rng.standard_normal(idx.shape).astype(dtype)
-    dx = _pool.max_pool2d_backward(dout, idx, shape, 1)
+    dx = _max_pool.max_pool2d_backward(dout, idx, shape, 1)
     assert dx.shape == shape and dx.dtype == dtype
     # Same scatter order as the reference (np.add.at walks dout in C order): exact.
     np.testing.assert_array_equal(dx, ref.max_pool2d_backward(dout, idx, shape))
@@ -93,18 +99,18 @@ def test_avg_pool_forward_and_backward_match_reference_and_torch(cfg, dtype, see
     shape, kernel, stride, padding = cfg
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape).astype(dtype)
-    y = _pool.avg_pool2d(x, kernel, stride, padding, 1)
+    y = _avg_pool.avg_pool2d(x, kernel, stride, padding, *AVG_DEFAULTS, 1)
     assert y.dtype == dtype and y.flags.c_contiguous
-    np.testing.assert_allclose(y, ref.avg_pool2d(x, kernel, stride, padding), **AVG_TOL[dtype])
+    np.testing.assert_allclose(y, ref.avg_pool2d(x, kernel, stride, padding, *AVG_DEFAULTS), **AVG_TOL[dtype])
     xt = torch.from_numpy(x).requires_grad_()
     y_t = F.avg_pool2d(xt, kernel, stride, padding, count_include_pad=True)
     np.testing.assert_allclose(y, y_t.detach().numpy(), **AVG_TOL[dtype])
 
     dout = rng.standard_normal(y.shape).astype(dtype)
-    dx = _pool.avg_pool2d_backward(dout, shape, kernel, stride, padding, 1)
+    dx = _avg_pool.avg_pool2d_backward(dout, shape, kernel, stride, padding, *AVG_DEFAULTS, 1)
     assert dx.shape == shape and dx.dtype == dtype
     np.testing.assert_allclose(
-        dx, ref.avg_pool2d_backward(dout, shape, kernel, stride, padding), **AVG_TOL[dtype]
+        dx, ref.avg_pool2d_backward(dout, shape, kernel, stride, padding, *AVG_DEFAULTS), **AVG_TOL[dtype]
     )
     y_t.backward(torch.from_numpy(dout))
     np.testing.assert_allclose(dx, xt.grad.numpy(), **AVG_TOL[dtype])
@@ -114,7 +120,7 @@ def test_avg_pool_propagates_nan_and_inf():
     x = np.zeros((1, 1, 4, 4))
     x[0, 0, 0, 0] = np.nan
     x[0, 0, 2, 3] = np.inf
-    y = _pool.avg_pool2d(x, (2, 2), (2, 2), (0, 0), 1)
+    y = _avg_pool.avg_pool2d(x, (2, 2), (2, 2), (0, 0), *AVG_DEFAULTS, 1)
     expected = np.array([[[[np.nan, 0.0], [0.0, np.inf]]]])
     np.testing.assert_array_equal(y, expected)
 
@@ -124,7 +130,7 @@ def test_max_pool_all_nan_and_all_neg_inf_windows():
     # window its last NaN (a NaN always takes over), as PyTorch does.
     x = np.full((1, 1, 3, 3), -np.inf, dtype=np.float32)
     x[0, 0, 2, :] = np.nan
-    y, idx = _pool.max_pool2d(x, (3, 3), (1, 1), (1, 1), 1)
+    y, idx = _max_pool.max_pool2d(x, (3, 3), (1, 1), (1, 1), *MAX_DEFAULTS, 1)
     y_t, idx_t = _torch_max(x, (3, 3), (1, 1), (1, 1))
     np.testing.assert_array_equal(y, y_t)
     np.testing.assert_array_equal(idx, idx_t)
@@ -142,20 +148,20 @@ THREAD_CASES = [
 
 
 def _run_all(x, dout_max, dout_avg, kernel, stride, padding, threads):
-    y, idx = _pool.max_pool2d(x, kernel, stride, padding, threads)
+    y, idx = _max_pool.max_pool2d(x, kernel, stride, padding, *MAX_DEFAULTS, threads)
     return (
         y,
         idx,
-        _pool.max_pool2d_backward(dout_max, idx, x.shape, threads),
-        _pool.avg_pool2d(x, kernel, stride, padding, threads),
-        _pool.avg_pool2d_backward(dout_avg, x.shape, kernel, stride, padding, threads),
+        _max_pool.max_pool2d_backward(dout_max, idx, x.shape, threads),
+        _avg_pool.avg_pool2d(x, kernel, stride, padding, *AVG_DEFAULTS, threads),
+        _avg_pool.avg_pool2d_backward(dout_avg, x.shape, kernel, stride, padding, *AVG_DEFAULTS, threads),
     )
 
 
 def _inputs(shape, kernel, stride, padding, dtype, seed=0):
     rng = np.random.default_rng(seed)
     x = _tie_heavy(rng, shape, dtype, special=True)
-    y_ref, idx_ref = ref.max_pool2d(x, kernel, stride, padding)
+    y_ref, idx_ref = ref.max_pool2d(x, kernel, stride, padding, *MAX_DEFAULTS)
     dout = rng.standard_normal(y_ref.shape).astype(dtype)
     return x, y_ref, idx_ref, dout
 
@@ -174,8 +180,8 @@ def test_bitwise_identical_for_1_2_3_threads(case, dtype):
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert a.tobytes() == b.tobytes()
-    avgs = [_pool.avg_pool2d(xf, kernel, stride, padding, t) for t in (1, 2, 3)]
-    np.testing.assert_allclose(avgs[0], ref.avg_pool2d(xf, kernel, stride, padding), **AVG_TOL[dtype])
+    avgs = [_avg_pool.avg_pool2d(xf, kernel, stride, padding, *AVG_DEFAULTS, t) for t in (1, 2, 3)]
+    np.testing.assert_allclose(avgs[0], ref.avg_pool2d(xf, kernel, stride, padding, *AVG_DEFAULTS), **AVG_TOL[dtype])
     assert avgs[0].tobytes() == avgs[1].tobytes() == avgs[2].tobytes()
 
 
@@ -201,7 +207,7 @@ def test_inputs_are_not_modified_and_read_only_inputs_work():
     idx_ref.flags.writeable = False
     before = (x.copy(), dout.copy(), idx_ref.copy())
     _run_all(x, dout, dout, (3, 3), (2, 2), (1, 1), 2)
-    _pool.max_pool2d_backward(dout, idx_ref, x.shape, 2)
+    _max_pool.max_pool2d_backward(dout, idx_ref, x.shape, 2)
     for a, b in zip((x, dout, idx_ref), before):
         assert a.tobytes() == b.tobytes()
 
@@ -226,9 +232,9 @@ def test_public_api_uses_compiled_pooling(threads):
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(idx, idx_ref)
     np.testing.assert_array_equal(dx, ref.max_pool2d_backward(dout, idx_ref, shape))
-    np.testing.assert_allclose(ya, ref.avg_pool2d(xf, kernel, stride, padding), rtol=2e-6, atol=2e-6)
+    np.testing.assert_allclose(ya, ref.avg_pool2d(xf, kernel, stride, padding, *AVG_DEFAULTS), rtol=2e-6, atol=2e-6)
     np.testing.assert_allclose(
-        dxa, ref.avg_pool2d_backward(dout, shape, kernel, stride, padding), rtol=2e-6, atol=2e-6
+        dxa, ref.avg_pool2d_backward(dout, shape, kernel, stride, padding, *AVG_DEFAULTS), rtol=2e-6, atol=2e-6
     )
 
 
@@ -237,7 +243,7 @@ def test_padding_wider_than_the_output_row(dtype):
     # kernel 5, padding 2, W = 1: a single output whose window starts left of the plane; the
     # vector path must not write past the one-element output row (a bug the fuzzer found).
     x = np.arange(2 * 3 * 7 * 1, dtype=dtype).reshape(2, 3, 7, 1)[:, :, ::-1].copy()
-    y, idx = _pool.max_pool2d(x, (5, 5), (1, 1), (2, 2), 2)
+    y, idx = _max_pool.max_pool2d(x, (5, 5), (1, 1), (2, 2), *MAX_DEFAULTS, 2)
     y_t, idx_t = _torch_max(x, (5, 5), (1, 1), (2, 2))
     np.testing.assert_array_equal(y, y_t)
     np.testing.assert_array_equal(idx, idx_t)

@@ -2,12 +2,15 @@
 
 import numpy as np
 import pytest
-torch = pytest.importorskip("torch")
+from helpers import optional_torch
+torch = optional_torch()  # torch comparisons skip without torch; the rest runs
 
 import fastconv
 from fastconv import nn
 from helpers import randn
 
+# torch warns that an even total "same" padding needs a padded copy of its input.
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
 
 
 def away_from_zero(*shape, seed=0):
@@ -37,10 +40,28 @@ GRADCHECK_CASES = [
     ("conv2d-dilated-nobias", lambda: nn.Conv2D(2, 2, (2, 3), padding=(0, 2), dilation=(2, 1), bias=False, rng=1, **F64),
      lambda: randn(1, 2, 5, 4)),
     ("conv1d", lambda: nn.Conv1D(2, 3, 3, stride=2, padding=1, dilation=2, rng=2, **F64), lambda: randn(2, 2, 9)),
+    ("conv2d-grouped", lambda: nn.Conv2D(4, 6, (3, 2), stride=(1, 2), padding=1, groups=2, rng=9, **F64),
+     lambda: randn(2, 4, 5, 5)),
+    ("conv2d-depthwise-same", lambda: nn.Conv2D(3, 6, 2, padding="same", groups=3, rng=10, **F64),
+     lambda: randn(2, 3, 5, 4)),
+    ("conv1d-grouped-valid", lambda: nn.Conv1D(4, 2, 3, padding="valid", groups=2, bias=False, rng=11, **F64),
+     lambda: randn(2, 4, 7)),
+    ("convtranspose2d", lambda: nn.ConvTranspose2D(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2,
+                                                   dilation=(1, 2), rng=12, **F64), lambda: randn(2, 4, 3, 4)),
     ("linear", lambda: nn.Linear(4, 3, rng=3, **F64), lambda: randn(5, 4)),
     ("linear-3d", lambda: nn.Linear(4, 3, bias=False, rng=3, **F64), lambda: randn(2, 3, 4)),
     ("maxpool", lambda: nn.MaxPool2D(3, stride=2, padding=1, **F64), lambda: distinct(2, 2, 5, 5)),
     ("avgpool", lambda: nn.AvgPool2D((2, 3), stride=(1, 2), padding=(1, 1), **F64), lambda: randn(2, 2, 4, 5)),
+    ("maxpool-dilated-ceil", lambda: nn.MaxPool2D(3, 2, 1, dilation=(2, 1), ceil_mode=True, **F64),
+     lambda: distinct(2, 2, 6, 7)),
+    ("maxpool1d", lambda: nn.MaxPool1D(3, 2, 1, dilation=2, ceil_mode=True, **F64), lambda: distinct(2, 3, 10)),
+    ("avgpool-options", lambda: nn.AvgPool2D(3, 2, 1, ceil_mode=True, count_include_pad=False, **F64),
+     lambda: randn(2, 2, 6, 5)),
+    ("avgpool-divisor", lambda: nn.AvgPool2D(2, 1, divisor_override=3, **F64), lambda: randn(1, 2, 4, 4)),
+    ("avgpool1d", lambda: nn.AvgPool1D(4, 3, 2, ceil_mode=True, count_include_pad=False, **F64),
+     lambda: randn(2, 2, 9)),
+    ("adaptive", lambda: nn.AdaptiveAvgPool2D((3, None), **F64), lambda: randn(2, 2, 7, 4)),
+    ("adaptive-global", lambda: nn.AdaptiveAvgPool2D(1, **F64), lambda: randn(3, 4, 3, 5)),
     ("relu", lambda: nn.ReLU(**F64), lambda: away_from_zero(3, 4)),
     ("sigmoid", lambda: nn.Sigmoid(**F64), lambda: 3 * randn(3, 4)),
     ("tanh", lambda: nn.Tanh(**F64), lambda: randn(3, 4)),
@@ -166,6 +187,20 @@ TORCH_CASES = [
      lambda: torch.nn.Conv2d(2, 3, 1, bias=False), (2, 2, 3, 3)),
     ("conv1d", lambda d: nn.Conv1D(3, 2, 4, stride=3, padding=2, dilation=1, rng=0, dtype=d),
      lambda: torch.nn.Conv1d(3, 2, 4, stride=3, padding=2), (2, 3, 11)),
+    ("conv2d-grouped", lambda d: nn.Conv2D(6, 4, 3, stride=2, padding=1, groups=2, rng=0, dtype=d),
+     lambda: torch.nn.Conv2d(6, 4, 3, stride=2, padding=1, groups=2), (2, 6, 7, 6)),
+    ("conv2d-depthwise-multiplier", lambda d: nn.Conv2D(3, 6, 3, padding="same", dilation=2, groups=3, rng=0,
+                                                        dtype=d),
+     lambda: torch.nn.Conv2d(3, 6, 3, padding="same", dilation=2, groups=3), (2, 3, 8, 7)),
+    ("conv1d-grouped-same", lambda d: nn.Conv1D(4, 4, 4, padding="same", groups=4, bias=False, rng=0, dtype=d),
+     lambda: torch.nn.Conv1d(4, 4, 4, padding="same", groups=4, bias=False), (2, 4, 9)),
+    ("convtranspose2d", lambda d: nn.ConvTranspose2D(4, 6, (3, 2), stride=2, padding=(1, 0), output_padding=1,
+                                                     groups=2, dilation=1, rng=0, dtype=d),
+     lambda: torch.nn.ConvTranspose2d(4, 6, (3, 2), stride=2, padding=(1, 0), output_padding=1, groups=2),
+     (2, 4, 5, 4)),
+    ("convtranspose2d-nobias-dilated", lambda d: nn.ConvTranspose2D(2, 3, 3, dilation=2, output_padding=1,
+                                                                    bias=False, rng=0, dtype=d),
+     lambda: torch.nn.ConvTranspose2d(2, 3, 3, dilation=2, output_padding=1, bias=False), (2, 2, 4, 4)),
     ("linear", lambda d: nn.Linear(5, 3, rng=0, dtype=d), lambda: torch.nn.Linear(5, 3), (4, 5)),
     ("linear-3d", lambda d: nn.Linear(5, 3, rng=0, dtype=d), lambda: torch.nn.Linear(5, 3), (2, 4, 5)),
     ("maxpool", lambda d: nn.MaxPool2D((3, 2), stride=(2, 1), padding=(1, 1), dtype=d),
@@ -173,6 +208,19 @@ TORCH_CASES = [
     ("maxpool-default-stride", lambda d: nn.MaxPool2D(2, dtype=d), lambda: torch.nn.MaxPool2d(2), (1, 2, 5, 5)),
     ("avgpool", lambda d: nn.AvgPool2D(3, stride=2, padding=1, dtype=d),
      lambda: torch.nn.AvgPool2d(3, stride=2, padding=1), (2, 3, 6, 7)),
+    ("maxpool-dilated-ceil", lambda d: nn.MaxPool2D((3, 2), (2, 1), (1, 1), (1, 2), ceil_mode=True, dtype=d),
+     lambda: torch.nn.MaxPool2d((3, 2), (2, 1), (1, 1), (1, 2), ceil_mode=True), (2, 3, 8, 6)),
+    ("maxpool1d", lambda d: nn.MaxPool1D(3, 2, 1, 2, ceil_mode=True, dtype=d),
+     lambda: torch.nn.MaxPool1d(3, 2, 1, 2, ceil_mode=True), (2, 3, 10)),
+    ("avgpool-options", lambda d: nn.AvgPool2D(3, 2, 1, True, False, dtype=d),
+     lambda: torch.nn.AvgPool2d(3, 2, 1, True, False), (2, 3, 6, 7)),
+    ("avgpool-divisor", lambda d: nn.AvgPool2D(2, 1, 1, False, True, 3, dtype=d),
+     lambda: torch.nn.AvgPool2d(2, 1, 1, False, True, 3), (2, 3, 4, 5)),
+    ("avgpool1d", lambda d: nn.AvgPool1D(4, 3, 2, True, False, dtype=d),
+     lambda: torch.nn.AvgPool1d(4, 3, 2, True, False), (2, 3, 11)),
+    ("adaptive", lambda d: nn.AdaptiveAvgPool2D((3, None), dtype=d),
+     lambda: torch.nn.AdaptiveAvgPool2d((3, None)), (2, 3, 7, 5)),
+    ("adaptive-upsample", lambda d: nn.AdaptiveAvgPool2D(9, dtype=d), lambda: torch.nn.AdaptiveAvgPool2d(9), (2, 3, 4, 6)),
     ("relu", lambda d: nn.ReLU(dtype=d), lambda: torch.nn.ReLU(), (3, 4, 5)),
     ("sigmoid", lambda d: nn.Sigmoid(dtype=d), lambda: torch.nn.Sigmoid(), (3, 4)),
     ("tanh", lambda d: nn.Tanh(dtype=d), lambda: torch.nn.Tanh(), (3, 4)),
@@ -286,6 +334,10 @@ def test_dropout_reproducible_from_seed():
 @pytest.mark.parametrize("make, fan_in", [
     (lambda: nn.Conv2D(8, 64, (3, 5), rng=0), 8 * 15),
     (lambda: nn.Conv1D(4, 64, 7, rng=0), 28),
+    (lambda: nn.Conv2D(8, 64, (3, 5), groups=4, rng=0), 2 * 15),          # C/groups * KH*KW
+    (lambda: nn.Conv2D(64, 64, 3, groups=64, rng=0), 9),                   # depthwise
+    (lambda: nn.ConvTranspose2D(8, 64, 2, groups=2, rng=0), 32 * 4),       # torch: F/groups * KH*KW
+    (lambda: nn.ConvTranspose2D(64, 16, 3, stride=2, rng=0), 16 * 9),
     (lambda: nn.Linear(50, 200, rng=0), 50),
 ])
 def test_default_init_is_pytorchs(make, fan_in):
@@ -370,10 +422,35 @@ def test_sequential_forward_backward_matches_torch(active_backend):
     (lambda: nn.Conv2D(2.0, 3, 3), TypeError),
     (lambda: nn.Conv2D(2, 3, 3, bias="yes"), TypeError),
     (lambda: nn.Conv1D(2, 3, 3, dilation=0), ValueError),
+    (lambda: nn.Conv2D(4, 6, 3, groups=0), ValueError),
+    (lambda: nn.Conv2D(4, 6, 3, groups=3), ValueError),                    # 3 does not divide 4
+    (lambda: nn.Conv2D(4, 6, 3, groups=4), ValueError),                    # nor 6
+    (lambda: nn.Conv2D(4, 6, 3, groups=2.0), TypeError),
+    (lambda: nn.Conv2D(4, 6, 3, stride=2, padding="same"), ValueError),
+    (lambda: nn.Conv1D(4, 6, 3, padding="full"), ValueError),
+    (lambda: nn.ConvTranspose2D(4, 6, 3, output_padding=1), ValueError),  # stride 1, dilation 1
+    (lambda: nn.ConvTranspose2D(4, 6, 3, stride=2, output_padding=(0, 2)), ValueError),
+    (lambda: nn.ConvTranspose2D(4, 6, 3, padding="same"), TypeError),
+    (lambda: nn.ConvTranspose2D(4, 6, 3, groups=4), ValueError),          # 4 does not divide 6
+    (lambda: nn.ConvTranspose2D(4, 6, 0), ValueError),
+    (lambda: nn.ConvTranspose2D(4, 6, 2, bias=1), TypeError),
     (lambda: nn.Linear(3, -1), ValueError),
     (lambda: nn.Linear(True, 2), TypeError),
     (lambda: nn.MaxPool2D(2, padding=2), ValueError),
     (lambda: nn.AvgPool2D(0), ValueError),
+    (lambda: nn.MaxPool2D(2, dilation=0), ValueError),
+    (lambda: nn.MaxPool2D(2, dilation=1.5), TypeError),
+    (lambda: nn.MaxPool2D(2, ceil_mode=1), TypeError),
+    (lambda: nn.MaxPool1D((2, 2)), ValueError),
+    (lambda: nn.MaxPool1D(3, padding=2), ValueError),
+    (lambda: nn.AvgPool2D(2, count_include_pad="yes"), TypeError),
+    (lambda: nn.AvgPool2D(2, divisor_override=0), ValueError),
+    (lambda: nn.AvgPool2D(2, divisor_override=2.0), TypeError),
+    (lambda: nn.AvgPool1D(2, ceil_mode=None), TypeError),
+    (lambda: nn.AvgPool1D(0), ValueError),
+    (lambda: nn.AdaptiveAvgPool2D(0), ValueError),
+    (lambda: nn.AdaptiveAvgPool2D((2, 3, 4)), ValueError),
+    (lambda: nn.AdaptiveAvgPool2D(2.5), TypeError),
     (lambda: nn.BatchNorm2D(0), ValueError),
     (lambda: nn.BatchNorm1D(3, momentum=1.5), ValueError),
     (lambda: nn.BatchNorm1D(3, eps=-1), ValueError),
@@ -392,7 +469,8 @@ def test_bad_construction_arguments(make, error):
 
 
 @pytest.mark.parametrize("layer", [
-    nn.Conv2D(1, 1, 1), nn.Conv1D(1, 1, 1), nn.Linear(1, 1), nn.MaxPool2D(1), nn.AvgPool2D(1), nn.ReLU(),
+    nn.Conv2D(1, 1, 1), nn.Conv1D(1, 1, 1), nn.ConvTranspose2D(1, 1, 1), nn.Linear(1, 1), nn.MaxPool2D(1),
+    nn.AvgPool2D(1), nn.ReLU(), nn.MaxPool1D(1), nn.AvgPool1D(1), nn.AdaptiveAvgPool2D(1),
     nn.Sigmoid(), nn.Tanh(), nn.Flatten(), nn.BatchNorm1D(1), nn.BatchNorm2D(1), nn.Dropout(0.5),
     nn.Sequential(nn.ReLU()),
 ], ids=lambda layer: type(layer).__name__)
@@ -430,3 +508,42 @@ def test_empty_batch_flows_through():
     y = model.forward(np.zeros((0, 1, 4, 4)))
     assert y.shape == (0, 3)
     assert model.backward(np.zeros((0, 3))).shape == (0, 1, 4, 4)
+
+
+def test_pooling_layers_check_sizes_at_forward_and_keep_their_options():
+    layer = nn.MaxPool2D(2, padding=1, dilation=2)
+    with pytest.raises(ValueError, match="MaxPool2D|max_pool2d"):
+        layer.forward(np.ones((1, 1, 1, 5)))  # the first window along H reads only padding
+    with pytest.raises(ValueError, match="3-D"):
+        nn.MaxPool1D(2).forward(np.ones((1, 1, 4, 4)))
+    with pytest.raises(ValueError, match="4-D"):
+        nn.AdaptiveAvgPool2D(2).forward(np.ones((1, 4, 4)))
+    avg = nn.AvgPool2D(3, 2, 1, ceil_mode=np.bool_(True), divisor_override=np.int64(4))
+    assert (avg.ceil_mode, avg.count_include_pad, avg.divisor_override) == (True, True, 4)
+    assert type(avg.ceil_mode) is bool and type(avg.divisor_override) is int
+    assert "divisor_override=4" in repr(avg) and "dilation=(2, 2)" in repr(layer)
+    assert nn.AdaptiveAvgPool2D([None, 3]).output_size == (None, 3)
+
+
+def test_model_with_the_new_pooling_layers_saves_and_loads(tmp_path, active_backend):
+    """Pooling layers own no arrays: the state of a model around them round-trips unchanged."""
+    def model(seed):
+        return nn.Sequential(
+            nn.Conv1D(2, 4, 3, padding=1, rng=seed, **F64), nn.MaxPool1D(2, ceil_mode=True, **F64),
+            nn.AvgPool1D(3, 1, 1, count_include_pad=False, **F64), nn.Flatten(**F64), nn.Linear(12, 3, rng=seed, **F64))
+
+    a, b = model(0), model(1)
+    x = randn(2, 2, 5)
+    a.save(tmp_path / "pooling.npz")
+    b.load(tmp_path / "pooling.npz")
+    assert sorted(a.state_dict()) == ["0.bias", "0.weight", "4.bias", "4.weight"]
+    np.testing.assert_array_equal(a.forward(x), b.forward(x))
+    image_model = nn.Sequential(nn.Conv2D(1, 2, 3, rng=0, **F64), nn.AvgPool2D(2, ceil_mode=True, divisor_override=3, **F64),
+                                nn.MaxPool2D(2, dilation=1, ceil_mode=True, **F64), nn.AdaptiveAvgPool2D(1, **F64),
+                                nn.Flatten(**F64), nn.Linear(2, 1, rng=0, **F64))
+    image_model.save(tmp_path / "image.npz")
+    other = nn.Sequential(nn.Conv2D(1, 2, 3, rng=5, **F64), nn.AvgPool2D(2, **F64), nn.MaxPool2D(2, **F64),
+                          nn.AdaptiveAvgPool2D(1, **F64), nn.Flatten(**F64), nn.Linear(2, 1, rng=5, **F64))
+    other.load(tmp_path / "image.npz")
+    for key, value in image_model.state_dict().items():
+        np.testing.assert_array_equal(other.state_dict()[key], value)

@@ -2,7 +2,8 @@
 
 import numpy as np
 import pytest
-torch = pytest.importorskip("torch")
+from helpers import optional_torch
+torch = optional_torch()  # torch comparisons skip without torch; the rest runs
 F = torch.nn.functional
 
 import fastconv
@@ -219,6 +220,21 @@ def test_save_load_round_trip(tmp_path):
     assert {k: id(v) for k, v in b.state_dict().items()} == arrays_before  # loaded in place
     x = randn(2, 1, 4, 4, seed=3, dtype=np.float32)
     np.testing.assert_array_equal(a.eval().forward(x), b.eval().forward(x))
+
+
+def test_save_load_grouped_and_transposed_layers(tmp_path):
+    """Grouped and depthwise weights (F, C/groups, KH, KW) and ConvTranspose2D's (C, F/groups,
+    KH, KW) go through save/load unchanged, and the loaded model computes the same."""
+    def model(seed):
+        return nn.Sequential(nn.Conv2D(2, 4, 3, padding="same", rng=seed), nn.Conv2D(4, 8, 3, groups=4, rng=seed),
+                             nn.ReLU(), nn.ConvTranspose2D(8, 4, 2, stride=2, groups=2, rng=seed))
+    a, b = model(0), model(1)
+    assert a.params["1.weight"].shape == (8, 1, 3, 3) and a.params["3.weight"].shape == (8, 2, 2, 2)
+    a.save(tmp_path / "model.npz")
+    b.load(tmp_path / "model.npz")
+    x = randn(2, 2, 6, 6, dtype=np.float32)
+    np.testing.assert_array_equal(a.forward(x), b.forward(x))
+    assert b.forward(x).shape == (2, 4, 8, 8)
 
 
 def test_save_appends_npz_and_load_finds_it(tmp_path):

@@ -67,10 +67,17 @@ def test_version_is_written_in_one_place():
             assert not re.search(r"__version__\s*=\s*['\"]", path.read_text()), path
 
 
+# Optional subpackages, which `import fastconv` never imports, and the packages of the extra
+# that their modules may import at module level (test_optional_extras_are_declared checks that
+# the extras declare them).
+OPTIONAL_SUBPACKAGES = {"dask": {"dask", "distributed"}}
+
+
 def test_runtime_dependencies_are_declared():
     """Every module-level import of a third-party package is in Requires-Dist (without extras).
 
-    Optional packages (torch, matplotlib, tqdm, ...) may only be imported inside functions.
+    Optional packages (torch, matplotlib, tqdm, ...) may only be imported inside functions,
+    except in an optional subpackage (fastconv.dask), which imports its own extra's packages.
     """
     declared = {
         re.split(r"[ ;<>=!~\[]", requirement, maxsplit=1)[0].lower().replace("-", "_")
@@ -80,6 +87,8 @@ def test_runtime_dependencies_are_declared():
     assert {"numpy", "scipy", "threadpoolctl"} <= declared
     undeclared = []
     for path in PACKAGE_DIR.rglob("*.py"):
+        subpackage = path.relative_to(PACKAGE_DIR).parts[0]
+        allowed = declared | OPTIONAL_SUBPACKAGES.get(subpackage, set())
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in tree.body:  # module level only: imports inside functions are lazy
             if isinstance(node, ast.Import):
@@ -90,9 +99,26 @@ def test_runtime_dependencies_are_declared():
                 continue
             for name in names:
                 top = name.split(".")[0]
-                if top not in sys.stdlib_module_names and top != "fastconv" and top not in declared:
+                if top not in sys.stdlib_module_names and top != "fastconv" and top not in allowed:
                     undeclared.append(f"{path.relative_to(PACKAGE_DIR)}: {name}")
     assert not undeclared, undeclared
+
+
+def test_optional_extras_are_declared():
+    """The extra named after each optional subpackage installs what its modules import, and so
+    does the test extra (CI installs ".[test]" and runs the subpackage's tests)."""
+    pyproject = REPO / "pyproject.toml"
+    if not pyproject.is_file():
+        pytest.skip("pyproject.toml not beside the tests")
+    tomllib = pytest.importorskip("tomllib")
+    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+
+    def names(extra):
+        return {re.split(r"[ ;<>=!~\[]", r, maxsplit=1)[0].lower().replace("-", "_") for r in extras[extra]}
+
+    for subpackage, packages in OPTIONAL_SUBPACKAGES.items():
+        assert packages <= names(subpackage), (subpackage, extras.get(subpackage))
+        assert packages <= names("test"), extras["test"]
 
 
 def test_license_is_in_the_metadata():
@@ -161,13 +187,22 @@ def mypy(tmp_path_factory):
     The two mypy tests share one cache, so NumPy's stubs are analysed once (~10 s).
     """
     pytest.importorskip("mypy", reason="mypy is not installed")
+    import fastconv
+
     cache = tmp_path_factory.mktemp("mypy_cache")
+    # mypy ignores PYTHONPATH: when the fastconv under test is a source tree on it (not the one
+    # in site-packages, or the one an editable install points to), point mypy at that tree, and
+    # silence errors inside the package as mypy does for an installed one.
+    env, extra = dict(os.environ), []
+    source = Path(fastconv.__file__).resolve().parents[1]
+    if "site-packages" not in source.parts:
+        env["MYPYPATH"], extra = str(source), ["--follow-imports=silent"]
 
     def run(path, *options):
         return subprocess.run(
-            [sys.executable, "-m", "mypy", *options, "--cache-dir", str(cache),
+            [sys.executable, "-m", "mypy", *options, *extra, "--cache-dir", str(cache),
              "--config-file", os.devnull, str(path)],
-            capture_output=True, text=True, cwd=cache, timeout=600,
+            capture_output=True, text=True, cwd=cache, timeout=600, env=env,
         )
     return run
 

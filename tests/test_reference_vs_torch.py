@@ -9,7 +9,8 @@ windows and windows that do not tile the input.
 
 import numpy as np
 import pytest
-torch = pytest.importorskip("torch")
+from helpers import optional_torch
+torch = optional_torch()  # torch comparisons skip without torch; the rest runs
 F = torch.nn.functional
 from hypothesis import given
 from hypothesis import strategies as st

@@ -91,6 +91,87 @@ def test_conv1d_with_huge_padding_and_dilation(dtype):
     np.testing.assert_allclose(y, expected, rtol=tol, atol=tol)
 
 
+@needs_compiled
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_depthwise_with_dilation_and_stride_near_2_31(dtype):
+    """The geometry of test_conv_with_dilation_and_stride_near_2_31 on a depthwise
+    convolution with a channel multiplier (the direct kernels, whose padded window would be
+    ~2**31 rows: they clip instead): output row 0 is kernel row 1 times the input row, output
+    row 1 kernel row 0 times it, filter f = c*2 + k reading channel c only."""
+    rng = np.random.default_rng(3)
+    n, c, width = 2, 3, 5
+    x = rng.standard_normal((n, c, 1, width)).astype(dtype)
+    w = rng.standard_normal((2 * c, 1, 2, 1)).astype(dtype)
+    b = rng.standard_normal(2 * c).astype(dtype)
+    geometry = dict(stride=(H31, 1), padding=(H31, 0), dilation=(H31, 1), groups=c)
+    y = fc.conv2d(x, w, b, **geometry, backend="cython")
+    x_of_filter = np.repeat(x[:, :, 0].astype(np.float64), 2, axis=1)       # (n, 2c, width)
+    w64 = w[:, 0, :, 0].astype(np.float64)                                   # (2c, 2)
+    expected = np.stack([x_of_filter * w64[None, :, 1, None], x_of_filter * w64[None, :, 0, None]], axis=2)
+    expected += b[None, :, None, None]
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(y, expected, rtol=tol, atol=tol)
+
+    dout = rng.standard_normal(y.shape).astype(dtype)
+    dx, dw, db = fc.conv2d_backward(dout, x, w, **geometry, backend="cython")
+    d64 = dout.astype(np.float64)
+    per_filter = d64[:, :, 0] * w64[None, :, 1, None] + d64[:, :, 1] * w64[None, :, 0, None]
+    np.testing.assert_allclose(dx[:, :, 0], per_filter.reshape(n, c, 2, width).sum(axis=2), rtol=tol, atol=tol)
+    np.testing.assert_allclose(dw[:, 0, 1, 0], (d64[:, :, 0] * x_of_filter).sum(axis=(0, 2)), rtol=tol, atol=tol)
+    np.testing.assert_allclose(dw[:, 0, 0, 0], (d64[:, :, 1] * x_of_filter).sum(axis=(0, 2)), rtol=tol, atol=tol)
+    np.testing.assert_allclose(db, d64.sum(axis=(0, 2, 3)), rtol=tol, atol=tol)
+
+
+@needs_compiled
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("groups", [1, 3])
+def test_conv_transpose_with_stride_and_dilation_near_2_31(dtype, groups):
+    """KH = 2, H = 2, stride = padding = 2**31 - 2, dilation 2**31 - 1: OH = 2, and only two
+    products land inside it: input row 1 with kernel row 0 on output row 0 (1*s - p = 0), input
+    row 0 with kernel row 1 on output row 1 (d - p = 1). groups=3 is depthwise (the direct
+    kernels)."""
+    rng = np.random.default_rng(4)
+    n, c, width = 2, 3, 4
+    f_per_group = 1 if groups == 3 else 2
+    x = rng.standard_normal((n, c, 2, width)).astype(dtype)
+    w = rng.standard_normal((c, f_per_group, 2, 1)).astype(dtype)
+    b = rng.standard_normal(f_per_group * groups).astype(dtype)
+    geometry = dict(stride=(H31 - 1, 1), padding=(H31 - 1, 0), dilation=(H31, 1), groups=groups)
+    y = fc.conv_transpose2d(x, w, b, **geometry, backend="cython")
+    assert y.shape == (n, f_per_group * groups, 2, width)
+    x64, w64 = x.astype(np.float64), w[..., 0].astype(np.float64)            # w64: (c, f/g, 2)
+    cg = c // groups
+
+    def transposed_row(rows, tap):
+        """sum over the group's channels of x row `rows` times kernel row `tap`: (n, F, width)."""
+        out = np.zeros((n, f_per_group * groups, width))
+        for ci in range(c):
+            g = ci // cg
+            for fl in range(f_per_group):
+                out[:, g * f_per_group + fl] += x64[:, ci, rows] * w64[ci, fl, tap]
+        return out
+
+    expected = np.stack([transposed_row(1, 0), transposed_row(0, 1)], axis=2) + b[None, :, None, None]
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(y, expected, rtol=tol, atol=tol)
+
+    dout = rng.standard_normal(y.shape).astype(dtype)
+    dx, dw, db = fc.conv_transpose2d_backward(dout, x, w, **geometry, backend="cython")
+    d64 = dout.astype(np.float64)
+    exp_dx, exp_dw = np.zeros(x.shape), np.zeros(w.shape)
+    for ci in range(c):
+        g = ci // cg
+        for fl in range(f_per_group):
+            f = g * f_per_group + fl
+            exp_dx[:, ci, 1] += d64[:, f, 0] * w64[ci, fl, 0]
+            exp_dx[:, ci, 0] += d64[:, f, 1] * w64[ci, fl, 1]
+            exp_dw[ci, fl, 0, 0] = (x64[:, ci, 1] * d64[:, f, 0]).sum()
+            exp_dw[ci, fl, 1, 0] = (x64[:, ci, 0] * d64[:, f, 1]).sum()
+    np.testing.assert_allclose(dx, exp_dx, rtol=tol, atol=tol)
+    np.testing.assert_allclose(dw, exp_dw, rtol=tol, atol=tol)
+    np.testing.assert_allclose(db, d64.sum(axis=(0, 2, 3)), rtol=tol, atol=tol)
+
+
 def _window_max(x, rows, cols):
     """Max and flat index (first maximum, NaN-free data) of x[:, :, rows, cols] per plane."""
     sub = x[:, :, rows][:, :, :, cols]
@@ -140,6 +221,40 @@ def test_pooling_with_kernel_height_near_2_31(dtype, stride_w):
                                rtol=1e-5)
 
 
+@needs_compiled
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pooling_options_with_hyperparameters_near_2_31(dtype):
+    """Dilation, stride and kernels of 2**31 - 1 with ceil_mode over tiny inputs: each result
+    worked out by hand from the window positions."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 3, 9)).astype(dtype)
+    # Rows: kernel 2 with dilation 2**31 - 1 and stride 2**31 - 1 under ceil_mode: one output
+    # row, whose taps are rows 0 and 2**31 - 1 (outside). Columns: kernel 2, dilation 2,
+    # padding 1: taps ow - 1 and ow + 1.
+    y, idx = fc.max_pool2d(x, 2, (H31, 1), (0, 1), (H31, 2), ceil_mode=True, backend="cython")
+    assert y.shape == (2, 3, 1, 9)
+    for ow in range(9):
+        exp_y, exp_idx = _window_max(x, [0], [q for q in (ow - 1, ow + 1) if 0 <= q < 9])
+        np.testing.assert_array_equal(y[:, :, 0, ow], exp_y)
+        np.testing.assert_array_equal(idx[:, :, 0, ow], exp_idx)
+    # max_pool1d: a kernel of 2**31 - 1 with padding 2**30 - 1: every window covers all of L.
+    x1 = x[:, :, 0, :4]
+    y1, idx1 = fc.max_pool1d(x1, H31, 1, 2**30 - 1, backend="cython")
+    assert y1.shape == (2, 3, 4)
+    np.testing.assert_array_equal(y1, np.repeat(x1.max(axis=-1, keepdims=True), 4, axis=-1))
+    np.testing.assert_array_equal(idx1, np.repeat(x1.argmax(axis=-1)[..., None], 4, axis=-1))
+    assert fc.max_pool1d_backward(np.ones_like(y1), idx1, x1.shape, backend="cython").sum() == y1.size
+    # avg_pool2d: a window 2**31 - 1 wide under ceil_mode over W = 9 is clipped to the input,
+    # so with count_include_pad its divisor is 9 (the padded extent is the input itself).
+    kernel, stride = (1, H31), (1, H31)
+    a = fc.avg_pool2d(x, kernel, stride, 0, ceil_mode=True, backend="cython")
+    np.testing.assert_allclose(a[..., 0], x.astype(np.float64).mean(axis=-1), rtol=1e-5)
+    a = fc.avg_pool2d(x, kernel, stride, 0, ceil_mode=True, divisor_override=H31, backend="cython")
+    np.testing.assert_allclose(a[..., 0], x.astype(np.float64).sum(axis=-1) / H31, rtol=1e-5)
+    dx = fc.avg_pool2d_backward(np.ones((2, 3, 3, 1), dtype), x.shape, kernel, stride, 0, True, backend="cython")
+    np.testing.assert_allclose(dx, np.full(x.shape, 1 / 9), rtol=1e-6)
+
+
 def _run_isolated(code, timeout):
     """Run code in a fresh interpreter; returns (seconds, CompletedProcess) or (None, None)
     on timeout (the child is killed)."""
@@ -169,6 +284,33 @@ def test_avg_pool_huge_kernel_width_is_fast(func):
     assert done.returncode == 0, done.stderr
 
 
+@needs_compiled
+def test_avg_pool_ceil_mode_window_a_huge_stride_away_is_fast():
+    """ceil_mode adds a second output window 2**30 columns after the first; the ~2**30 kernel
+    columns between them, which no output reads, are skipped (found by tools/fuzz.py: the
+    forward and backward took 100 s before). Kernel (3, 2**31 - 2), stride (1, 2**30), padding
+    (1, 2**30 - 1) over 3x3: window 0 covers columns [-(2**30 - 1), 2**30 - 1), window 1
+    [1, 2**31 - 1); divisors (count_include_pad: the extent inside the padded input) are
+    3 * (2**31 - 2) and 3 * (2**30 + 1)."""
+    seconds, done = _run_isolated("""
+        import numpy as np, fastconv as fc
+        x = np.arange(1.0, 19.0).reshape(1, 2, 3, 3)
+        geometry = ((3, 2**31 - 2), (1, 2**30), (1, 2**30 - 1), True)
+        y = fc.avg_pool2d(x, *geometry, backend="cython")
+        assert y.shape == (1, 2, 3, 2), y.shape
+        for oh in range(3):
+            rows = x[:, :, max(oh - 1, 0):oh + 2]
+            np.testing.assert_allclose(y[:, :, oh, 0], rows.sum(axis=(2, 3)) / (3 * (2**31 - 2)), rtol=1e-12)
+            np.testing.assert_allclose(y[:, :, oh, 1], rows[..., 1:].sum(axis=(2, 3)) / (3 * (2**30 + 1)), rtol=1e-12)
+        dx = fc.avg_pool2d_backward(np.ones_like(y), x.shape, *geometry, backend="cython")
+        coverage = np.array([2, 3, 2])[:, None]  # output rows whose window holds each input row
+        share = coverage * (1 / (3 * (2**31 - 2)) + np.array([0, 1, 1]) / (3 * (2**30 + 1)))
+        np.testing.assert_allclose(dx[0, 0], share, rtol=1e-12)
+    """, timeout=6)
+    assert seconds is not None, "did not finish within 6 s"
+    assert done.returncode == 0, done.stderr
+
+
 # ----------------------------------------------------------------------------------------------
 # Refusals, before any large allocation
 # ----------------------------------------------------------------------------------------------
@@ -193,6 +335,14 @@ def refused_calls():
         # BLAS takes 32-bit sizes: a convolution output plane of more than 2**31 - 1 elements.
         ("conv OH*OW > 2**31", lambda b: fc.conv2d(X, W[:, :, :1, :1], padding=(0, 2**30 + 1), backend=b), "OH*OW"),
         ("conv1d OL > 2**31", lambda b: fc.conv1d(X[:, :, 0], W[:, :, 0, :1], padding=2**30 + 1, backend=b), "OL"),
+        ("depthwise output > 2**63 elements",
+         lambda b: fc.conv2d(X, W[:2, :1], padding=H31, groups=2, backend=b), "output"),
+        ("groups 2**40", lambda b: fc.conv2d(X, W, groups=2**40, backend=b), "groups"),
+        ("conv_transpose output > 2**63 elements",
+         lambda b: fc.conv_transpose2d(X, W[:2], stride=H31, backend=b), "output"),
+        ("conv_transpose stride 2**31", lambda b: fc.conv_transpose2d(X, W[:2], stride=2**31, backend=b), "stride"),
+        ("conv_transpose output_padding 2**31",
+         lambda b: fc.conv_transpose2d(X, W[:2], stride=H31, output_padding=2**31, backend=b), "output_padding"),
         # input_shape entries whose product overflows 64 bits, or no array could have.
         ("input_shape 2**64", lambda b: fc.max_pool2d_backward(np.ones((1, 1, 1, 1)), np.zeros((1, 1, 1, 1), int),
                                                                (1, 1, 2**64, 4), backend=b), "input_shape"),
@@ -202,6 +352,18 @@ def refused_calls():
                                                                      1, backend=b), "input_shape"),
         ("indices 2**32 in a 4x4 plane", lambda b: fc.max_pool2d_backward(
             np.ones((1, 1, 1, 1)), np.full((1, 1, 1, 1), 2**32), (1, 1, 4, 4), backend=b), "indices"),
+        # Pooling options and adaptive pooling.
+        ("dilation 2**31 pool", lambda b: fc.max_pool2d(X, 2, dilation=2**31, backend=b), "dilation"),
+        ("max_pool1d kernel 2**31", lambda b: fc.max_pool1d(X[:, :, 0], 2**31, padding=2**30, backend=b),
+         "kernel_size"),
+        ("divisor_override 2**40", lambda b: fc.avg_pool2d(X, 2, divisor_override=2**40, backend=b),
+         "divisor_override"),
+        ("adaptive output_size 2**31", lambda b: fc.adaptive_avg_pool2d(X, 2**31, backend=b), "output_size"),
+        ("adaptive output > 2**60 elements", lambda b: fc.adaptive_avg_pool2d(X, H31, backend=b), "output"),
+        ("adaptive windows beyond 64 bits", lambda b: fc.adaptive_avg_pool2d_backward(
+            np.ones((1, 1, 4096, 1)), (1, 1, 2**50, 1), backend=b), "64-bit"),
+        ("max_pool1d input_shape 2**61", lambda b: fc.max_pool1d_backward(
+            np.ones((1, 1, 1)), np.zeros((1, 1, 1), int), (1, 1, 2**61), backend=b), "input_shape"),
     ]
 
 
@@ -218,7 +380,10 @@ def test_refused_before_allocating(backend, case):
         tracemalloc.stop()
     message = str(info.value)
     assert message.split(":")[0] in {"conv2d", "conv1d", "im2col", "col2im", "max_pool2d", "avg_pool2d",
-                                     "max_pool2d_backward", "avg_pool2d_backward"}, message
+                                     "max_pool2d_backward", "avg_pool2d_backward", "max_pool1d",
+                                     "max_pool1d_backward", "adaptive_avg_pool2d",
+                                     "adaptive_avg_pool2d_backward", "conv_transpose2d",
+                                     "conv_transpose1d"}, message
     if word:
         assert word in message, message
     assert peak < 16 << 20, f"{description}: {peak} bytes allocated before refusing"
@@ -268,3 +433,30 @@ def test_more_than_2_31_elements():
     assert not y[0, 0, 0, :-1].any()
     y, idx = fc.max_pool2d(x, (2, 64), (2, 64), backend="cython")
     assert idx[0, 0, 0, -1] == width + width - 1  # row 1, last column: 2**31 + 191
+
+
+# ----------------------------------------------------------------------------------------------
+# The layer functions: no hyper-parameter makes an array larger than the inputs, so there is
+# nothing to refuse; what remains is 64-bit index arithmetic beyond 2**31 elements (opt-in).
+# ----------------------------------------------------------------------------------------------
+
+@needs_compiled
+@pytest.mark.skipif(os.environ.get("FASTCONV_TEST_BIG_MEMORY") != "1",
+                    reason="set FASTCONV_TEST_BIG_MEMORY=1 to run (needs ~10 GB of free memory)")
+def test_batch_norm_statistics_beyond_2_31_elements():
+    """One channel of 2**31 + 64 float32 elements (8.6 GB), all zero but the last 64 (0..63):
+    the planar and the channels-last reductions must reach the far end of the array."""
+    if _free_bytes() < 12 << 30:
+        pytest.skip("less than 12 GB of memory available")
+    from fastconv import _backend
+
+    count = 2**31 + 64
+    x = np.zeros((1, 1, count), dtype=np.float32)
+    x[0, 0, -64:] = np.arange(64, dtype=np.float32)
+    mean_want = np.arange(64).sum() / count
+    var_want = (np.arange(64.0) ** 2).sum() / count - mean_want**2
+    kernels = _backend.kernels("cython")
+    for view in (x, x.reshape(count, 1, 1)):  # planar and channels-last
+        mean, var = kernels.batch_norm_statistics(view)
+        assert mean[0] == pytest.approx(mean_want, rel=1e-9)
+        assert var[0] == pytest.approx(var_want, rel=1e-6)

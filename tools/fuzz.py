@@ -4,15 +4,18 @@
 Each case is one call of a public function (``fastconv.<name>`` with ``backend=`` set, the
 active backend, or ``fastconv.reference.<name>``) on arguments built from a valid call by a few
 mutations: wrong ndim and shapes, zero-sized dimensions, every NumPy dtype, non-arrays, huge,
-negative and non-integer hyper-parameters, bad pooling indices and input shapes, mis-shaped
-cols and dout, NaN/inf/denormal data, odd memory layouts.
+negative and non-integer hyper-parameters and pooling options (ceil_mode, count_include_pad,
+divisor_override, output_size), bad pooling indices and input shapes, mis-shaped cols and dout,
+odd scalars (momentum, eps, training, data_format), NaN/inf/denormal data, odd memory layouts.
 
 Cases run in a worker process (many cases per worker, for speed). A case passes when the call
 returns normally or raises ValueError/TypeError (MemoryError only for a NumPy allocation of more
 than 256 MiB); a worker that dies is a crash, a case that exceeds the time limit is a hang, and
 either way the worker is replaced. A call that returns is also checked: results are new
 C-contiguous arrays of the documented dtype, inputs are unchanged, a call that had to succeed
-did, and a compiled-backend result equals the reference backend's result on the same arguments.
+did, and a compiled-backend result equals the reference backend's result on the same arguments
+(batch_norm's running statistics, which training updates in place, must end as the
+reference's do; softmax_cross_entropy's loss must be a Python float).
 
 Usage (the last line of the output is the summary):
 
@@ -29,6 +32,7 @@ tests/test_fuzz.py drives the same generator from hypothesis.
 import argparse
 import collections
 import faulthandler
+import math
 import os
 import pickle
 import random
@@ -44,9 +48,18 @@ import warnings
 import numpy as np
 
 FUNCTIONS = (
-    "conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "im2col", "col2im",
-    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "conv2d", "conv2d_backward", "conv1d", "conv1d_backward",
+    "conv_transpose2d", "conv_transpose2d_backward", "conv_transpose1d", "conv_transpose1d_backward",
+    "im2col", "col2im", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "max_pool1d", "max_pool1d_backward", "avg_pool1d", "avg_pool1d_backward",
+    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
+    "batch_norm", "batch_norm_backward", "relu", "relu_backward", "softmax_cross_entropy",
 )
+# Functions returning (values, int64 indices), whose results are compared exactly.
+MAX_POOLS = ("max_pool2d", "max_pool1d")
+# Arguments a function updates in place (batch_norm's running statistics, in training): they
+# are not "inputs left untouched"; instead their new values must equal the reference's.
+IN_PLACE_ARGS = {"batch_norm": ("running_mean", "running_var")}
 
 # Each worker may use at most this much address space: a request for an enormous array then
 # fails quickly with MemoryError instead of paging the shared machine to death.
@@ -236,29 +249,44 @@ def _convert_dtype(array, dtype):
 # Valid calls (shapes from the formulas of API.md, never from fastconv)
 # ----------------------------------------------------------------------------------------------
 
-def out_size(size, k, s, p, d=1):
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+def out_size(size, k, s, p, d=1, ceil_mode=False):
+    """The output length of API.md; with ceil_mode torch's: rounded up, and a last window that
+    would start in the right padding dropped."""
+    out = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
 
 
-def _small_window(src, nd, pool=False):
-    """(kernel, stride, padding, dilation, input sizes) with an output of at least 1."""
+def windows_read_input(size, k, s, p, d, ceil_mode):
+    """Whether every pooling window along an axis has a tap inside the input."""
+    out = out_size(size, k, s, p, d, ceil_mode)
+    return all(any(0 <= o * s - p + i * d < size for i in range(k)) for o in range(out))
+
+
+def _small_window(src, nd, pool=None, ceil_mode=False, default_stride=False):
+    """(kernel, stride, padding, dilation, input sizes) with an output of at least 1.
+    pool: None (convolution), "max" or "avg"; default_stride: stride = kernel_size."""
     kernel, stride, padding, dilation, sizes = [], [], [], [], []
     for _ in range(nd):
         k = src.int(1, 4)
-        s = src.int(1, 3)
+        s = k if default_stride else src.int(1, 3)
         p = src.int(0, k // 2) if pool else src.int(0, 2)
-        d = 1 if pool else src.int(1, 2)
+        d = src.int(1, 2) if pool in (None, "max") else 1
         span = d * (k - 1) + 1
-        lo = max(1, span - 2 * p)
+        lo = max(1, span - 2 * p - (s - 1 if ceil_mode else 0))
+        size = src.int(lo, lo + 5)
+        while pool == "max" and not windows_read_input(size, k, s, p, d, ceil_mode):
+            size += 1  # fastconv refuses a max-pooling window of padding alone
         kernel.append(k), stride.append(s), padding.append(p), dilation.append(d)
-        sizes.append(src.int(lo, lo + 5))
+        sizes.append(size)
     return kernel, stride, padding, dilation, sizes
 
 
 HUGE = 2**31 - 1  # the largest hyper-parameter fastconv accepts
 
 
-def huge_window(src, nd, pool=False):
+def huge_window(src, nd, pool=None, ceil_mode=False, default_stride=False):
     """Like valid_window, but with hyper-parameters up to 2**31 - 1 and a tiny output: dilated
     kernels (convolution) or kernels (pooling) of ~2**31 over a tiny input, almost all padding.
     Exercises every index product of the kernels near and beyond 2**31 and 2**32."""
@@ -266,11 +294,12 @@ def huge_window(src, nd, pool=False):
     for _ in range(nd):
         size = src.int(1, 4)
         s = src.choice((1, 2, 3, HUGE, 2**30))
-        if pool:
+        if pool:  # every window valid without ceil_mode, hence with it too
             k = src.choice((1, 2, 3, HUGE, HUGE - 1, 2**30, 2**20 + 1))
             d = 1
             # padding <= k // 2 and size + 2p >= k: p = k // 2 - t with 2t <= size - k % 2
             p = k // 2 - src.int(0, min(k // 2, max(0, (size - k % 2) // 2)))
+            s = k if default_stride else s
         else:
             k = src.choice((1, 2, 3))
             d = src.choice((1, 2, HUGE, 2**30 + 1, 2**20)) if k > 1 else src.choice((1, HUGE))
@@ -284,6 +313,50 @@ def huge_window(src, nd, pool=False):
     return kernel, stride, padding, dilation, sizes
 
 
+def string_padding_window(src, nd):
+    """(kernel, stride, padding, dilation, sizes, output sizes) of a convolution whose padding
+    is "same" (stride 1, output size = input size) or "valid" (no padding)."""
+    kernel = [src.int(1, 4) for _ in range(nd)]
+    dilation = [src.int(1, 2) for _ in range(nd)]
+    if src.bool():
+        sizes = [src.int(1, 6) for _ in range(nd)]
+        return kernel, [1] * nd, "same", dilation, sizes, sizes
+    stride = [src.int(1, 3) for _ in range(nd)]
+    sizes = [d * (k - 1) + 1 + src.int(0, 4) for k, d in zip(kernel, dilation)]
+    outs = [out_size(size, k, s, 0, d) for size, k, s, d in zip(sizes, kernel, stride, dilation)]
+    return kernel, stride, "valid", dilation, sizes, outs
+
+
+def transposed_size(size, k, s, p, op, d):
+    """OH = (H - 1)*s - 2*p + d*(k - 1) + op + 1 (API.md)."""
+    return (size - 1) * s - 2 * p + d * (k - 1) + op + 1
+
+
+def transposed_window(src, nd, huge=False):
+    """(kernel, stride, padding, output_padding, dilation, sizes) of a valid transposed
+    convolution: output_padding below the stride or the dilation, an output of at least 1.
+    huge: strides, dilations and output paddings up to 2**31 - 1 whose output stays tiny."""
+    kernel, stride, padding, output_padding, dilation, sizes = [], [], [], [], [], []
+    for _ in range(nd):
+        pattern = src.int(0, 3) if huge else 0
+        if pattern == 1:    # input rows 1 and 0 land on output rows 0 and 1, nothing else inside
+            k, size, s, d, op = 2, 2, HUGE - 1, HUGE, 0
+            p = s
+        elif pattern == 2:  # a huge stride: only the output_padding rows after one input row
+            k, size, s, d, op, p = 1, 1, src.choice((HUGE, 2**30)), 1, src.int(0, 3), 0
+        elif pattern == 3:  # a huge dilation, padding taking most of it back
+            k, size, s, d = 2, 1, 1, src.choice((2**30 + 1, HUGE))
+            op = src.int(0, 2)
+            p = d // 2
+        else:
+            k, s, d, size = src.int(1, 4), src.int(1, 3), src.int(1, 2), src.int(1, 5)
+            op = src.int(0, max(s, d) - 1)
+            p = src.int(0, min(2, (transposed_size(size, k, s, 0, op, d) - 1) // 2))
+        kernel.append(k), stride.append(s), padding.append(p), output_padding.append(op)
+        dilation.append(d), sizes.append(size)
+    return kernel, stride, padding, output_padding, dilation, sizes
+
+
 def valid_call(src, name, huge=False):
     """Named arguments of a valid call of `name` (a dict in signature order) and how to spell
     its hyper-parameters (nd). huge: hyper-parameters up to 2**31 - 1 (see huge_window)."""
@@ -291,18 +364,37 @@ def valid_call(src, name, huge=False):
     c, f = src.int(1, 3), src.int(1, 3)
     dtype = src.choice((np.float32, np.float64, np.float32, np.float64, np.int64, np.bool_, np.float16))
     valid_window = huge_window if huge else _small_window
+    if name in LAYER_FUNCTION_CALLS:
+        return LAYER_FUNCTION_CALLS[name](src, n, c, dtype), 2
     if name.startswith("conv"):
-        nd = 1 if name.startswith("conv1d") else 2
-        kernel, stride, padding, dilation, sizes = valid_window(src, nd)
-        x = make_array(src, (n, c, *sizes), dtype)
-        w = make_array(src, (f, c, *kernel), src.choice((dtype, np.float32, np.float64)))
-        hyper = {"stride": spell_pair(src, stride, nd), "padding": spell_pair(src, padding, nd),
-                 "dilation": spell_pair(src, dilation, nd)}
+        nd = 1 if "1d" in name else 2
+        # groups divide both channel counts: c and f are per-group counts times groups
+        groups = src.choice((1, 1, 1, 2, 3))
+        other = src.choice((dtype, np.float32, np.float64))
+        if name.startswith("conv_transpose"):
+            kernel, stride, padding, output_padding, dilation, sizes = transposed_window(src, nd, huge)
+            x = make_array(src, (n, c * groups, *sizes), dtype)
+            w = make_array(src, (c * groups, f, *kernel), other)
+            hyper = {"stride": spell_pair(src, stride, nd), "padding": spell_pair(src, padding, nd),
+                     "output_padding": spell_pair(src, output_padding, nd), "groups": spell_int(src, groups),
+                     "dilation": spell_pair(src, dilation, nd)}
+            outs = [transposed_size(*v) for v in zip(sizes, kernel, stride, padding, output_padding, dilation)]
+        else:
+            if not huge and src.int(0, 3) == 0:
+                kernel, stride, padding, dilation, sizes, outs = string_padding_window(src, nd)
+                padding_arg = padding
+            else:
+                kernel, stride, padding, dilation, sizes = valid_window(src, nd)
+                outs = [out_size(*v) for v in zip(sizes, kernel, stride, padding, dilation)]
+                padding_arg = spell_pair(src, padding, nd)
+            x = make_array(src, (n, c * groups, *sizes), dtype)
+            w = make_array(src, (f * groups, c, *kernel), other)
+            hyper = {"stride": spell_pair(src, stride, nd), "padding": padding_arg,
+                     "dilation": spell_pair(src, dilation, nd), "groups": spell_int(src, groups)}
         if name.endswith("backward"):
-            outs = [out_size(*v) for v in zip(sizes, kernel, stride, padding, dilation)]
-            dout = make_array(src, (n, f, *outs), src.choice((dtype, np.float32, np.float64)))
+            dout = make_array(src, (n, f * groups, *outs), src.choice((dtype, np.float32, np.float64)))
             return {"dout": dout, "x": x, "w": w, **hyper}, nd
-        b = None if src.bool() else make_array(src, (f,), src.choice((dtype, np.float32, np.float64)))
+        b = None if src.bool() else make_array(src, (f * groups,), src.choice((dtype, np.float32, np.float64)))
         return {"x": x, "w": w, "b": b, **hyper}, nd
     if name in ("im2col", "col2im"):
         kernel, stride, padding, dilation, (h, w_) = valid_window(src, 2)
@@ -313,28 +405,133 @@ def valid_call(src, name, huge=False):
         outs = [out_size(*v) for v in zip((h, w_), kernel, stride, padding, dilation)]
         cols = make_array(src, (n, c * kernel[0] * kernel[1], outs[0] * outs[1]), dtype)
         return {"cols": cols, "input_shape": (n, c, h, w_), **hyper}, 2
-    kernel, stride, padding, _, (h, w_) = valid_window(src, 2, pool=True)
-    stride_arg = None if src.int(0, 3) == 0 else spell_pair(src, stride)
-    if stride_arg is None:
-        stride = kernel
-    outs = [out_size(*v) for v in zip((h, w_), kernel, stride, padding)]
-    input_shape = spell_shape(src, (n, c, h, w_))
-    if name == "max_pool2d":
-        return {"x": make_array(src, (n, c, h, w_), dtype), "kernel_size": spell_pair(src, kernel),
-                "stride": stride_arg, "padding": spell_pair(src, padding)}, 2
-    if name == "max_pool2d_backward":
-        dout = make_array(src, (n, c, *outs), dtype)
+    if name.startswith("adaptive"):
+        return adaptive_call(src, name, n, c, dtype), 2
+    nd = 1 if "1d" in name else 2
+    kind = "max" if name.startswith("max") else "avg"
+    ceil_mode, default_stride = src.bool(), src.int(0, 3) == 0
+    kernel, stride, padding, dilation, sizes = valid_window(src, nd, kind, ceil_mode, default_stride)
+    outs = [out_size(*v, ceil_mode) for v in zip(sizes, kernel, stride, padding, dilation)]
+    window = {"kernel_size": spell_pair(src, kernel, nd),
+              "stride": None if default_stride else spell_pair(src, stride, nd),
+              "padding": spell_pair(src, padding, nd)}
+    # Options are left at their defaults now and then, and spelled as bools or NumPy bools.
+    options = {}
+    if kind == "max" and (max(dilation) > 1 or src.bool()):
+        options["dilation"] = spell_pair(src, dilation, nd)
+    if ceil_mode or src.bool():
+        options["ceil_mode"] = np.bool_(ceil_mode) if src.bool() else ceil_mode
+    if kind == "avg":
+        if src.bool():
+            options["count_include_pad"] = src.bool()
+        if nd == 2 and src.bool():
+            options["divisor_override"] = spell_int(src, src.choice((1, 2, 3, 7, HUGE)))
+    input_shape = spell_shape(src, (n, c, *sizes))
+    if name == f"{kind}_pool{nd}d":
+        return {"x": make_array(src, (n, c, *sizes), dtype), **window, **options}, nd
+    dout = make_array(src, (n, c, *outs), dtype)
+    if kind == "max":
         rng = np.random.default_rng(src.int(0, 2**32 - 1))
         idx_dtype = src.choice((np.int64, np.int64, np.int32, np.uint8, np.uint64, np.intp))
-        top = min(h * w_, np.iinfo(idx_dtype).max + 1)
+        top = min(math.prod(sizes), np.iinfo(idx_dtype).max + 1)
         indices = relayout(src, rng.integers(0, top, size=dout.shape).astype(idx_dtype))
-        return {"dout": dout, "indices": indices, "input_shape": input_shape}, 2
-    if name == "avg_pool2d":
-        return {"x": make_array(src, (n, c, h, w_), dtype), "kernel_size": spell_pair(src, kernel),
-                "stride": stride_arg, "padding": spell_pair(src, padding)}, 2
-    dout = make_array(src, (n, c, *outs), dtype)
-    return {"dout": dout, "input_shape": input_shape, "kernel_size": spell_pair(src, kernel),
-            "stride": stride_arg, "padding": spell_pair(src, padding)}, 2
+        return {"dout": dout, "indices": indices, "input_shape": input_shape}, nd
+    return {"dout": dout, "input_shape": input_shape, **window, **options}, nd
+
+
+def adaptive_call(src, name, n, c, dtype):
+    """A valid adaptive_avg_pool2d (or backward) call: outputs smaller and larger than the
+    input, None entries (the input size) in the forward."""
+    h, w_ = src.int(1, 9), src.int(1, 9)
+    oh, ow = src.choice((1, 2, 3, 5, 12)), src.choice((1, 2, 4, 7, 16))
+    if name == "adaptive_avg_pool2d_backward":
+        return {"dout": make_array(src, (n, c, oh, ow), dtype), "input_shape": spell_shape(src, (n, c, h, w_))}
+    form = src.choice(("pair", "int", "none_h", "none_w"))
+    if form == "int":
+        output_size = spell_int(src, oh)
+    elif form == "pair":
+        output_size = spell_pair(src, (oh, ow))
+    else:
+        output_size = (None, spell_int(src, ow)) if form == "none_h" else [spell_int(src, oh), None]
+    return {"x": make_array(src, (n, c, h, w_), dtype), "output_size": output_size}
+
+
+def _batch_norm_shape(src, n, c):
+    """(shape, data_format, values per channel) of a batch-norm operand; data_format None
+    means the default (NCHW)."""
+    spatial = [src.int(1, 4) for _ in range(src.int(0, 2))]
+    data_format = src.choice((None, "NCHW", "NHWC"))
+    shape = (n, *spatial, c) if data_format == "NHWC" else (n, c, *spatial)
+    return shape, data_format, n * int(np.prod(spatial))
+
+
+def _float_dtype(src):
+    return src.choice((np.float32, np.float64, np.float32, np.float64, np.int64, np.float16))
+
+
+def _batch_norm_call(src, n, c, dtype):
+    training = src.bool()
+    if training and n == 1:
+        n = 2  # training needs more than one value per channel
+    shape, data_format, _ = _batch_norm_shape(src, n, c)
+    args = {"x": make_array(src, shape, dtype)}
+    for key in ("weight", "bias"):
+        args[key] = None if src.bool() else make_array(src, (c,), _float_dtype(src))
+    rng = np.random.default_rng(src.int(0, 2**32 - 1))
+    if training and src.bool():
+        args["running_mean"], args["running_var"] = None, None
+    else:
+        for key, offset in (("running_mean", 0.0), ("running_var", 0.5)):
+            values = np.abs(rng.standard_normal(c)) + offset if offset else rng.standard_normal(c)
+            if training:  # updated in place: a writeable floating array, of any layout
+                stat = values.astype(src.choice((np.float32, np.float64)))
+                args[key] = stat if src.bool() else np.repeat(stat, 2)[::2]
+            else:
+                args[key] = relayout(src, values.astype(_float_dtype(src)))
+    args["training"] = training if src.int(0, 3) else np.bool_(training)
+    args["momentum"] = src.choice((0.1, 0.0, 1.0, 0.5, np.float32(0.25)))
+    # (eps = 0 is refused in training and divides by a zero variance in evaluation: tested
+    # by hand, not fuzzed.)
+    args["eps"] = src.choice((1e-5, 1e-3, 1))
+    if data_format is not None:
+        args["data_format"] = data_format
+    return args
+
+
+def _batch_norm_backward_call(src, n, c, dtype):
+    shape, data_format, _ = _batch_norm_shape(src, n, c)
+    args = {"dout": make_array(src, shape, dtype), "x": make_array(src, shape, dtype),
+            "weight": None if src.bool() else make_array(src, (c,), _float_dtype(src)),
+            "mean": make_array(src, (c,), _float_dtype(src)),
+            "invstd": relayout(src, np.abs(np.random.default_rng(src.int(0, 2**32 - 1)).standard_normal(c)) + 0.1),
+            "training": src.bool()}
+    if data_format is not None:
+        args["data_format"] = data_format
+    return args
+
+
+def _elementwise_shape(src):
+    return tuple(src.int(0, 4) for _ in range(src.int(0, 4)))
+
+
+def _softmax_call(src, n, c, dtype):
+    k = src.int(1, 4)
+    if src.bool():
+        rng = np.random.default_rng(src.int(0, 2**32 - 1))
+        labels = rng.integers(0, k, size=n).astype(src.choice((np.int64, np.int32, np.uint8, np.uint64)))
+        return {"logits": make_array(src, (n, k), dtype), "target": relayout(src, labels)}
+    return {"logits": make_array(src, (n, k), dtype), "target": make_array(src, (n, k), _float_dtype(src))}
+
+
+LAYER_FUNCTION_CALLS = {
+    "batch_norm": _batch_norm_call,
+    "batch_norm_backward": _batch_norm_backward_call,
+    "relu": lambda src, n, c, dtype: {"x": make_array(src, _elementwise_shape(src), dtype)},
+    "relu_backward": lambda src, n, c, dtype: (
+        lambda shape: {"dout": make_array(src, shape, dtype), "y": make_array(src, shape, dtype)}
+    )(_elementwise_shape(src)),
+    "softmax_cross_entropy": _softmax_call,
+}
 
 
 def spell_shape(src, shape):
@@ -352,17 +549,29 @@ def spell_shape(src, shape):
 # Mutations. Each returns True when the call stays valid (so it must still succeed).
 # ----------------------------------------------------------------------------------------------
 
-ARRAY_ARGS = ("x", "w", "b", "dout", "cols", "indices")
-HYPER_ARGS = ("kernel_size", "stride", "padding", "dilation")
+ARRAY_ARGS = ("x", "w", "b", "dout", "cols", "indices", "weight", "bias", "running_mean", "running_var",
+              "mean", "invstd", "y", "logits", "target")
+# ints or pairs of ints
+HYPER_ARGS = ("kernel_size", "stride", "padding", "output_padding", "dilation", "groups", "output_size")
+OPTION_ARGS = ("ceil_mode", "count_include_pad", "divisor_override")           # bools, None or an int
+# The layer functions' scalar arguments: replaced by odd values, validity unknown (momentum 0
+# and eps 1 are valid, momentum 2 is not).
+SCALAR_ARGS = ("training", "momentum", "eps", "data_format")
+WEIRD_SCALARS = ["NHWC", "NCHW", "nchw", "NCL", 0.5, -0.5, 1e300, np.float64("nan"), np.bool_(False)]
 
 
 def mutate(src, name, args, nd):
     arrays = [k for k in args if k in ARRAY_ARGS and isinstance(args[k], np.ndarray)]
     hypers = [k for k in args if k in HYPER_ARGS]
+    options = [k for k in args if k in OPTION_ARGS]
+    scalars = [k for k in args if k in SCALAR_ARGS]
     kind = src.choice((
         "dtype", "ndim", "dim", "zero_dim", "not_array", "hyper", "hyper", "hyper_big",
-        "input_shape", "indices", "special", "layout", "valid_spelling",
+        "input_shape", "indices", "special", "layout", "valid_spelling", "scalar",
     ))
+    if kind == "scalar" and scalars:
+        args[src.choice(scalars)] = src.choice(WEIRD_INTS + WEIRD_OTHERS + WEIRD_SCALARS)
+        return None
     if kind in ("dtype", "ndim", "dim", "zero_dim", "special", "layout") and arrays:
         key = src.choice(arrays)
         a = args[key]
@@ -371,6 +580,10 @@ def mutate(src, name, args, nd):
             args[key] = convert_dtype(src, a, dtype)
             if key == "indices":  # any integer dtype that holds the values is accepted
                 return dtype.kind in "iu" and _indices_fit(a, dtype)
+            if key == "target" and a.ndim == 1:  # class labels: integers (small ones)
+                return dtype.kind in "iu"
+            if key in IN_PLACE_ARGS.get(name, ()) and args.get("training", True):
+                return dtype.kind == "f"  # updated in place
             return dtype.kind in ACCEPTED_KINDS
         if kind == "ndim":
             if a.ndim > 0 and src.bool():
@@ -391,7 +604,8 @@ def mutate(src, name, args, nd):
             return key != "indices"
         if kind == "layout":
             args[key] = relayout(src, np.array(a))
-            return True
+            # A read-only layout of a statistic that training updates in place is refused.
+            return bool(args[key].flags.writeable) or key not in IN_PLACE_ARGS.get(name, ())
         return True
     if kind == "not_array":
         keys = [k for k in args if k in ARRAY_ARGS or k == "input_shape"]
@@ -400,8 +614,8 @@ def mutate(src, name, args, nd):
             args[key] = src.choice([None, 3.0, "abc", [[1.0, 2.0], [3.0]], {"a": 1}, NotAnArray(),
                                     [], [[[[]]]], np.float64(2.0), b"xy"])
             return False
-    if kind in ("hyper", "hyper_big") and hypers:
-        key = src.choice(hypers)
+    if kind in ("hyper", "hyper_big") and hypers + options:
+        key = src.choice(hypers + options)
         if kind == "hyper_big":
             value = src.choice(WEIRD_INTS)
             if src.bool():
@@ -413,21 +627,22 @@ def mutate(src, name, args, nd):
     if kind == "input_shape" and _is_shape(args.get("input_shape")):
         shape = [int(v) for v in args["input_shape"]]
         how = src.choice(("len", "neg", "zero", "huge", "float", "string", "dim", "nested"))
+        last = len(shape) - 1
         if how == "len":
-            shape = shape + [1] if src.bool() else shape[:3]
+            shape = shape + [1] if src.bool() else shape[:last]
         elif how == "neg":
-            shape[src.int(0, 3)] = -src.int(1, 3)
+            shape[src.int(0, last)] = -src.int(1, 3)
         elif how == "zero":
-            shape[src.int(1, 3)] = 0
+            shape[src.int(1, last)] = 0
         elif how == "huge":
-            shape[src.int(0, 3)] = src.choice((2**31, 2**32 + 3, 2**62, 2**63, 2**64, 10**30))
+            shape[src.int(0, last)] = src.choice((2**31, 2**32 + 3, 2**62, 2**63, 2**64, 10**30))
         elif how == "float":
-            shape[src.int(0, 3)] = 2.0
+            shape[src.int(0, last)] = 2.0
         elif how == "string":
             args["input_shape"] = "1,1,4,4"
             return False
         elif how == "dim":
-            axis = src.int(0, 3)
+            axis = src.int(0, last)
             shape[axis] += src.choice((-1, 1, 3))
             args["input_shape"] = tuple(shape)
             return None  # may or may not stay valid (e.g. H + 1 with a stride of 2)
@@ -438,14 +653,14 @@ def mutate(src, name, args, nd):
         return False
     if kind == "indices" and isinstance(args.get("indices"), np.ndarray) and args["indices"].ndim:
         idx = np.array(args["indices"])
-        n, c, h, w = [int(v) for v in args["input_shape"]] if _is_shape(args["input_shape"]) else (1, 1, 1, 1)
+        plane = math.prod(int(v) for v in args["input_shape"][2:]) if _is_shape(args["input_shape"]) else 1
         how = src.choice(("too_big", "negative", "float", "bool", "uint64", "shape", "object", "int8"))
         if idx.dtype.kind not in "iufb":
             return False
         if how in ("too_big", "negative") and idx.size:
             flat = idx.astype(np.int64).reshape(-1)
             pos = src.int(0, flat.size - 1)
-            flat[pos] = (h * w + src.choice((0, 1, 2**31, 2**40))) if how == "too_big" else -src.choice((1, 2**31, 2**63))
+            flat[pos] = (plane + src.choice((0, 1, 2**31, 2**40))) if how == "too_big" else -src.choice((1, 2**31, 2**63))
             args["indices"] = flat.reshape(idx.shape)
         elif how == "float":
             args["indices"] = idx.astype(np.float64)
@@ -466,6 +681,10 @@ def mutate(src, name, args, nd):
     if kind == "valid_spelling" and hypers:
         key = src.choice(hypers)
         value = args[key]
+        if key == "groups":  # an int, never a pair
+            if isinstance(value, (int, np.integer)) and 1 <= value < 2**31:
+                args[key] = spell_int(src, int(value))
+            return True
         if value is not None and not isinstance(value, np.ndarray):
             pair = value if isinstance(value, (tuple, list)) else (value,) * nd
             pair = [int(v) for v in pair] if all(isinstance(v, (int, np.integer)) for v in pair) else []
@@ -477,7 +696,7 @@ def mutate(src, name, args, nd):
 
 def _is_shape(value):
     try:
-        return len(value) == 4 and all(isinstance(v, (int, np.integer)) for v in value)
+        return len(value) in (3, 4) and all(isinstance(v, (int, np.integer)) for v in value)
     except TypeError:
         return False
 
@@ -568,6 +787,17 @@ def _snapshot(value):
     return pickle.dumps(value)
 
 
+def _in_place(case):
+    """The arguments this call may update in place (batch_norm's statistics in training)."""
+    training = case.args.get("training", True)
+    return IN_PLACE_ARGS.get(case.name, ()) if isinstance(training, (bool, np.bool_)) and training else ()
+
+
+def _restore(snapshot):
+    """A fresh copy of a snapshotted argument."""
+    return snapshot.copy() if isinstance(snapshot, np.ndarray) else pickle.loads(snapshot)
+
+
 def _same(before, value):
     if isinstance(before, np.ndarray):
         if not isinstance(value, np.ndarray) or before.shape != value.shape or before.dtype != value.dtype:
@@ -580,7 +810,8 @@ def _same(before, value):
 
 def _expected_dtype(case):
     floats = []
-    for key in ("x", "w", "b", "dout", "cols"):
+    # Every floating array argument votes (class labels are integers and cannot).
+    for key in ARRAY_ARGS:
         value = case.args.get(key)
         if value is not None:
             dtype = np.asarray(value).dtype
@@ -602,7 +833,7 @@ def _close(a, b, dtype, inputs_tame, exact):
     if not np.array_equal(np.isnan(a), np.isnan(b)):
         return False
     finite = np.isfinite(a) & np.isfinite(b)
-    if not np.array_equal(a[~finite], b[~finite]):
+    if not np.array_equal(a[~finite], b[~finite], equal_nan=True):
         return False
     eps = np.finfo(dtype).eps
     scale = float(np.max(np.abs(b[finite]), initial=0.0)) + 1.0
@@ -625,6 +856,7 @@ def run_case(case):
 
     fastconv.set_num_threads(case.threads)
     before = {k: _snapshot(v) for k, v in case.args.items()}
+    in_place = _in_place(case)
     try:
         result = _call(case, case.where)
     except (ValueError, TypeError) as exc:
@@ -641,20 +873,24 @@ def run_case(case):
     except Exception as exc:  # anything else breaks the contract
         return "bad", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"
     for key, value in case.args.items():
-        if not _same(before[key], value):
+        if key not in in_place and not _same(before[key], value):
             return "wrong", f"input {key} was modified"
     outputs = _as_tuple(result)
+    if case.name == "softmax_cross_entropy":
+        if not isinstance(outputs[0], float):
+            return "wrong", f"the loss is not a Python float: {type(outputs[0])}"
+        outputs = (np.array(outputs[0]),) + outputs[1:]  # compared with the reference below
     inputs = [v for v in case.args.values() if isinstance(v, np.ndarray)]
-    for out in outputs:
+    for out in outputs[1:] if case.name == "softmax_cross_entropy" else outputs:
         if not isinstance(out, np.ndarray) or not out.flags.c_contiguous:
             return "wrong", f"result is not a C-contiguous ndarray: {type(out)}"
         if any(np.shares_memory(out, a) for a in inputs):
             return "wrong", "result shares memory with an input"
     dtype = _expected_dtype(case)
-    float_outs = outputs if case.name != "max_pool2d" else outputs[:1]
+    float_outs = {"softmax_cross_entropy": outputs[1:]}.get(case.name, outputs[:1] if case.name in MAX_POOLS else outputs)
     if any(o.dtype != dtype for o in float_outs):
         return "wrong", f"result dtype {[o.dtype for o in outputs]}, expected {np.dtype(dtype)}"
-    if case.name == "max_pool2d" and outputs[1].dtype != np.int64:
+    if case.name in MAX_POOLS and outputs[1].dtype != np.int64:
         return "wrong", f"indices dtype {outputs[1].dtype}"
     # The oracle: the same call on the reference backend (skipped when it would be too slow,
     # e.g. a huge padding that the reference materialises).
@@ -662,8 +898,10 @@ def run_case(case):
     if uses_compiled:
         signal.signal(signal.SIGALRM, _raise_oracle_timeout)
         signal.setitimer(signal.ITIMER_REAL, ORACLE_SECONDS)
+        # The reference starts from the same running statistics (the call above updated them).
+        original = case._replace(args={k: _restore(before[k]) if k in in_place else v for k, v in case.args.items()})
         try:
-            expected = _as_tuple(_call(case, "reference"))
+            expected = _as_tuple(_call(original, "reference"))
         except (_OracleTimeout, MemoryError):
             return "ok", "oracle skipped (too large for the reference)"
         except ValueError as exc:
@@ -677,9 +915,15 @@ def run_case(case):
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         tame = _tame(case)
-        exact = case.name in ("max_pool2d", "im2col")  # no arithmetic: bitwise equal
+        exact = case.name in MAX_POOLS + ("im2col", "relu", "relu_backward")  # no arithmetic: bitwise equal
+        expected = tuple(np.asarray(e) if isinstance(e, float) else e for e in expected)
+        for key in in_place:
+            if isinstance(case.args[key], np.ndarray):
+                outputs, expected = outputs + (case.args[key],), expected + (original.args[key],)
         for k, (a, b) in enumerate(zip(outputs, expected)):
-            if not _close(a, b, dtype, tame, exact):
+            # The tolerance of the computation dtype, or of a coarser one an output is stored in.
+            coarser = b.dtype.kind == "f" and np.finfo(b.dtype).eps > np.finfo(dtype).eps
+            if not _close(a, b, b.dtype if coarser else dtype, tame, exact):
                 return "wrong", f"output {k} differs from the reference (max |diff| {_maxdiff(a, b)})"
     return "ok", ""
 

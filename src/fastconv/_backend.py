@@ -4,14 +4,52 @@ A backend is a module with the kernel functions below, each receiving arguments 
 fastconv._validation has already checked (C-contiguous arrays of the computation dtype, a
 non-empty batch, hyper-parameters as (h, w) tuples of ints) and returning new arrays:
 
-    conv2d(x, w, b, stride, padding, dilation) -> y              (b may be None)
-    conv2d_backward(dout, x, w, stride, padding, dilation) -> (dx, dw, db)
+    conv2d(x, w, b, stride, padding, dilation, groups) -> y      (b may be None; padding is
+    conv2d_backward(dout, x, w, stride, padding, dilation, groups)     ((top, bottom), (left, right)))
+        -> (dx, dw, db)
+    conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation) -> y
+    conv_transpose2d_backward(dout, x, w, stride, padding, output_padding, groups, dilation)
+        -> (dx, dw, db)
     im2col(x, kernel_size, stride, padding, dilation) -> cols
     col2im(cols, input_shape, kernel_size, stride, padding, dilation) -> x
-    max_pool2d(x, kernel_size, stride, padding) -> (y, indices)
+    max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode) -> (y, indices)
     max_pool2d_backward(dout, indices, input_shape) -> dx
-    avg_pool2d(x, kernel_size, stride, padding) -> y
-    avg_pool2d_backward(dout, input_shape, kernel_size, stride, padding) -> dx
+    avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+               divisor_override) -> y                       (divisor_override may be None)
+    avg_pool2d_backward(dout, input_shape, kernel_size, stride, padding, ceil_mode,
+                        count_include_pad, divisor_override) -> dx
+    adaptive_avg_pool2d(x, output_size) -> y                 (output_size: (OH, OW))
+    adaptive_avg_pool2d_backward(dout, input_shape) -> dx
+
+ceil_mode and count_include_pad are bools, divisor_override None or an int >= 1. The 1-D
+functions reach the 2-D kernels with H = 1 (conv1d as conv2d, max_pool1d as max_pool2d, ...).
+
+The layer functions' kernels see a batch-norm operand as an (outer, C, inner) array: NCHW input
+is (N, C, H*W), channels-last and 2-D input (N*H*W, C, 1); weight, bias, mean and invstd are
+(C,) arrays of the same dtype (weight and bias may be None: ones, zeros):
+
+    batch_norm_statistics(x) -> (mean, var)      float64 (C,): batch mean, biased variance
+    batch_norm_forward(x, weight, bias, mean, invstd) -> y
+    batch_norm_backward(dout, x, weight, mean, invstd, training) -> (dx, dweight, dbias)
+    relu(x) -> y                                 x flat (1-D); so are the arrays below
+    relu_backward(dout, y) -> dx
+    dropout(x, u, p, scale, out=None) -> (y, keep)
+        u: float64 uniform draws in [0, 1), one per element; keep = u >= p (bool);
+        y = x * (scale where kept, else 0); out=(y, keep) fills preallocated arrays
+    dropout_backward(dout, keep, scale) -> dx
+    softmax_cross_entropy(logits, target) -> (loss, dlogits)
+        logits (N, K) with N >= 1; target int64 labels (N,) in [0, K) or probabilities (N, K)
+
+The drop-ins (fastconv.cs231n, fastconv.dlfs) add, through fastconv._dropin_api:
+
+    im2row(x, kernel_size, stride, padding) -> rows     (N*OH*OW, C*KH*KW): the book's im2col
+    row2im(rows, input_shape, kernel_size, stride, padding) -> x
+    affine(x, w, b) -> y                         x (M, K) @ w (K, N) + b (b may be None)
+    affine_backward(dout, x, w) -> (dx, dw, db)  new arrays
+    group_norm_forward(x, weight, bias, inner, eps) -> (y, mean, invstd)
+        x (N, G, M): rows (n, g) of C/G channel planes of `inner` elements; mean, invstd (N, G)
+    group_norm_backward(dout, x, weight, mean, invstd, inner) -> (dx, dweight, dbias)
+    svm_loss(x, labels) -> (loss, dx)            x (N, K) with N >= 1, int64 labels
 
 FASTCONV_BACKEND selects the backend at import. When the extension cannot be imported,
 fastconv still works on the reference backend and warns once.
@@ -23,12 +61,15 @@ import os
 import threading
 import warnings
 
+from fastconv import _threads
+
 BACKENDS = ("cython", "reference")
 
 _modules = {"reference": importlib.import_module("fastconv.reference._vectorised")}
 extension_error = None  # why the compiled backend is missing, when it is
 try:
-    _modules["cython"] = importlib.import_module("fastconv._cython_backend")
+    with _threads.openmp_spin_policy():
+        _modules["cython"] = importlib.import_module("fastconv._cython_backend")
 except ImportError as exc:
     extension_error = exc
     warnings.warn(

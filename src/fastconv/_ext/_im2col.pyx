@@ -18,22 +18,7 @@ cdef index_t SERIAL_ELEMENTS = 1 << 16
 
 cdef inline void valid_columns(const Window2D* g, index_t j, index_t* lo, index_t* hi) noexcept nogil:
     """[lo, hi): the output columns ow whose input column ow*sw - pw + j*dw is inside the image."""
-    cdef index_t offset = j * g.dilation_w - g.pad_w   # input column of ow = 0
-    cdef index_t first = 0, stop
-    if offset < 0:
-        first = (-offset + g.stride_w - 1) // g.stride_w
-    if g.width - 1 - offset < 0:
-        stop = 0
-    else:
-        stop = (g.width - 1 - offset) // g.stride_w + 1
-    if first > g.out_w:
-        first = g.out_w
-    if stop > g.out_w:
-        stop = g.out_w
-    if stop < first:
-        stop = first
-    lo[0] = first
-    hi[0] = stop
+    valid_range(g.width, g.out_w, g.stride_w, j * g.dilation_w - g.pad_w, lo, hi)
 
 
 cdef void im2col_image(const floating* x, floating* cols, const Window2D* g,

@@ -1,35 +1,45 @@
-"""Elementwise activations: ReLU, Sigmoid, Tanh."""
+"""Elementwise activations: ReLU, Sigmoid, Tanh, LeakyReLU."""
+
+import numbers
 
 import numpy as np
 
+import fastconv
 from fastconv.nn._base import Layer
 
 
 class ReLU(Layer):
-    """``max(x, 0)``; the gradient is 0 at x == 0 (as PyTorch), NaN passes through."""
+    """``max(x, 0)`` (:func:`fastconv.relu`); the gradient is 0 at x == 0 (as PyTorch) and at NaN,
+    which passes through the forward.
+
+    The layer keeps its output ``y`` for the backward (``y > 0`` is the gradient mask), not a
+    mask of its own: the next layer usually keeps the same array as its input, so the
+    activation is held once. Modifying the returned array in place changes the gradient.
+    """
 
     def forward(self, x):
-        x = self._input(x)
-        positive = x > 0
-        self._cache = positive
-        # np.maximum keeps NaN as NaN (PyTorch does too); its gradient is 0 since NaN > 0 is False.
-        return np.maximum(x, 0, dtype=self.dtype)
+        y = fastconv.relu(self._input(x))
+        self._cache = y
+        return y
 
     def backward(self, dout):
-        positive = self._need_cache()
-        dout = self._dout(dout, positive.shape)
-        return np.where(positive, dout, 0).astype(self.dtype, copy=False)
+        y = self._need_cache()
+        return fastconv.relu_backward(self._dout(dout, y.shape), y)
+
+
+def sigmoid(x):
+    """``1 / (1 + exp(-x))`` of a floating array, without overflow for large |x|, in x's dtype."""
+    # exp(-|x|) never overflows; each sign picks the algebraically equal form that does not
+    # cancel, so sigmoid(-30) keeps full relative precision.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
 class Sigmoid(Layer):
-    """``1 / (1 + exp(-x))``, computed without overflow for large |x|."""
+    """``1 / (1 + exp(-x))``, computed without overflow for large ``abs(x)``."""
 
     def forward(self, x):
-        x = self._input(x)
-        # exp(-|x|) never overflows; each sign picks the algebraically equal form that does
-        # not cancel, so sigmoid(-30) keeps full relative precision.
-        e = np.exp(-np.abs(x))
-        y = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(self.dtype, copy=False)
+        y = sigmoid(self._input(x))
         self._cache = y
         return y.copy()
 
@@ -51,3 +61,29 @@ class Tanh(Layer):
         y = self._need_cache()
         dout = self._dout(dout, y.shape)
         return dout * (1 - y * y)
+
+
+class LeakyReLU(Layer):
+    """``x`` where ``x > 0``, else ``negative_slope * x`` (``torch.nn.LeakyReLU``); the gradient
+    is ``negative_slope`` at ``x == 0``, as torch's, and NaN passes through."""
+
+    def __init__(self, negative_slope=0.01, *, dtype=np.float32, rng=None):
+        super().__init__(dtype=dtype, rng=rng)
+        if isinstance(negative_slope, (bool, np.bool_)) or not isinstance(negative_slope, numbers.Real):
+            raise TypeError(f"LeakyReLU: negative_slope must be a real number, got {negative_slope!r}")
+        if not np.isfinite(negative_slope):
+            raise ValueError(f"LeakyReLU: negative_slope must be finite, got {negative_slope!r}")
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x):
+        x = self._input(x)
+        self._cache = x
+        return np.where(x > 0, x, x * self.dtype.type(self.negative_slope))
+
+    def backward(self, dout):
+        x = self._need_cache()
+        dout = self._dout(dout, x.shape)
+        return np.where(x > 0, dout, dout * self.dtype.type(self.negative_slope))
+
+    def _extra_repr(self):
+        return f"negative_slope={self.negative_slope}"

@@ -1,7 +1,12 @@
-"""Dense layers: Linear, and Flatten, which turns feature maps into its input rows."""
+"""Dense layers: Linear, and Flatten, which turns feature maps into its input rows.
+
+Linear's GEMMs run in the active backend's kernels (the compiled ones on fastconv's own threads,
+never on NumPy's BLAS thread pool, whose spinning workers would compete with them for the cores).
+"""
 
 import numpy as np
 
+from fastconv import _backend
 from fastconv.nn._base import Layer, kaiming_uniform, positive_int
 
 
@@ -29,21 +34,19 @@ class Linear(Layer):
                 f"Linear.forward: x must have shape (..., in_features={self.in_features}), "
                 f"got {x.shape}"
             )
-        y = x @ self.params["weight"].T
-        if "bias" in self.params:
-            y += self.params["bias"]
-        self._cache = (x, y.shape)
-        return y
+        rows = x.reshape(-1, self.in_features)
+        y = _backend.kernels().linear(rows, self.params["weight"], self.params.get("bias"))
+        self._cache = (x, x.shape[:-1] + (self.out_features,))
+        return y.reshape(self._cache[1])
 
     def backward(self, dout):
         x, out_shape = self._need_cache()
         dout = self._dout(dout, out_shape)
-        x2 = x.reshape(-1, self.in_features)
-        d2 = dout.reshape(-1, self.out_features)
-        self.grads["weight"] += d2.T @ x2
-        if "bias" in self.grads:
-            self.grads["bias"] += d2.sum(axis=0)
-        return dout @ self.params["weight"]
+        dx = _backend.kernels().linear_backward(
+            dout.reshape(-1, self.out_features), x.reshape(-1, self.in_features),
+            self.params["weight"], self.grads["weight"], self.grads.get("bias"),
+        )
+        return dx.reshape(x.shape)
 
     def _extra_repr(self):
         return f"{self.in_features}, {self.out_features}, bias={'bias' in self.params}"

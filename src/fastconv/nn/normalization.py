@@ -4,15 +4,23 @@ import numbers
 
 import numpy as np
 
+import fastconv
+from fastconv import _backend
 from fastconv.nn._base import Layer, positive_int
+
+# Dropout draws its uniforms this many at a time into one buffer, which the masking kernel
+# reads back from cache (the same stream as one draw of the whole array).
+_DRAW_CHUNK = 1 << 16
 
 
 class _BatchNorm(Layer):
-    """Normalise each channel (axis 1) over every other axis, as ``torch.nn.BatchNorm*d``.
+    """Normalise each channel (axis 1) over every other axis, as ``torch.nn.BatchNorm*d``
+    (:func:`fastconv.batch_norm`).
 
     Training mode uses the batch's mean and biased variance and updates the running
     statistics ``running = (1 - momentum) * running + momentum * batch`` with the *unbiased*
     batch variance (PyTorch's convention); evaluation mode uses the running statistics.
+    The backward needs only the input and the (C,) mean and invstd, which is what is kept.
     """
 
     _ndims = None
@@ -44,10 +52,6 @@ class _BatchNorm(Layer):
     def running_var(self):
         return self.buffers["running_var"]
 
-    def _broadcast(self, v, ndim):
-        """A (C,) vector shaped to broadcast along axis 1 of an ndim-D array."""
-        return v.reshape((1, -1) + (1,) * (ndim - 2))
-
     def forward(self, x):
         name = type(self).__name__
         x = self._input(x, self._ndims)
@@ -56,46 +60,31 @@ class _BatchNorm(Layer):
                 f"{name}.forward: x has {x.shape[1]} channels (axis 1) but the layer has "
                 f"num_features={self.num_features}; x.shape={x.shape}"
             )
-        axes = (0,) + tuple(range(2, x.ndim))
-        count = x.size // self.num_features
-        if self.training:
-            if count < 2:
-                raise ValueError(
-                    f"{name}.forward: training needs more than one value per channel to compute "
-                    f"a variance, got x.shape={x.shape}"
-                )
-            mean = x.mean(axis=axes)
-            var = x.var(axis=axes)
-            m = self.momentum
-            self.buffers["running_mean"][...] = (1 - m) * self.running_mean + m * mean
-            self.buffers["running_var"][...] = (1 - m) * self.running_var + m * var * (count / (count - 1))
-        else:
-            mean, var = self.running_mean, self.running_var
-        inv_std = (1 / np.sqrt(var + self.eps)).astype(self.dtype)
-        xhat = (x - self._broadcast(mean, x.ndim)) * self._broadcast(inv_std, x.ndim)
-        y = xhat
-        if "weight" in self.params:
-            y = xhat * self._broadcast(self.params["weight"], x.ndim) + self._broadcast(self.params["bias"], x.ndim)
-        self._cache = (xhat, inv_std, axes, count, self.training)
-        return np.array(y, dtype=self.dtype)  # a fresh array: never the cached xhat itself
+        if self.training and x.size // self.num_features < 2:
+            raise ValueError(
+                f"{name}.forward: training needs more than one value per channel to compute "
+                f"a variance, got x.shape={x.shape}"
+            )
+        if self.training and self.eps == 0:
+            raise ValueError(f"{name}.forward: eps must be positive in training (as torch), got eps=0.0")
+        # Training updates the running statistics in place.
+        y, mean, invstd = fastconv.batch_norm(
+            x, self.params.get("weight"), self.params.get("bias"), self.running_mean,
+            self.running_var, self.training, self.momentum, self.eps,
+        )
+        self._cache = (x, mean, invstd, self.training)
+        return y
 
     def backward(self, dout):
-        xhat, inv_std, axes, count, batch_stats = self._need_cache()
-        dout = self._dout(dout, xhat.shape)
-        ndim = xhat.ndim
+        x, mean, invstd, batch_stats = self._need_cache()
+        dout = self._dout(dout, x.shape)
+        dx, dweight, dbias = fastconv.batch_norm_backward(
+            dout, x, self.params.get("weight"), mean, invstd, batch_stats
+        )
         if "weight" in self.params:
-            self.grads["weight"] += (dout * xhat).sum(axis=axes)
-            self.grads["bias"] += dout.sum(axis=axes)
-            dxhat = dout * self._broadcast(self.params["weight"], ndim)
-        else:
-            dxhat = dout
-        if not batch_stats:
-            # Running statistics are constants: the layer is an affine map per channel.
-            return dxhat * self._broadcast(inv_std, ndim)
-        # Mean and variance depend on x: project out the mean and the xhat direction.
-        mean_dxhat = self._broadcast(dxhat.mean(axis=axes), ndim)
-        mean_dxhat_xhat = self._broadcast((dxhat * xhat).mean(axis=axes), ndim)
-        return (dxhat - mean_dxhat - xhat * mean_dxhat_xhat) * self._broadcast(inv_std, ndim)
+            self.grads["weight"] += dweight
+            self.grads["bias"] += dbias
+        return dx
 
     def _extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={'weight' in self.params}"
@@ -117,7 +106,10 @@ class Dropout(Layer):
     """Inverted dropout (``torch.nn.Dropout``): in training, zero each element with
     probability ``p`` and scale the others by ``1 / (1 - p)``; identity in evaluation mode.
 
-    Masks are drawn from ``rng``. ``p = 1`` zeroes everything (as PyTorch).
+    Masks are drawn from ``rng``: element i is kept when the i-th uniform draw
+    ``rng.random()`` is at least ``p`` (the stream of ``rng.random(x.shape) >= p``). Mask and
+    scale are applied in one compiled pass, as a product (a dropped inf or NaN gives NaN, as
+    PyTorch); the backward reuses the boolean mask. ``p = 1`` zeroes everything (as PyTorch).
     """
 
     def __init__(self, p=0.5, *, dtype=np.float32, rng=None):
@@ -133,16 +125,28 @@ class Dropout(Layer):
         if not self.training or self.p == 0:
             self._cache = (None, x.shape)
             return x.copy()
-        keep = self.rng.random(x.shape) >= self.p
-        scale = 0.0 if self.p == 1 else 1.0 / (1.0 - self.p)
-        mask = (keep * scale).astype(self.dtype)
-        self._cache = (mask, x.shape)
-        return x * mask
+        kernels = _backend.kernels()
+        y, keep = np.empty_like(x), np.empty(x.shape, dtype=bool)
+        flat_x, flat_y, flat_keep = x.reshape(-1), y.reshape(-1), keep.reshape(-1)
+        uniforms = np.empty(min(x.size, _DRAW_CHUNK))
+        for start in range(0, x.size, _DRAW_CHUNK):
+            part = slice(start, min(start + _DRAW_CHUNK, x.size))
+            u = uniforms[: part.stop - start]
+            self.rng.random(out=u)
+            kernels.dropout(flat_x[part], u, self.p, self._scale(), out=(flat_y[part], flat_keep[part]))
+        self._cache = (keep, x.shape)
+        return y
 
     def backward(self, dout):
-        mask, shape = self._need_cache()
+        keep, shape = self._need_cache()
         dout = self._dout(dout, shape)
-        return dout.copy() if mask is None else dout * mask
+        if keep is None:
+            return dout.copy()
+        dx = _backend.kernels().dropout_backward(dout.reshape(-1), keep.reshape(-1), self._scale())
+        return dx.reshape(shape)
+
+    def _scale(self):
+        return 0.0 if self.p == 1 else 1.0 / (1.0 - self.p)
 
     def _extra_repr(self):
         return f"p={self.p}"

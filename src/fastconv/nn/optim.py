@@ -1,12 +1,17 @@
 """Optimizers that update a model's parameter arrays in place: SGD and Adam.
 
-Both follow ``torch.optim`` exactly, including weight decay, which (as in torch.optim.SGD and
+Both follow ``torch.optim``'s formulas, including weight decay, which (as in torch.optim.SGD and
 torch.optim.Adam, not AdamW) is added to the gradient: ``g = grad + weight_decay * param``.
+Each parameter is updated in one pass by the active backend's kernels, in the parameter's
+dtype, without temporaries (fastconv._ext._optim).
 """
 
+import math
 import numbers
 
 import numpy as np
+
+from fastconv import _backend
 
 
 def _real(owner, name, value, minimum=0.0, below=None):
@@ -29,8 +34,26 @@ class Optimizer:
         self.parameters = list(model.parameters())
         if not self.parameters:
             raise ValueError(f"{owner}: the model has no parameters to optimise")
+        for name, param, grad in self.parameters:
+            if not (isinstance(param, np.ndarray) and isinstance(grad, np.ndarray)
+                    and param.dtype in (np.float32, np.float64) and grad.dtype == param.dtype
+                    and param.shape == grad.shape and param.flags.c_contiguous
+                    and grad.flags.c_contiguous and param.flags.writeable):
+                raise TypeError(
+                    f"{owner}: parameter {name!r} and its gradient must be writable C-contiguous "
+                    "float32 or float64 arrays of one shape and dtype (as fastconv.nn layers make them)"
+                )
         self.state = {name: {} for name, _, _ in self.parameters}
         self.step_count = 0
+
+    @property
+    def lr(self):
+        """The learning rate; settable (a schedule such as StepLR sets it once per epoch)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = _real(type(self).__name__, "lr", value)
 
     def zero_grad(self):
         """Reset the gradients of every optimised parameter to zero, in place."""
@@ -57,7 +80,7 @@ class SGD(Optimizer):
 
     def __init__(self, model, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
         super().__init__(model)
-        self.lr = _real("SGD", "lr", lr)
+        self.lr = lr
         self.momentum = _real("SGD", "momentum", momentum)
         self.weight_decay = _real("SGD", "weight_decay", weight_decay)
         self.nesterov = bool(nesterov)
@@ -65,17 +88,14 @@ class SGD(Optimizer):
             raise ValueError("SGD: Nesterov momentum needs momentum > 0")
 
     def _update(self, param, grad, state):
-        g = grad + self.weight_decay * param if self.weight_decay else grad
-        if self.momentum:
-            if "momentum_buffer" not in state:
-                state["momentum_buffer"] = np.array(g, dtype=param.dtype)
-            else:
-                buf = state["momentum_buffer"]
-                buf *= self.momentum
-                buf += g
-            buf = state["momentum_buffer"]
-            g = g + self.momentum * buf if self.nesterov else buf
-        param -= self.lr * g
+        first = bool(self.momentum) and "momentum_buffer" not in state
+        if first:
+            state["momentum_buffer"] = np.empty_like(param)
+        buf = state.get("momentum_buffer")
+        _backend.kernels().sgd_update(
+            param.reshape(-1), grad.reshape(-1), None if buf is None else buf.reshape(-1),
+            self.lr, self.momentum, self.weight_decay, self.nesterov, first,
+        )
 
 
 class Adam(Optimizer):
@@ -87,7 +107,7 @@ class Adam(Optimizer):
 
     def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(model)
-        self.lr = _real("Adam", "lr", lr)
+        self.lr = lr
         try:
             beta1, beta2 = betas
         except (TypeError, ValueError):
@@ -98,16 +118,12 @@ class Adam(Optimizer):
 
     def _update(self, param, grad, state):
         beta1, beta2 = self.betas
-        g = grad + self.weight_decay * param if self.weight_decay else grad
         if not state:
             state["exp_avg"] = np.zeros_like(param)
             state["exp_avg_sq"] = np.zeros_like(param)
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m *= beta1
-        m += (1 - beta1) * g
-        v *= beta2
-        v += (1 - beta2) * g * g
         t = self.step_count
-        step_size = self.lr / (1 - beta1**t)
-        denom = np.sqrt(v) / np.sqrt(1 - beta2**t) + self.eps
-        param -= step_size * (m / denom)
+        _backend.kernels().adam_update(
+            param.reshape(-1), grad.reshape(-1), state["exp_avg"].reshape(-1),
+            state["exp_avg_sq"].reshape(-1), self.lr / (1 - beta1**t), beta1, beta2,
+            math.sqrt(1 - beta2**t), self.eps, self.weight_decay,
+        )
