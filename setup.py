@@ -23,7 +23,13 @@ from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).parent
 EXT_DIR = Path("src", "fastconv", "_ext")
-KERNEL_DIR = EXT_DIR / "kernels"   # C headers of micro-kernels, included by the .pyx files
+KERNEL_DIR = EXT_DIR / "kernels"   # the micro-kernels: C sources and their headers
+# C sources compiled into an extension beside its .pyx: the micro-kernels, one file per family
+# and instruction set. Each file enables its instruction set itself (target pragmas), so every
+# build holds every kernel and the CPU's features choose at import (kernels/isa.c). They all go
+# into _engine, which owns the instruction-set choice; other modules reach its kernel tables
+# through _engine's C functions.
+EXTRA_SOURCES = {"_engine": [str(c) for c in sorted(KERNEL_DIR.glob("*.c"))]}
 
 OPENMP_PROBE = textwrap.dedent(
     """
@@ -154,8 +160,8 @@ def extensions():
         mods.append(
             Extension(
                 f"fastconv._ext.{pyx.stem}",
-                [str(pyx)],
-                include_dirs=[np.get_include()],
+                [str(pyx)] + EXTRA_SOURCES.get(pyx.stem, []),
+                include_dirs=[np.get_include(), str(EXT_DIR)],
                 # A changed header must rebuild the extensions (cythonize only tracks .pyx/.pxd).
                 depends=[str(h) for h in sorted(KERNEL_DIR.glob("*.h"))],
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]

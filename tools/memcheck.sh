@@ -27,7 +27,7 @@ trap 'rm -rf "$work"' EXIT
 KERNEL_TESTS="tests/test_cython_conv.py tests/test_conv_groups_transpose.py tests/test_cython_pool.py
   tests/test_pool_options.py tests/test_layouts.py tests/test_validation.py tests/test_fuzz.py
   tests/test_size_limits.py tests/test_numerics.py tests/test_concurrency.py tests/test_dense_optim.py
-  tests/test_layer_functions.py tests/test_dlfs.py tests/test_cs231n.py"
+  tests/test_layer_functions.py tests/test_dlfs.py tests/test_cs231n.py tests/test_engine.py"
 
 
 log() { printf '\n=== memcheck: %s ===\n' "$*"; }
@@ -55,7 +55,9 @@ copy_and_build() {
 write_driver() {
     cat >"$work/driver.py" <<'EOF'
 """Every compiled kernel at odd shapes, both dtypes, 1 and 2 threads, checked against the
-reference backend. --quick: fewer and smaller shapes (for valgrind)."""
+reference backend; the convolutions once per instruction set of the engine (valgrind runs no
+AVX-512: under it the CPU reports AVX2 at most) and once on im2col + BLAS. --quick: fewer and
+smaller shapes (for valgrind)."""
 import itertools
 import sys
 
@@ -63,6 +65,7 @@ import numpy as np
 
 import fastconv as fc
 from fastconv import _dropin_api as dropin
+from fastconv._ext import _engine
 
 quick = "--quick" in sys.argv
 rng = np.random.default_rng(0)
@@ -149,8 +152,14 @@ huge_groups = [  # near 2**31: compiled only (the reference materialises the pad
      dict(stride=(H31 - 1, 1), padding=(H31 - 1, 0), dilation=(H31, 1), groups=3)),
 ]
 
-for dtype, threads in itertools.product((np.float32, np.float64), (1, 2)):
+# (engine instruction set, algorithm): the engine wherever it can run on each instruction set,
+# then im2col + BLAS alone.
+conv_paths = [(isa, "direct") for isa in _engine.supported_isas()] + [(_engine.isa(), "im2col")]
+best_isa = _engine.isa()
+for dtype, threads, (isa, algorithm) in itertools.product((np.float32, np.float64), (1, 2), conv_paths):
     fc.set_num_threads(threads)
+    _engine._set_isa(isa)
+    _engine.set_algorithm(algorithm)
     for n, c, h, w, f, kh, kw, s, p, d in conv_shapes + huge_conv:
         x = rng.standard_normal((n, c, h, w)).astype(dtype)
         wt = rng.standard_normal((f, c, kh, kw)).astype(dtype)
@@ -171,6 +180,8 @@ for dtype, threads in itertools.product((np.float32, np.float64), (1, 2)):
             cols = fc.im2col(x, (kh, kw), s, p, d, backend="cython")
             fc.col2im(cols, x.shape, (kh, kw), s, p, d, backend="cython")
             count += 4
+    # Grouped, transposed and depthwise convolutions: again under each engine setting (the
+    # ungrouped ones reach the engine; the depthwise kernels follow FASTCONV_ISA=generic only).
     for name, x_shape, w_shape, hyper in group_cases + huge_groups:
         filters = w_shape[1] * hyper.get("groups", 1) if "transpose" in name else w_shape[0]
         x, wt, b = (rng.standard_normal(s).astype(dtype) for s in (x_shape, w_shape, (filters,)))
@@ -182,6 +193,10 @@ for dtype, threads in itertools.product((np.float32, np.float64), (1, 2)):
             continue
         run(name, x, wt, b, **hyper)
         run(name + "_backward", dout, x, wt, **hyper)
+    _engine._set_isa(best_isa)
+    _engine.set_algorithm("auto")
+    if (isa, algorithm) != conv_paths[0]:
+        continue  # pooling does not depend on the engine: once per dtype and thread count
     for n, c, h, w, k, s, p in pool_shapes + huge_pool:
         x = rng.standard_normal((n, c, h, w)).astype(dtype)
         if dtype == np.float64:
@@ -350,7 +365,7 @@ import re, sys
 text = open(sys.argv[1]).read()
 blocks = re.split(r"\n==\d+== \n", text)
 ours = [b for b in blocks if re.search(r"(Invalid (read|write)|uninitialised|Mismatched free|Invalid free)", b)
-        and re.search(r"fastconv/_ext/|_conv\.c|_pool\.c|_im2col\.c|_batchnorm\.c|_elementwise\.c|_loss\.c|_im2row\.c|_groupnorm\.c|_dense\.c", b)]
+        and re.search(r"fastconv/_ext/|_conv\.c|_pool\.c|_im2col\.c|_engine\.c|conv_tiles__|depthwise|_batchnorm\.c|_elementwise\.c|_loss\.c|_im2row\.c|_groupnorm\.c|_dense\.c", b)]
 for b in ours[:5]:
     print(b)
 print(f"valgrind: {len(ours)} error(s) in fastconv code", file=sys.stderr)

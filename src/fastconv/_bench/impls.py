@@ -1,6 +1,7 @@
-"""The implementations compared: fastconv, PyTorch (autograd) and a plain-NumPy im2col baseline.
+"""The kernel implementations compared: fastconv, PyTorch (autograd) and a plain-NumPy baseline.
 
-Each maker takes a workload and its NumPy inputs and returns ``(forward, backward)``:
+(The training steps' implementations are in fastconv._bench.training.) Each maker takes a
+kernel workload and its NumPy inputs and returns ``(forward, backward)``:
 ``forward()`` runs the forward pass and returns what ``backward(state)`` needs. Inputs are
 created once and shared, so that every implementation sees the same data and no timing
 includes input preparation.
@@ -24,17 +25,21 @@ def import_torch():
 
 def _fastconv_conv(workload, inputs, backend):
     x, w, b, dout = inputs["x"], inputs["w"], inputs["b"], inputs["dout"]
-    s, p = workload.stride, workload.pad
-    if workload.ndim == 1:
+    options = {"stride": workload.stride, "padding": workload.pad, "backend": backend}
+    if workload.groups != 1:  # only then: fastconv without groups= still runs the others
+        options["groups"] = workload.groups
+    if workload.transpose:
+        conv, conv_backward = fastconv.conv_transpose2d, fastconv.conv_transpose2d_backward
+    elif workload.ndim == 1:
         conv, conv_backward = fastconv.conv1d, fastconv.conv1d_backward
     else:
         conv, conv_backward = fastconv.conv2d, fastconv.conv2d_backward
 
     def forward():
-        return conv(x, w, b, stride=s, padding=p, backend=backend)
+        return conv(x, w, b, **options)
 
     def backward(y):
-        return conv_backward(dout, x, w, stride=s, padding=p, backend=backend)
+        return conv_backward(dout, x, w, **options)
 
     return forward, backward
 
@@ -78,12 +83,15 @@ def torch_maker(torch):
             w = torch.from_numpy(inputs["w"]).requires_grad_(True)
             b = torch.from_numpy(inputs["b"]).requires_grad_(True)
             leaves = (x, w, b)
-            conv = functional.conv1d if workload.ndim == 1 else functional.conv2d
+            if workload.transpose:
+                conv = functional.conv_transpose2d
+            else:
+                conv = functional.conv1d if workload.ndim == 1 else functional.conv2d
 
             def forward():
                 for leaf in leaves:
                     leaf.grad = None  # fresh gradients each call, as fastconv returns new arrays
-                return conv(x, w, b, stride=workload.stride, padding=workload.pad)
+                return conv(x, w, b, stride=workload.stride, padding=workload.pad, groups=workload.groups)
         else:
             leaves = (x,)
             pool = functional.max_pool2d if workload.op == "max" else functional.avg_pool2d

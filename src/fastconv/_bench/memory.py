@@ -18,6 +18,7 @@ calls are charged, since they stay allocated.
 Run as ``python -m fastconv._bench.memory '<json spec>'``; prints one JSON object.
 """
 
+import dataclasses
 import gc
 import json
 import subprocess
@@ -87,10 +88,8 @@ def measure_here(spec):
     else:
         make = impls.fastconv_maker(spec["impl"])
 
-    if workload.kind == "conv":
-        small = workloads.ConvWorkload("warm-up", 2, 4, 8 if workload.ndim == 2 else 1, 8, 4, 3, 1, 1, workload.ndim)
-    else:
-        small = workloads.PoolWorkload("warm-up", workload.op, 2, 4, 8, 8, workload.k, workload.stride, workload.pad)
+    # The same operation (groups, transposition, kernel, stride) on a small batch of small planes.
+    small = dataclasses.replace(workload, name="warm-up", n=2, h=min(workload.h, 8), w=min(workload.w, 8))
     forward, backward = make(small, workloads.make_inputs(small, dtype))
     backward(forward())
 

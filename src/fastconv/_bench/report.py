@@ -1,42 +1,15 @@
-"""Turning measurements into figures: rates, ratios, geometric means, targets, tables, plots.
+"""Turning measurements into figures: rates, ratios, tables, Markdown, plots.
 
 Everything here is pure computation on the result dict (the same dict that --json writes), so
 a saved run can be re-rendered (``--load FILE``) and the logic is testable without timing.
+The summary and BENCH.md's targets are fastconv._bench.summary's.
 """
-
-import math
 
 import numpy as np
 
 from fastconv._bench import limits as machine_limits
-
-GROUPS = ("conv", "pool", "t1")
-GROUP_TITLES = {"conv": "convolution c1..c7", "pool": "pooling p1..p4", "t1": "t1_tiny"}
-GROUP_SIZES = {"conv": 7, "pool": 4, "t1": 1}
-
-# BENCH.md targets at 2 threads (fastconv time / torch time).
-TARGET_THREADS = 2
-TARGETS = {
-    ("conv", "float32"): {"geomean": 1.0, "max": 1.5},
-    ("conv", "float64"): {"geomean": 0.6},
-    ("pool", "float32"): {"max": 0.4},
-    ("pool", "float64"): {"max": 0.4},
-    ("t1", "float32"): {"max": 0.5},
-    ("t1", "float64"): {"max": 0.5},
-}
-SPEEDUP_WORKLOADS = ("c3_resnet56", "c4_wide28", "p2_max2")
-SPEEDUP_TARGET = 1.7
-MEMORY_TARGET = {"c3_resnet56": 25.0}  # extra memory, % of inputs + outputs
-
-
-def geomean(values):
-    """Geometric mean of positive numbers (None for an empty list)."""
-    values = [float(v) for v in values]
-    if not values:
-        return None
-    if any(v <= 0 for v in values):
-        raise ValueError(f"geomean: values must be positive, got {values}")
-    return math.exp(sum(math.log(v) for v in values) / len(values))
+from fastconv._bench import summary as summaries
+from fastconv._bench.summary import num as _num
 
 
 def rate(work, milliseconds):
@@ -46,7 +19,7 @@ def rate(work, milliseconds):
 
 def limit_for(limits, kind, dtype, threads):
     """The machine limit a workload's rate is compared with: GEMM GFLOP/s or copy GB/s."""
-    if kind == "conv":
+    if kind in ("conv", "train"):
         return machine_limits.lookup(limits["gemm_gflops"][dtype], threads)
     return machine_limits.lookup(limits["copy_gbps"], threads)
 
@@ -64,74 +37,6 @@ def complete_row(row, limits):
     return row
 
 
-def summarise(rows, memory=()):
-    """Geometric means of fastconv/torch per group, dtype and thread count; targets; speed-ups."""
-    groups = []
-    keys = sorted({(r["group"], r["dtype"], r["threads"]) for r in rows},
-                  key=lambda k: (GROUPS.index(k[0]), k[1], k[2]))
-    for group, dtype, threads in keys:
-        members = [r for r in rows if (r["group"], r["dtype"], r["threads"]) == (group, dtype, threads)]
-        ratios = {r["workload"]: r["ratio_fastconv"] for r in members if r["ratio_fastconv"] is not None}
-        numpy_ratios = [r["ratio_numpy"] for r in members if r.get("ratio_numpy") is not None]
-        entry = {
-            "group": group, "dtype": dtype, "threads": threads,
-            "workloads": len(members), "of": GROUP_SIZES[group],
-            "geomean_ratio": geomean(ratios.values()),
-            "max_ratio": max(ratios.values()) if ratios else None,
-            "worst_workload": max(ratios, key=ratios.get) if ratios else None,
-            "geomean_ratio_numpy": geomean(numpy_ratios),
-            "target": None,
-        }
-        target = TARGETS.get((group, dtype)) if threads == TARGET_THREADS else None
-        if target is not None:
-            entry["target"] = _judge(target, entry, len(ratios))
-        groups.append(entry)
-
-    speedups = []
-    by_key = {(r["workload"], r["dtype"], r["threads"]): r for r in rows}
-    for workload in SPEEDUP_WORKLOADS:
-        for dtype in sorted({r["dtype"] for r in rows}):
-            one, two = by_key.get((workload, dtype, 1)), by_key.get((workload, dtype, 2))
-            if not (one and two):
-                continue
-            entry = {"workload": workload, "dtype": dtype, "target": SPEEDUP_TARGET}
-            for name in ("fastconv", "torch"):
-                if name in one["impls"] and name in two["impls"]:
-                    entry[name] = one["impls"][name]["total_ms"]["median"] / two["impls"][name]["total_ms"]["median"]
-            entry["met"] = entry.get("fastconv", 0) >= SPEEDUP_TARGET
-            speedups.append(entry)
-
-    memory_targets = []
-    for m in memory:
-        if m.get("workload") in MEMORY_TARGET and m.get("impl") != "torch" and "extra_percent" in m:
-            limit = MEMORY_TARGET[m["workload"]]
-            memory_targets.append({"workload": m["workload"], "dtype": m["dtype"], "threads": m["threads"],
-                                   "extra_percent": m["extra_percent"], "target": limit,
-                                   "met": m["extra_percent"] <= limit})
-    return {"groups": groups, "speedups": speedups, "memory": memory_targets}
-
-
-def _judge(target, entry, measured):
-    """met / missed / partial / n/a for one group against its BENCH.md target."""
-    rules = []
-    if "geomean" in target:
-        rules.append(f"geomean <= {target['geomean']}")
-    if "max" in target:
-        rules.append(f"none above {target['max']}" if "geomean" in target else f"every ratio <= {target['max']}")
-    text = " and ".join(rules)
-    if measured == 0:
-        return {"rule": text, "status": "n/a", "why": "no fastconv/torch ratio measured"}
-    met = True
-    if "geomean" in target:
-        met &= entry["geomean_ratio"] <= target["geomean"]
-    if "max" in target:
-        met &= entry["max_ratio"] <= target["max"]
-    status = "met" if met else "missed"
-    if measured < entry["of"] and met:
-        status = "met (partial)"  # a missing workload could still break it
-    return {"rule": text, "status": status, "why": f"{measured} of {entry['of']} workloads"}
-
-
 # ---------------------------------------------------------------------------------------------
 # Text and Markdown
 # ---------------------------------------------------------------------------------------------
@@ -141,16 +46,6 @@ def _ms(impl):
         return "-"
     t = impl["total_ms"]
     return f"{_num(t['median'])} ({_num(t['min'])}-{_num(t['max'])})"
-
-
-def _num(value, digits=3):
-    if value is None:
-        return "-"
-    if value == 0:
-        return "0"
-    magnitude = math.floor(math.log10(abs(value)))
-    decimals = max(0, digits - 1 - magnitude)
-    return f"{value:.{decimals}f}"
 
 
 def _mem(memory, row):
@@ -176,9 +71,11 @@ def stream_line(cells):
 
 
 def row_cells(row, memory=()):
-    unit = "GFLOP/s" if row["kind"] == "conv" else "GB/s"
     impls = row["impls"]
     fc, torch, numpy = impls.get("fastconv"), impls.get("torch"), impls.get("numpy")
+    if row.get("error"):
+        return [row["workload"], row["dtype"], str(row["threads"]), "FAILED (see the summary)"] + ["-"] * 8
+    unit = "GB/s" if row["kind"] == "pool" else "GFLOP/s"
     return [
         row["workload"], row["dtype"], str(row["threads"]), _ms(fc), _ms(torch),
         _ms(numpy) if numpy else "skipped" if row.get("skipped", {}).get("numpy") else "-",
@@ -188,6 +85,34 @@ def row_cells(row, memory=()):
         f"{_num(torch['rate'])} {unit}" if torch else "-",
         _mem(memory, row) if row["kind"] == "conv" and fc else "-",
     ]
+
+
+LAYER_HEADER = ["part of the step", "fastconv fwd ms", "bwd ms", "torch fwd ms", "bwd ms", "fc/torch"]
+
+
+def layer_title(row):
+    return (f"{row['workload']} {row['dtype']} {row['threads']}T, where a step's time goes "
+            f"(medians of {row['layers']['steps']} instrumented steps):")
+
+
+def layer_cells(row):
+    """One line per part of a training step (layers, loss, zero_grad, optimizer, other, step)."""
+    cells = []
+    for part in row["layers"]["parts"]:
+        fc, torch = part.get("fastconv", {}), part.get("torch", {})
+        if "total_ms" in fc:  # "other" and "step": one figure each
+            mine, theirs = fc["total_ms"], torch.get("total_ms")
+            cells.append([part["part"], _num(mine), "", _num(theirs), "", _ratio(mine, theirs)])
+            continue
+        mine = fc["forward_ms"] + fc["backward_ms"]
+        theirs = torch["forward_ms"] + torch["backward_ms"] if torch else None
+        cells.append([part["part"], _num(fc["forward_ms"]), _num(fc["backward_ms"]),
+                      _num(torch.get("forward_ms")), _num(torch.get("backward_ms")), _ratio(mine, theirs)])
+    return cells
+
+
+def _ratio(mine, theirs):
+    return _num(mine / theirs) if theirs else "-"
 
 
 def text_table(header, rows):
@@ -204,66 +129,53 @@ def markdown_table(header, rows):
     return "\n".join(lines)
 
 
-SUMMARY_HEADER = ["group", "dtype", "thr", "workloads", "geomean fc/torch", "max fc/torch (worst)",
-                  "geomean np/torch", "target (2 threads)", "status"]
+GROUP_HEADER = ["group", "dtype", "thr", "workloads", "geomean fc/torch", "max fc/torch (worst)", "geomean np/torch"]
+TARGET_HEADER = ["target", "dtype", "thr", "rule", "status", "count"]
 
 
-def summary_cells(summary):
+def group_cells(summary):
     cells = []
     for g in summary["groups"]:
-        target = g["target"] or {}
         worst = f"{_num(g['max_ratio'])} ({g['worst_workload']})" if g["max_ratio"] is not None else "-"
-        cells.append([GROUP_TITLES[g["group"]], g["dtype"], str(g["threads"]), f"{g['workloads']}/{g['of']}",
-                      _num(g["geomean_ratio"]), worst, _num(g["geomean_ratio_numpy"]),
-                      target.get("rule", "-"), target.get("status", "-")])
+        cells.append([summaries.GROUP_TITLES[g["group"]], g["dtype"], str(g["threads"]), f"{g['workloads']}/{g['of']}",
+                      _num(g["geomean_ratio"]), worst, _num(g["geomean_ratio_numpy"])])
     return cells
 
 
-def summary_lines(summary):
-    """One line per group (geometric means and target), then speed-ups and memory targets."""
-    lines = []
-    for g in summary["groups"]:
-        target = g["target"]
-        judged = f"  target {target['rule']}: {target['status'].upper()} ({target['why']})" if target else ""
-        lines.append(
-            f"{GROUP_TITLES[g['group']]:<19} {g['dtype']} {g['threads']}T: geomean fastconv/torch "
-            f"{_num(g['geomean_ratio'])}, max {_num(g['max_ratio'])}"
-            f"{' (' + g['worst_workload'] + ')' if g['worst_workload'] else ''}"
-            f", numpy/torch {_num(g['geomean_ratio_numpy'])} [{g['workloads']}/{g['of']} workloads]{judged}"
-        )
-    for s in summary["speedups"]:
-        torch = f", torch {s['torch']:.2f}x" if "torch" in s else ""
-        fc = f"{s['fastconv']:.2f}x" if "fastconv" in s else "-"
-        lines.append(f"2 vs 1 thread {s['workload']} {s['dtype']}: fastconv {fc}{torch}  "
-                     f"target >= {s['target']}x: {'MET' if s['met'] else 'MISSED'}")
-    for m in summary["memory"]:
-        lines.append(f"extra memory {m['workload']} {m['dtype']} {m['threads']}T: {m['extra_percent']:.1f}% of inputs+outputs"
-                     f"  target <= {m['target']:.0f}%: {'MET' if m['met'] else 'MISSED'}")
-    return lines
+def target_cells(summary):
+    return [[t["target"], t["dtype"], "1, 2" if t["threads"] is None else str(t["threads"]), t["rule"],
+             t["status"], summaries.target_detail(t)] for t in summary["targets"]]
 
 
 def markdown_report(result):
-    """The whole run as Markdown: configuration, results table, summary, notes."""
+    """The whole run as Markdown: configuration, results, summary, targets, layers, notes."""
     cfg = result["config"]
+    summary = result["summary"]
     lines = [
         f"fastconv {result['versions']['fastconv']} (backend `{cfg['backend']}`), "
         f"PyTorch {result['versions'].get('torch') or 'not available'}, NumPy {result['versions']['numpy']}; "
         f"threads {cfg['threads']}; {'quick run; ' if cfg['quick'] else ''}"
         f"OPENBLAS_CORETYPE={result['environment'].get('OPENBLAS_CORETYPE')}; "
+        f"CPU flags: {' '.join(result['machine'].get('cpu_flags') or []) or 'unknown'}; "
         f"limits: {result['limits']['source']}.",
         "",
-        "Times are forward + backward per call, median (min-max) in ms; ratios below 1 mean faster "
-        "than PyTorch. Rates: GFLOP/s for convolutions, GB/s for pooling; % limit is of the "
-        "machine's BLAS GEMM or streaming copy.",
+        "Times are forward + backward per call (training: one whole step), median (min-max) in ms; "
+        "ratios below 1 mean faster than PyTorch. Rates: GFLOP/s for convolutions and training steps, "
+        "GB/s for pooling; % limit is of the machine's BLAS GEMM or streaming copy.",
         "",
         markdown_table(ROW_HEADER, [row_cells(r, result["memory"]) for r in result["rows"]]),
         "",
-        markdown_table(SUMMARY_HEADER, summary_cells(result["summary"])),
+        markdown_table(GROUP_HEADER, group_cells(summary)),
+        "",
+        markdown_table(TARGET_HEADER, target_cells(summary)),
         "",
     ]
-    extra = [l for l in summary_lines(result["summary"]) if l.startswith(("2 vs 1", "extra memory"))]
-    lines += [f"- {l}" for l in extra]
+    lines += [f"- {line}" for line in summaries.summary_lines(summary) if line.startswith(("fraction", "FAILED"))]
+    lines += [f"- skipped {s['workload']}: {s['reason']}" for s in result.get("skipped", [])]
     lines += [f"- note: {n}" for n in result["notes"]]
+    for row in result["rows"]:
+        if row.get("layers"):
+            lines += ["", layer_title(row), "", markdown_table(LAYER_HEADER, layer_cells(row))]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -326,10 +238,6 @@ def plot(result, path):
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def nominal_or(limits):
-    return limits if limits is not None else machine_limits.NOMINAL
 
 
 def jsonable(obj):

@@ -1,9 +1,10 @@
 """The benchmark run: options, thread control, the measurement loop, and output.
 
-fastconv, PyTorch and the NumPy baseline are timed side by side in one process (see
-fastconv._bench.timing). Thread counts are set for all three at once: fastconv through
-set_num_threads, PyTorch through torch.set_num_threads, the BLAS (which the NumPy baseline
-runs on) through threadpoolctl.
+fastconv and PyTorch are timed side by side, round-robin, in one process; the NumPy baseline
+is timed after them, in a phase of its own, so that its spinning OpenBLAS threads never slow
+them down (see fastconv._bench.timing). Thread counts are set for all three at once: fastconv
+through set_num_threads, PyTorch through torch.set_num_threads, the BLAS (which the NumPy
+baseline and fastconv.nn's Linear layers run on) through threadpoolctl.
 """
 
 import contextlib
@@ -21,9 +22,11 @@ from fastconv import _backend
 from fastconv._bench import impls as implementations
 from fastconv._bench import limits as machine_limits
 from fastconv._bench import memory as memory_probe
-from fastconv._bench import report, timing, workloads
+from fastconv._bench import breakdown, report, summary, timing, training, workloads
 
 SCHEMA = "fastconv-bench/1"
+# A training sample runs back-to-back steps for at least this long (see _measure_one).
+TRAINING_SAMPLE_SECONDS = 0.1
 
 
 def add_arguments(parser):
@@ -34,8 +37,11 @@ def add_arguments(parser):
                         help="comma-separated thread counts (default 1,2; --quick: 2)")
     parser.add_argument("--dtype", default="float32,float64", help="comma-separated dtypes (default float32,float64)")
     parser.add_argument("--only", default=None,
-                        help="comma-separated workloads or their prefixes, e.g. c1,p2 (all by default; "
-                             "'none' runs no workload, e.g. with --limits)")
+                        help="comma-separated workloads, their prefixes or groups, e.g. c1,p2,tr1 or conv,pool,train "
+                             "(all by default; 'none' runs no workload, e.g. with --limits)")
+    parser.add_argument("--layers", action="store_true",
+                        help="training steps: also time each layer's forward and backward, the loss, zero_grad "
+                             "and the optimizer step, in fastconv.nn and torch.nn, and print where the time goes")
     parser.add_argument("--backend", choices=_backend.BACKENDS, default=None,
                         help=f"fastconv backend to time (default: the active one, {fastconv.get_backend()!r})")
     parser.add_argument("--repeat", type=int, default=None,
@@ -46,6 +52,10 @@ def add_arguments(parser):
                              "fractions; without it BENCH.md's nominal figures are used")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     parser.add_argument("--no-numpy", action="store_true", help="leave the plain-NumPy baseline out")
+    parser.add_argument("--gap-ms", type=float, default=None,
+                        help="pause between two implementations' samples within a round-robin, in ms (default: "
+                             "kernels as long as the previous sample took, 1-100 ms; training steps 250 ms; "
+                             "0 for none)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     parser.add_argument("--json", metavar="FILE", help="write every figure, the machine and versions as JSON")
     parser.add_argument("--markdown", metavar="FILE", help="write the results and summary as Markdown tables")
@@ -147,13 +157,18 @@ def _cpu_model():
     return platform.processor() or None
 
 
+# The instruction-set flags that decide which kernels (fastconv's, OpenBLAS's, oneDNN's) run.
+CPU_FLAGS = {"sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+             "avx512_bf16", "avx_vnni", "amx_tile", "neon", "asimd", "sve"}
+
+
 def _cpu_flags():
     try:
         with open("/proc/cpuinfo") as info:
             for line in info:
                 if line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
-                    return sorted(f for f in flags if f in {"avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "neon"})
+                    return sorted(flags & CPU_FLAGS)
     except OSError:
         pass
     return None
@@ -186,7 +201,8 @@ def print_header(result, out=print):
         f"  OpenMP={'on' if show.get('openmp') else 'off'}  compiler={show.get('compiler')}")
     out(f"BLAS: {blas}")
     out(f"OPENBLAS_CORETYPE={env.get('OPENBLAS_CORETYPE')}  OMP_NUM_THREADS={env.get('OMP_NUM_THREADS')}  "
-        f"CPU: {result['machine']['cpu']} x{result['machine']['cpus_available']}")
+        f"CPU: {result['machine']['cpu']} x{result['machine']['cpus_available']}  "
+        f"flags: {' '.join(result['machine'].get('cpu_flags') or []) or 'unknown'}")
     v = result["versions"]
     out(f"numpy {v['numpy']}  scipy {v['scipy']}  torch {v['torch'] or 'not available'}  python {v['python']}")
     out(f"threads {cfg['threads']}  dtypes {cfg['dtypes']}  {'QUICK  ' if cfg['quick'] else ''}"
@@ -199,6 +215,8 @@ def print_header(result, out=print):
     out(f"machine limits at {keys} threads: GEMM GFLOP/s {gemm}; copy GB/s {copy}")
     for note in result["notes"]:
         out(f"note: {note}")
+    for skip in result.get("skipped", []):
+        out(f"skipped {skip['workload']}: {skip['reason']}")
 
 
 def _row(workload, dtype, threads, timings, backend, skipped):
@@ -206,20 +224,25 @@ def _row(workload, dtype, threads, timings, backend, skipped):
     for name, t in timings.items():
         impls[name] = {"total_ms": t["total"], "forward_ms": t["forward"], "backward_ms": t["backward"],
                        "repeats": len(t["samples"]), "calls_per_sample": t["number"], "samples_ms": t["samples"]}
-    impls["fastconv"]["backend"] = backend
+    if "fastconv" in impls:
+        impls["fastconv"]["backend"] = backend
     return {"workload": workload.name, "kind": workload.kind, "group": workload.group,
             "description": workload.describe(), "dtype": dtype, "threads": threads,
-            "work": workload.work(dtype), "work_unit": "FLOP" if workload.kind == "conv" else "byte",
+            "work": workload.work(dtype) if impls else None,
+            "work_unit": "byte" if workload.kind == "pool" else "FLOP",
             "impls": impls, "skipped": skipped}
 
 
 def run(args):
-    """Entry point of ``python -m fastconv bench``; returns the exit status."""
+    """Entry point of ``python -m fastconv bench``; returns the exit status.
+
+    0, or 1 when a training row failed its loss check, 2 for bad options.
+    """
     if args.load:
         with open(args.load) as f:
             result = json.load(f)
         # Recompute the summary from the raw rows: the saved one may predate a fix of the rules.
-        result["summary"] = report.summarise(result["rows"], result["memory"])
+        result["summary"] = summary.summarise(result["rows"], result["memory"])
         return _output(result, args, print_rows=True)
     if args.plot:
         try:
@@ -239,10 +262,15 @@ def _output(result, args, print_rows):
     if print_rows:
         print_header(result)
         print(report.text_table(report.ROW_HEADER, [report.row_cells(r, result["memory"]) for r in result["rows"]]))
+        for row in result["rows"]:
+            if row.get("layers"):
+                print()
+                print(report.layer_title(row))
+                print(report.text_table(report.LAYER_HEADER, report.layer_cells(row)))
     if result["rows"]:
         print()
         print("summary (fastconv time / torch time; below 1 is faster):")
-        for line in report.summary_lines(result["summary"]):
+        for line in summary.summary_lines(result["summary"]):
             print("  " + line)
     if args.json:
         with open(args.json, "w") as f:
@@ -259,7 +287,7 @@ def _output(result, args, print_rows):
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(f"wrote {args.plot}")
-    return 0
+    return 1 if result["summary"].get("failed") else 0
 
 
 def measure(args):
@@ -268,11 +296,15 @@ def measure(args):
     quick = args.quick
     thread_counts = _parse_list(args.threads or ("2" if quick else "1,2"), _threads, "--threads")
     dtypes = _parse_list(args.dtype, _dtype, "--dtype")
-    chosen = workloads.select(args.only)
+    selected = workloads.select(args.only)
     backend = _backend._check_name(args.backend) if args.backend else fastconv.get_backend()
     if args.repeat is not None and args.repeat < 1:
         raise ValueError(f"--repeat must be >= 1, got {args.repeat}")
+    if args.gap_ms is not None and args.gap_ms < 0:
+        raise ValueError(f"--gap-ms must be >= 0, got {args.gap_ms}")
     notes = []
+    skipped = [{"workload": w.name, "reason": w.unsupported()} for w in selected if w.unsupported()]
+    chosen = [w for w in selected if not w.unsupported()]
 
     torch = None
     if not args.no_torch:
@@ -294,11 +326,14 @@ def measure(args):
         notes.append("the NumPy baseline is left out: fastconv's reference backend is that same code")
     else:
         makers["numpy"] = implementations.fastconv_maker("reference")
+    if "numpy" in makers:
+        notes.append("the NumPy baseline is timed after fastconv and torch, on its own, so that its "
+                     "spinning BLAS threads never slow them down")
 
     if quick:
-        skipped = (f"; NumPy baseline skipped on {', '.join(workloads.SLOW_FOR_NUMPY)}" if "numpy" in makers else "")
+        skipped_numpy = (f"; NumPy baseline skipped on {', '.join(workloads.SLOW_FOR_NUMPY)}" if "numpy" in makers else "")
         notes.append(f"--quick: fewer repetitions (at least {args.repeat or 3}), threads {thread_counts}"
-                     f"{skipped}; memory in float32 only")
+                     f"{skipped_numpy}; memory in float32 only")
 
     conv_for_memory = [w for w in chosen if w.kind == "conv" and w.group == "conv"]
     memory_dtypes = dtypes[:1] if quick else dtypes
@@ -314,7 +349,7 @@ def measure(args):
         "config": {"backend": backend, "threads": thread_counts, "dtypes": dtypes, "quick": quick,
                    "repeat": args.repeat, "workloads": [w.name for w in chosen],
                    "implementations": list(makers)},
-        "notes": notes, "rows": [], "memory": [], "summary": {"groups": [], "speedups": [], "memory": []},
+        "notes": notes, "skipped": skipped, "rows": [], "memory": [], "summary": summary.summarise([]),
     }
     try:
         if args.limits:
@@ -331,10 +366,15 @@ def measure(args):
                 for dtype in dtypes:
                     for workload in chosen:
                         progress.describe(f"{workload.name} {dtype} {threads}T")
-                        row = _measure_one(workload, dtype, threads, makers, backend, args, progress)
+                        row = _measure_one(workload, dtype, threads, makers, torch, backend, args, progress)
                         report.complete_row(row, result["limits"])
                         result["rows"].append(row)
                         progress.write(report.stream_line(report.row_cells(row)))
+                        if row.get("error"):
+                            progress.write(f"FAILED {workload.name} {dtype} {threads}T: {row['error']}")
+                        if row.get("layers"):
+                            progress.write(report.layer_title(row))
+                            progress.write(report.text_table(report.LAYER_HEADER, report.layer_cells(row)))
                         progress.advance()
 
         if not args.no_memory:
@@ -355,20 +395,27 @@ def measure(args):
                     progress.advance()
     finally:
         progress.close()
-    result["summary"] = report.summarise(result["rows"], result["memory"])
+    result["summary"] = summary.summarise(result["rows"], result["memory"])
     result["duration_s"] = time.time() - started
     return result
 
 
-def _measure_one(workload, dtype, threads, makers, backend, args, progress):
-    inputs = workloads.make_inputs(workload, dtype)
+def _measure_one(workload, dtype, threads, makers, torch, backend, args, progress):
     skipped = {}
-    impls = {}
-    for name, make in makers.items():
-        if name == "numpy" and args.quick and workload.name in workloads.SLOW_FOR_NUMPY:
-            skipped[name] = "--quick skips the NumPy baseline on the largest workloads"
-            continue
-        impls[name] = make(workload, inputs)
+    wanted = list(makers)
+    if "numpy" in makers and args.quick and workload.name in workloads.SLOW_FOR_NUMPY:
+        skipped["numpy"] = "--quick skips the NumPy baseline on the largest workloads"
+        wanted.remove("numpy")
+    if workload.kind == "train":
+        try:
+            impls, losses = training.prepare(workload, dtype, backend, torch, wanted)
+        except training.TrainingError as exc:
+            row = _row(workload, dtype, threads, {}, backend, skipped)
+            row["error"] = str(exc)
+            return row
+    else:
+        inputs = workloads.make_inputs(workload, dtype)
+        impls = {name: makers[name](workload, inputs) for name in wanted}
     state = {"done": 0, "reps": 0}
 
     def on_plan(reps):
@@ -382,5 +429,32 @@ def _measure_one(workload, dtype, threads, makers, backend, args, progress):
         options = {"min_repeat": 3, "max_repeat": 30, "target_seconds": 0.4}
     else:
         options = {"min_repeat": 5, "max_repeat": 200, "target_seconds": 3.0}
-    timings = timing.measure(impls, repeat=args.repeat, on_repetition=on_repetition, on_plan=on_plan, **options)
-    return _row(workload, dtype, threads, timings, backend, skipped)
+    if workload.kind == "train":
+        # fastconv.nn's Linear layers run NumPy's matmul, whose OpenBLAS threads spin on after
+        # the step: torch must not start in that wake, so the two are a settling pause apart.
+        # Each sample is a few steps back to back, as in a training loop (a step's own spinning
+        # threads do slow the next step: that cost is fastconv.nn's and stays in).
+        options.update(gap_seconds=timing.SETTLE_SECONDS, max_gap_seconds=timing.SETTLE_SECONDS,
+                       min_sample_seconds=TRAINING_SAMPLE_SECONDS)
+    if args.gap_ms is not None:
+        options.update(gap_seconds=args.gap_ms / 1e3, max_gap_seconds=args.gap_ms / 1e3)
+    # The baseline's phase comes last: fastconv and torch round-robin first, then NumPy alone.
+    phases = [{name: _pair(impls[name]) for name in impls if name != "numpy"},
+              {name: _pair(impls[name]) for name in impls if name == "numpy"}]
+    timings = timing.measure_phases(phases, repeat=args.repeat, on_repetition=on_repetition, on_plan=on_plan,
+                                    **options)
+    row = _row(workload, dtype, threads, timings, backend, skipped)
+    if workload.kind == "train":
+        row["first_losses"] = losses
+        if args.layers:
+            progress.describe(f"{workload.name} {dtype} {threads}T layers")
+            count = args.repeat or options["min_repeat"]
+            parts = breakdown.layer_breakdown({name: impls[name] for name in ("fastconv", "torch") if name in impls},
+                                             count, gap_seconds=options["gap_seconds"])
+            row["layers"] = {"steps": count, "parts": parts}
+    return row
+
+
+def _pair(impl):
+    """(forward, backward) of a kernel maker's pair or a training step object."""
+    return (impl.forward, impl.backward) if hasattr(impl, "forward") else impl

@@ -5,6 +5,11 @@ the other within each repetition makes that drift hit all of them alike, and rot
 one goes first removes any bias from always following the same neighbour. Fast workloads are
 timed over an inner loop of several calls per sample (as timeit does) so that timer resolution
 and call jitter do not dominate.
+
+A baseline must never slow down what it is compared with: implementations whose thread pools
+keep spinning after they return (the NumPy baseline's OpenBLAS spins for about 0.1 s after a
+matmul) are timed in a phase of their own (``measure_phases``), after the round-robin of the
+others and after a pause that lets the previous phase's threads go to sleep.
 """
 
 import gc
@@ -110,4 +115,28 @@ def measure(impls, repeat=None, min_repeat=5, max_repeat=200, target_seconds=2.0
             "total": stats(total), "forward": stats(fwd), "backward": stats(bwd),
             "samples": [1e3 * t for t in total], "number": number[name],
         }
+    return result
+
+
+# OpenBLAS workers spin (sched_yield) for about 2**28 cycles, 0.07-0.1 s, after a call
+# (OPENBLAS_THREAD_TIMEOUT); measured on 2 cores, fastconv c1 ran 2-5x slower for 0.1 s after
+# a NumPy matmul and at full speed after 0.2 s.
+SETTLE_SECONDS = 0.25
+
+
+def measure_phases(phases, settle_seconds=SETTLE_SECONDS, **options):
+    """Time each phase (a dict name -> (forward, backward)) with `measure`, one phase after another.
+
+    Implementations of one phase run round-robin with each other and never interleave with
+    another phase's (their warm-up included). Before each phase the threads of whatever ran
+    before (the previous phase, or the previous workload) get `settle_seconds` to go idle.
+    Returns name -> timings of every phase's implementations.
+    """
+    result = {}
+    for impls in phases:
+        if not impls:
+            continue
+        if settle_seconds:
+            time.sleep(settle_seconds)
+        result.update(measure(impls, **options))
     return result

@@ -4,12 +4,19 @@ The formulas are the ones BENCH.md fixes, so that figures stay comparable betwee
 machines: a convolution's forward pass costs 2*N*F*C*KH*KW*OH*OW floating-point operations
 (one multiply and one add per weight per output) and its backward pass twice that (dx and dw,
 the bias gradient being negligible); a pooling layer is memory-bound, so it is measured in
-bytes read plus bytes written, indices included.
+bytes read plus bytes written, indices included. A grouped convolution does 1/groups of the
+multiply-adds of a dense one; a transposed convolution multiplies every input element by every
+weight of its group (2*N*C*H*W*(F/groups)*KH*KW, the backward-data pass of the convolution it
+transposes). The training steps live in fastconv._bench.training and join the registry here.
 """
 
+import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
+
+import fastconv
+from fastconv._bench import training
 
 
 def out_size(size, kernel, stride, padding, dilation=1):
@@ -19,7 +26,9 @@ def out_size(size, kernel, stride, padding, dilation=1):
 
 @dataclass(frozen=True)
 class ConvWorkload:
-    """A convolution: conv2d (N, C, H, W) * (F, C, K, K), or conv1d when ``ndim == 1`` (H = 1)."""
+    """A convolution: conv2d (N, C, H, W) * (F, C // groups, K, K), or conv1d when ``ndim == 1``
+    (H = 1), or with ``transpose`` conv_transpose2d (N, C, H, W) * (C, F // groups, K, K).
+    """
 
     name: str
     n: int
@@ -31,6 +40,8 @@ class ConvWorkload:
     stride: int
     pad: int
     ndim: int = 2
+    groups: int = 1
+    transpose: bool = False
     kind: str = field(default="conv", init=False)
 
     @property
@@ -44,6 +55,8 @@ class ConvWorkload:
     @property
     def out_hw(self):
         kh, kw = self.kernel_hw
+        if self.transpose:  # API.md: (H - 1)*s - 2*p + (K - 1) + 1 (no dilation, no output padding)
+            return ((self.h - 1) * self.stride - 2 * self.pad + kh, (self.w - 1) * self.stride - 2 * self.pad + kw)
         if self.ndim == 1:
             return 1, out_size(self.w, kw, self.stride, self.pad)
         return out_size(self.h, kh, self.stride, self.pad), out_size(self.w, kw, self.stride, self.pad)
@@ -54,13 +67,19 @@ class ConvWorkload:
         if self.ndim == 1:
             return {"x": (self.n, self.c, self.w), "w": (self.f, self.c, self.k),
                     "b": (self.f,), "dout": (self.n, self.f, ow)}
-        return {"x": (self.n, self.c, self.h, self.w), "w": (self.f, self.c, self.k, self.k),
+        if self.transpose:
+            w_shape = (self.c, self.f // self.groups, self.k, self.k)
+        else:
+            w_shape = (self.f, self.c // self.groups, self.k, self.k)
+        return {"x": (self.n, self.c, self.h, self.w), "w": w_shape,
                 "b": (self.f,), "dout": (self.n, self.f, oh, ow)}
 
     def forward_flops(self):
         kh, kw = self.kernel_hw
+        if self.transpose:
+            return 2 * self.n * self.c * self.h * self.w * (self.f // self.groups) * kh * kw
         oh, ow = self.out_hw
-        return 2 * self.n * self.f * self.c * kh * kw * oh * ow
+        return 2 * self.n * self.f * (self.c // self.groups) * kh * kw * oh * ow
 
     def backward_flops(self):
         return 2 * self.forward_flops()
@@ -76,11 +95,21 @@ class ConvWorkload:
         return 2 * elements * size  # y, dx, dw, db have the shapes of dout, x, w, b
 
     def describe(self):
+        groups = f" groups={self.groups}" if self.groups != 1 else ""
         if self.ndim == 1:
             return (f"conv1d N={self.n} C={self.c} L={self.w} F={self.f} K={self.k} "
-                    f"s={self.stride} p={self.pad}")
-        return (f"conv2d N={self.n} C={self.c} {self.h}x{self.w} F={self.f} K={self.k} "
-                f"s={self.stride} p={self.pad}")
+                    f"s={self.stride} p={self.pad}{groups}")
+        op = "conv_transpose2d" if self.transpose else "conv2d"
+        return (f"{op} N={self.n} C={self.c} {self.h}x{self.w} F={self.f} K={self.k} "
+                f"s={self.stride} p={self.pad}{groups}")
+
+    def unsupported(self):
+        """Why this fastconv cannot run the workload yet (None when it can)."""
+        if self.transpose and not hasattr(fastconv, "conv_transpose2d"):
+            return "fastconv has no conv_transpose2d yet"
+        if self.groups != 1 and "groups" not in inspect.signature(fastconv.conv2d).parameters:
+            return "fastconv.conv2d has no groups= keyword yet"
+        return None
 
 
 @dataclass(frozen=True)
@@ -131,6 +160,9 @@ class PoolWorkload:
         return (f"{self.op}_pool2d N={self.n} C={self.c} {self.h}x{self.w} K={self.k} "
                 f"s={self.stride} p={self.pad}")
 
+    def unsupported(self):
+        return None
+
 
 WORKLOADS = {
     w.name: w
@@ -142,45 +174,58 @@ WORKLOADS = {
         ConvWorkload("c5_stem7x7", 4, 3, 224, 224, 64, 7, 2, 3),
         ConvWorkload("c6_1x1", 16, 256, 28, 28, 128, 1, 1, 0),
         ConvWorkload("c7_conv1d", 32, 64, 1, 1000, 64, 5, 1, 2, ndim=1),
+        ConvWorkload("c8_cifar32", 128, 32, 32, 32, 32, 3, 1, 1),
+        ConvWorkload("c9_cifar16", 128, 64, 16, 16, 64, 3, 1, 1),
+        ConvWorkload("c10_cifar8", 128, 128, 8, 8, 128, 3, 1, 1),
+        ConvWorkload("c11_down", 128, 32, 32, 32, 64, 3, 2, 1),
+        ConvWorkload("c12_depthwise", 64, 128, 28, 28, 128, 3, 1, 1, groups=128),
+        ConvWorkload("c13_tconv", 32, 64, 28, 28, 32, 2, 2, 0, transpose=True),
         ConvWorkload("t1_tiny", 1, 1, 5, 5, 1, 3, 1, 0),
         PoolWorkload("p1_cs231n", "max", 100, 3, 32, 32, 2, 2, 0),
         PoolWorkload("p2_max2", "max", 32, 64, 112, 112, 2, 2, 0),
         PoolWorkload("p3_max3", "max", 32, 64, 112, 112, 3, 2, 1),
         PoolWorkload("p4_avg2", "avg", 32, 64, 112, 112, 2, 2, 0),
+        *training.WORKLOADS,
     )
 }
 
+# --only also takes these group names.
+GROUP_NAMES = ("conv", "pool", "train")
+
 # Workloads on which the plain-NumPy baseline is slowest; --quick leaves it out there.
-SLOW_FOR_NUMPY = ("c3_resnet56", "c4_wide28", "c5_stem7x7", "c6_1x1", "c7_conv1d", "p2_max2", "p3_max3", "p4_avg2")
+SLOW_FOR_NUMPY = ("c3_resnet56", "c4_wide28", "c5_stem7x7", "c6_1x1", "c7_conv1d", "c8_cifar32", "c9_cifar16",
+                  "c10_cifar8", "c11_down", "c12_depthwise", "c13_tconv", "p2_max2", "p3_max3", "p4_avg2",
+                  "tr3_vgg_bn", "tr4_resnet", "tr5_mobilenet")
 
 
 def select(only):
-    """Workloads named in `only` (a comma-separated string of names or unique prefixes).
+    """Workloads named in `only` (a comma-separated string of names, unique prefixes or groups).
 
-    "c1" selects c1_cs231n; "none" selects nothing (to measure only the machine limits).
-    Raises ValueError for a name that matches no workload or more than one.
+    "c1" selects c1_cs231n, "tr1,tr3" two training steps; the group names "conv" (c1..c13),
+    "pool" (p1..p4) and "train" (tr1..tr5) select a whole group; "none" selects nothing (to
+    measure only the machine limits). Raises ValueError for a name that matches no workload or
+    more than one.
     """
     if only is None:
         return list(WORKLOADS.values())
     chosen = []
     for token in (t.strip() for t in only.split(",")):
-        if not token:
-            continue
-        if token == "none":
+        if not token or token == "none":
             continue
         if token in WORKLOADS:
             matches = [token]
+        elif token in GROUP_NAMES:
+            matches = [name for name, w in WORKLOADS.items() if w.group == token]
         else:
             matches = [name for name in WORKLOADS if name.split("_")[0] == token] or [
                 name for name in WORKLOADS if name.startswith(token)
             ]
-        if len(matches) != 1:
-            raise ValueError(
-                f"--only: {token!r} matches {'no workload' if not matches else matches}; "
-                f"choose from {', '.join(WORKLOADS)}"
-            )
-        if WORKLOADS[matches[0]] not in chosen:
-            chosen.append(WORKLOADS[matches[0]])
+            if len(matches) != 1:
+                raise ValueError(
+                    f"--only: {token!r} matches {'no workload' if not matches else matches}; "
+                    f"choose from {', '.join(WORKLOADS)} or a group ({', '.join(GROUP_NAMES)})"
+                )
+        chosen += [WORKLOADS[name] for name in matches if WORKLOADS[name] not in chosen]
     return chosen
 
 

@@ -48,6 +48,8 @@ from fastconv._ext._blas_threads cimport blas_single_thread_enter, blas_single_t
 from fastconv._ext._im2col cimport im2col_image, col2im_image
 from fastconv._ext._depthwise cimport (depthwise_chunks, depthwise_workspace, depthwise_forward,
                                         depthwise_backward, plane_sum)
+from fastconv._ext._engine cimport EngineConv, EnginePlan, plan_forward, engine_forward
+from fastconv._ext._engine cimport plan_backward, engine_backward
 
 # Enough tasks for up to this many threads on a small batch.
 cdef index_t TASKS_TARGET = 8
@@ -209,6 +211,17 @@ cdef ConvPlan transposed_plan(tuple x_shape, tuple w_shape, stride, padding, out
                      num_threads, itemsize)
 
 
+cdef inline EngineConv engine_problem(const ConvPlan* p) noexcept nogil:
+    """The whole (ungrouped) convolution as one problem of the engine (fastconv._ext._engine)."""
+    cdef EngineConv c
+    c.g = p.g
+    c.n_images = p.n_images
+    c.filters = p.filters
+    c.x_image_stride = p.g.channels * p.hw
+    c.y_image_stride = p.filters * p.ohw
+    return c
+
+
 cdef inline index_t clamp_threads(index_t threads, index_t tasks) noexcept nogil:
     return threads if threads < tasks else tasks
 
@@ -288,6 +301,20 @@ cdef void forward(const ConvPlan* p, const floating* x, const floating* w, const
     cdef index_t itemsize = sizeof(floating)
     cdef index_t per_thread = 0 if p.pointwise else round_up(p.ckk * p.block_cols, ALIGN // itemsize)
     cdef int threads = <int>clamp_threads(p.threads, tasks)
+    cdef EngineConv conv
+    cdef EnginePlan engine
+    cdef char* scratch
+    if p.groups == 1:
+        conv = engine_problem(p)
+        if plan_forward(&engine, &conv, itemsize, <int>p.threads):
+            ws = checkout_workspace(engine.workspace_bytes)
+            scratch = aligned(ws)
+            try:
+                with nogil:
+                    engine_forward(&engine, x, w, b, y, scratch)
+            finally:
+                return_workspace(ws)
+            return
     if p.depthwise:
         threads = <int>p.threads
         per_thread = depthwise_workspace(&p.g)
@@ -598,6 +625,26 @@ def conv2d_backward(const floating[:, :, :, ::1] dout, const floating[:, :, :, :
     cdef floating[:, :, :, ::1] dx = dx_array
     cdef floating[:, :, :, ::1] dw = dw_array
     cdef floating[::1] db = db_array
+    cdef EngineConv conv
+    cdef EnginePlan engine
+    cdef char* scratch
+    if p.groups == 1:
+        conv = engine_problem(&p)
+        if plan_backward(&engine, &conv, sizeof(floating), <int>p.threads):
+            ws = checkout_workspace(engine.workspace_bytes)
+            scratch = aligned(ws)
+            try:
+                with nogil:
+                    engine_backward(&engine, &dout[0, 0, 0, 0], &x[0, 0, 0, 0], &w[0, 0, 0, 0],
+                                    &dx[0, 0, 0, 0], &dw[0, 0, 0, 0], &db[0], scratch)
+            finally:
+                return_workspace(ws)
+            if not engine.data_by_engine:
+                # dx by im2col + BLAS + col2im where the engine's tiles would leave most lanes
+                # empty (few input channels).
+                backward(&p, &dout[0, 0, 0, 0], NULL, &w[0, 0, 0, 0], &dx[0, 0, 0, 0], NULL, NULL,
+                         NULL)
+            return dx_array, dw_array, db_array
     backward(&p, &dout[0, 0, 0, 0], &x[0, 0, 0, 0], &w[0, 0, 0, 0], &dx[0, 0, 0, 0], NULL,
              &dw[0, 0, 0, 0], &db[0])
     return dx_array, dw_array, db_array
