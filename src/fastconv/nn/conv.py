@@ -44,16 +44,21 @@ class _Convolution(Layer):
         if bias:
             self._add_param("bias", kaiming_uniform(self.rng, (self.out_channels,), fan_in, self.dtype))
 
+    def _layout(self):
+        """The functions' data_format keyword (Conv2D's channels-last layout only)."""
+        return {}
+
     def forward(self, x):
         x = self._input(x, (self._nd + 2,))
-        y = type(self)._forward(x, self.params["weight"], self.params.get("bias"), *self._hyper())
+        y = type(self)._forward(x, self.params["weight"], self.params.get("bias"), *self._hyper(),
+                                **self._layout())
         self._cache = (x, y.shape)
         return y
 
     def backward(self, dout):
         x, out_shape = self._need_cache()
         dout = self._dout(dout, out_shape)
-        dx, dw, db = type(self)._backward(dout, x, self.params["weight"], *self._hyper())
+        dx, dw, db = type(self)._backward(dout, x, self.params["weight"], *self._hyper(), **self._layout())
         self.grads["weight"] += dw
         if "bias" in self.grads:
             self.grads["bias"] += db
@@ -83,17 +88,38 @@ class _ConvND(_Convolution):
 
 
 class Conv2D(_ConvND):
-    """2-D convolution layer (``torch.nn.Conv2d``) over NCHW input.
+    """2-D convolution layer (``torch.nn.Conv2d``) over NCHW input, or NHWC input with
+    ``data_format="NHWC"`` (keyword-only).
 
-    ``weight`` is (out_channels, in_channels // groups, KH, KW), ``bias`` (out_channels,); both
+    ``weight`` is (out_channels, in_channels // groups, KH, KW) (with ``data_format="NHWC"``:
+    (KH, KW, in_channels // groups, out_channels), "HWIO"), ``bias`` (out_channels,); both
     start from PyTorch's default uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)),
-    fan_in = in_channels // groups * KH*KW. ``padding`` may be "valid" or "same" too, and
-    ``groups`` splits the channels as in :func:`fastconv.conv2d`.
+    fan_in = in_channels // groups * KH*KW. The same ``rng`` draws the same weights in either
+    layout (the NHWC weight is the NCHW one transposed). ``padding`` may be "valid" or "same"
+    too, and ``groups`` splits the channels as in :func:`fastconv.conv2d`.
     """
 
     _nd = 2
     _forward = staticmethod(fastconv.conv2d)
     _backward = staticmethod(fastconv.conv2d_backward)
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 bias=True, groups=1, *, data_format="NCHW", dtype=np.float32, rng=None):
+        last = _validation.channels_last(type(self).__name__, data_format)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, bias, groups,
+                         dtype=dtype, rng=rng)
+        self.data_format = data_format
+        if last:
+            # Drawn as (F, C/groups, KH, KW), stored as HWIO: the NCHW layer's weights, transposed.
+            self.params["weight"] = np.ascontiguousarray(self.params["weight"].transpose(2, 3, 1, 0))
+            self.grads["weight"] = np.zeros_like(self.params["weight"])
+
+    def _layout(self):
+        return {"data_format": self.data_format}
+
+    def _extra_repr(self):
+        extra = ", data_format='NHWC'" if self.data_format == "NHWC" else ""
+        return super()._extra_repr() + extra
 
 
 class Conv1D(_ConvND):

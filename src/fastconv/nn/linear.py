@@ -53,7 +53,14 @@ class Linear(Layer):
 
 
 class Flatten(Layer):
-    """Flatten every dimension after the batch: (N, ...) -> (N, prod(...)) (``torch.nn.Flatten``)."""
+    """Flatten every dimension after the batch: (N, ...) -> (N, prod(...)) (``torch.nn.Flatten``).
+
+    Elements keep their memory order: an NCHW input flattens in (c, h, w) order, an NHWC one
+    (``data_format="NHWC"`` layers before it) in (h, w, c) order, as Keras's Flatten with
+    channels-last data. A Linear layer after it therefore sees its features in a different
+    order in the two layouts: to move such a network's weights from NCHW to NHWC, permute the
+    Linear weight's columns, ``w.reshape(F, C, H, W).transpose(0, 2, 3, 1).reshape(F, -1)``.
+    """
 
     def forward(self, x):
         x = self._input(x)

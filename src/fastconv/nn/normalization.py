@@ -5,7 +5,7 @@ import numbers
 import numpy as np
 
 import fastconv
-from fastconv import _backend
+from fastconv import _backend, _validation
 from fastconv.nn._base import Layer, positive_int
 
 # Dropout draws its uniforms this many at a time into one buffer, which the masking kernel
@@ -52,12 +52,15 @@ class _BatchNorm(Layer):
     def running_var(self):
         return self.buffers["running_var"]
 
+    data_format = "NCHW"   # BatchNorm2D takes "NHWC" too: channels on the last axis
+
     def forward(self, x):
         name = type(self).__name__
         x = self._input(x, self._ndims)
-        if x.shape[1] != self.num_features:
+        axis = x.ndim - 1 if self.data_format == "NHWC" else 1
+        if x.shape[axis] != self.num_features:
             raise ValueError(
-                f"{name}.forward: x has {x.shape[1]} channels (axis 1) but the layer has "
+                f"{name}.forward: x has {x.shape[axis]} channels (axis {axis}) but the layer has "
                 f"num_features={self.num_features}; x.shape={x.shape}"
             )
         if self.training and x.size // self.num_features < 2:
@@ -70,7 +73,7 @@ class _BatchNorm(Layer):
         # Training updates the running statistics in place.
         y, mean, invstd = fastconv.batch_norm(
             x, self.params.get("weight"), self.params.get("bias"), self.running_mean,
-            self.running_var, self.training, self.momentum, self.eps,
+            self.running_var, self.training, self.momentum, self.eps, data_format=self.data_format,
         )
         self._cache = (x, mean, invstd, self.training)
         return y
@@ -79,7 +82,7 @@ class _BatchNorm(Layer):
         x, mean, invstd, batch_stats = self._need_cache()
         dout = self._dout(dout, x.shape)
         dx, dweight, dbias = fastconv.batch_norm_backward(
-            dout, x, self.params.get("weight"), mean, invstd, batch_stats
+            dout, x, self.params.get("weight"), mean, invstd, batch_stats, data_format=self.data_format
         )
         if "weight" in self.params:
             self.grads["weight"] += dweight
@@ -97,9 +100,19 @@ class BatchNorm1D(_BatchNorm):
 
 
 class BatchNorm2D(_BatchNorm):
-    """Batch normalisation over (N, C, H, W) input (``torch.nn.BatchNorm2d``)."""
+    """Batch normalisation over (N, C, H, W) input (``torch.nn.BatchNorm2d``), or (N, H, W, C)
+    input with ``data_format="NHWC"`` (keyword-only)."""
 
     _ndims = (4,)
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, *, data_format="NCHW",
+                 dtype=np.float32, rng=None):
+        _validation.channels_last(type(self).__name__, data_format)
+        super().__init__(num_features, eps, momentum, affine, dtype=dtype, rng=rng)
+        self.data_format = data_format
+
+    def _extra_repr(self):
+        return super()._extra_repr() + (", data_format='NHWC'" if self.data_format == "NHWC" else "")
 
 
 class Dropout(Layer):

@@ -27,9 +27,28 @@ class _Pool(Layer):
         )
         self.ceil_mode = _validation.flag(name, "ceil_mode", ceil_mode)
 
+    def _layout(self):
+        """The functions' data_format keyword (the 2-D layers' channels-last layout only)."""
+        return {}
+
     def _extra_repr(self):
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
                 f"ceil_mode={self.ceil_mode}")
+
+
+class _ChannelsLast:
+    """The keyword-only ``data_format`` of MaxPool2D and AvgPool2D ("NCHW" or "NHWC"), passed
+    on to the functions."""
+
+    def _set_layout(self, data_format):
+        _validation.channels_last(type(self).__name__, data_format)
+        self.data_format = data_format
+
+    def _layout(self):
+        return {"data_format": self.data_format}
+
+    def _extra_repr(self):
+        return super()._extra_repr() + (", data_format='NHWC'" if self.data_format == "NHWC" else "")
 
 
 class _MaxPool(_Pool):
@@ -45,26 +64,32 @@ class _MaxPool(_Pool):
     def forward(self, x):
         x = self._input(x, (self._nd + 2,))
         y, indices = type(self)._forward(x, self.kernel_size, self.stride, self.padding, self.dilation,
-                                         self.ceil_mode)
+                                         self.ceil_mode, **self._layout())
         self._cache = (indices, x.shape)
         return y
 
     def backward(self, dout):
         indices, in_shape = self._need_cache()
         dout = self._dout(dout, indices.shape)
-        return type(self)._backward(dout, indices, in_shape)
+        return type(self)._backward(dout, indices, in_shape, **self._layout())
 
     def _extra_repr(self):
         return super()._extra_repr() + f", dilation={self.dilation}"
 
 
-class MaxPool2D(_MaxPool):
-    """2-D max pooling (``torch.nn.MaxPool2d``) over NCHW input; ``stride=None`` means
-    ``kernel_size``. Options as :func:`fastconv.max_pool2d` (``ceil_mode`` keyword-only)."""
+class MaxPool2D(_ChannelsLast, _MaxPool):
+    """2-D max pooling (``torch.nn.MaxPool2d``) over NCHW input, or NHWC input with
+    ``data_format="NHWC"``; ``stride=None`` means ``kernel_size``. Options as
+    :func:`fastconv.max_pool2d` (``ceil_mode`` and ``data_format`` keyword-only)."""
 
     _nd = 2
     _forward = staticmethod(fastconv.max_pool2d)
     _backward = staticmethod(fastconv.max_pool2d_backward)
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, *, ceil_mode=False,
+                 data_format="NCHW", dtype=np.float32, rng=None):
+        self._set_layout(data_format)
+        super().__init__(kernel_size, stride, padding, dilation, ceil_mode=ceil_mode, dtype=dtype, rng=rng)
 
 
 class MaxPool1D(_MaxPool):
@@ -90,7 +115,8 @@ class _AvgPool(_Pool):
 
     def forward(self, x):
         x = self._input(x, (self._nd + 2,))
-        y = type(self)._forward(x, self.kernel_size, self.stride, self.padding, *self._options())
+        y = type(self)._forward(x, self.kernel_size, self.stride, self.padding, *self._options(),
+                                **self._layout())
         self._cache = (x.shape, y.shape)
         return y
 
@@ -98,14 +124,15 @@ class _AvgPool(_Pool):
         in_shape, out_shape = self._need_cache()
         dout = self._dout(dout, out_shape)
         return type(self)._backward(dout, in_shape, self.kernel_size, self.stride, self.padding,
-                                    *self._options())
+                                    *self._options(), **self._layout())
 
     def _extra_repr(self):
         return super()._extra_repr() + f", count_include_pad={self.count_include_pad}"
 
 
-class AvgPool2D(_AvgPool):
-    """2-D average pooling (``torch.nn.AvgPool2d``, same argument order); options as
+class AvgPool2D(_ChannelsLast, _AvgPool):
+    """2-D average pooling (``torch.nn.AvgPool2d``, same argument order) over NCHW input, or
+    NHWC input with ``data_format="NHWC"`` (keyword-only); options as
     :func:`fastconv.avg_pool2d`."""
 
     _nd = 2
@@ -113,7 +140,8 @@ class AvgPool2D(_AvgPool):
     _backward = staticmethod(fastconv.avg_pool2d_backward)
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-                 divisor_override=None, *, dtype=np.float32, rng=None):
+                 divisor_override=None, *, data_format="NCHW", dtype=np.float32, rng=None):
+        self._set_layout(data_format)
         super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad, dtype=dtype, rng=rng)
         self.divisor_override = _validation.divisor_override(type(self).__name__, divisor_override)
 
