@@ -55,6 +55,10 @@ FUNCTIONS = (
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
     "batch_norm", "batch_norm_backward", "relu", "relu_backward", "softmax_cross_entropy",
 )
+# Functions that take data_format="NHWC" (batch_norm's calls choose their own layout): a valid
+# call of one of these is now and then made channels-last (see channels_last_call).
+CHANNELS_LAST = ("conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
+                 "avg_pool2d_backward")
 # Functions returning (values, int64 indices), whose results are compared exactly.
 MAX_POOLS = ("max_pool2d", "max_pool1d")
 # Arguments a function updates in place (batch_norm's running statistics, in training): they
@@ -360,6 +364,39 @@ def transposed_window(src, nd, huge=False):
 def valid_call(src, name, huge=False):
     """Named arguments of a valid call of `name` (a dict in signature order) and how to spell
     its hyper-parameters (nd). huge: hyper-parameters up to 2**31 - 1 (see huge_window)."""
+    args, nd = _valid_call(src, name, huge)
+    if name in CHANNELS_LAST and src.int(0, 2) == 0:
+        args = channels_last_call(src, args)
+    return args, nd
+
+
+def _nhwc_view(src, array):
+    """An (N, C, H, W) array's values as (N, H, W, C): the transposed view itself (the way
+    channels-last data usually arrives) or a C-contiguous copy of it."""
+    view = np.moveaxis(array, 1, -1)
+    return view if src.bool() else np.ascontiguousarray(view)
+
+
+def channels_last_call(src, args):
+    """A valid NCHW call of a CHANNELS_LAST function as the same call with data_format="NHWC":
+    images (N, H, W, C), input_shape too, weights (KH, KW, C // groups, F); indices keep
+    their values (h*W + w, the same in either layout)."""
+    out = {}
+    for key, value in args.items():
+        if key in ("x", "dout", "indices"):
+            out[key] = _nhwc_view(src, value)
+        elif key == "w":
+            out[key] = value.transpose(2, 3, 1, 0) if src.bool() else np.ascontiguousarray(value.transpose(2, 3, 1, 0))
+        elif key == "input_shape":
+            n, c, h, w = (int(v) for v in value)
+            out[key] = spell_shape(src, (n, h, w, c))
+        else:
+            out[key] = value
+    out["data_format"] = "NHWC"
+    return out
+
+
+def _valid_call(src, name, huge=False):
     n = src.choice((0, 1, 1, 2, 3))
     c, f = src.int(1, 3), src.int(1, 3)
     dtype = src.choice((np.float32, np.float64, np.float32, np.float64, np.int64, np.bool_, np.float16))
@@ -653,7 +690,8 @@ def mutate(src, name, args, nd):
         return False
     if kind == "indices" and isinstance(args.get("indices"), np.ndarray) and args["indices"].ndim:
         idx = np.array(args["indices"])
-        plane = math.prod(int(v) for v in args["input_shape"][2:]) if _is_shape(args["input_shape"]) else 1
+        spatial = slice(1, -1) if args.get("data_format") == "NHWC" else slice(2, None)
+        plane = math.prod(int(v) for v in args["input_shape"][spatial]) if _is_shape(args["input_shape"]) else 1
         how = src.choice(("too_big", "negative", "float", "bool", "uint64", "shape", "object", "int8"))
         if idx.dtype.kind not in "iufb":
             return False
