@@ -27,7 +27,8 @@ trap 'rm -rf "$work"' EXIT
 KERNEL_TESTS="tests/test_cython_conv.py tests/test_conv_groups_transpose.py tests/test_cython_pool.py
   tests/test_pool_options.py tests/test_layouts.py tests/test_validation.py tests/test_fuzz.py
   tests/test_size_limits.py tests/test_numerics.py tests/test_concurrency.py tests/test_dense_optim.py
-  tests/test_layer_functions.py tests/test_dlfs.py tests/test_cs231n.py tests/test_engine.py"
+  tests/test_layer_functions.py tests/test_dlfs.py tests/test_cs231n.py tests/test_engine.py
+  tests/test_channels_last.py"
 
 
 log() { printf '\n=== memcheck: %s ===\n' "$*"; }
@@ -257,6 +258,65 @@ for dtype, threads, (isa, algorithm) in itertools.product((np.float32, np.float6
         a = fc.avg_pool2d(x, k, s, p, True, False, H31, backend="cython")
         fc.avg_pool2d_backward(a, x.shape, k, s, p, True, False, H31, backend="cython")
         count += 4
+    # Channels-last (data_format="NHWC") convolutions: im2col + GEMM (pointwise, grouped; a
+    # small batch's bands, a large batch's chunks), the depthwise direct kernels; and pooling.
+    nhwc = {"data_format": "NHWC"}
+    for n, c, h, w, f, kh, kw, s, p, d in conv_shapes + huge_conv:
+        x = rng.standard_normal((n, h, w, c)).astype(dtype)
+        wt = rng.standard_normal((kh, kw, c, f)).astype(dtype)
+        b = rng.standard_normal(f).astype(dtype)
+        try:
+            y = fc.conv2d(x, wt, b, s, p, d, **nhwc, backend="cython")
+        except ValueError:
+            continue
+        dout = rng.standard_normal(y.shape).astype(dtype)
+        if max(np.atleast_1d(p)) < 2**20:
+            run("conv2d", x, wt, b, s, p, d, **nhwc)
+            run("conv2d_backward", dout, x, wt, s, p, d, **nhwc)
+        else:
+            fc.conv2d_backward(dout, x, wt, s, p, d, **nhwc, backend="cython")
+            count += 2
+    for name, x_shape, w_shape, hyper in group_cases + huge_groups:
+        if name != "conv2d":
+            continue
+        n, c, h, w = x_shape
+        f, cg, kh, kw = w_shape
+        x, wt = rng.standard_normal((n, h, w, c)).astype(dtype), rng.standard_normal((kh, kw, cg, f)).astype(dtype)
+        b = rng.standard_normal(f).astype(dtype)
+        y = fc.conv2d(x, wt, b, **hyper, **nhwc, backend="cython")
+        dout = rng.standard_normal(y.shape).astype(dtype)
+        if (name, x_shape, w_shape, hyper) in huge_groups:
+            fc.conv2d_backward(dout, x, wt, **hyper, **nhwc, backend="cython")
+            count += 2
+            continue
+        run("conv2d", x, wt, b, **hyper, **nhwc)
+        run("conv2d_backward", dout, x, wt, **hyper, **nhwc)
+    for n, c, h, w, k, s, p, d in [shape + (1,) for shape in pool_shapes + huge_pool] + option_shapes + huge_options:
+        x = rng.standard_normal((n, h, w, c)).astype(dtype)
+        if dtype == np.float64:
+            x.reshape(-1)[::5] = np.nan
+        xf = np.nan_to_num(x)
+        compiled_only = max(np.atleast_1d(p)) >= 2**16 or max(np.atleast_1d(d)) >= 2**16
+        # (avg pooling over ~2**31 kernel columns loops over every column: not under --quick)
+        with_avg = not compiled_only or (not quick and max(np.atleast_1d(k)) <= 2**21)
+        for ceil_mode in (False, True):
+            try:
+                y, idx = fc.max_pool2d(x, k, s, p, d, ceil_mode, **nhwc, backend="cython")
+                a = fc.avg_pool2d(xf, k, s, p, ceil_mode, False, 3, **nhwc, backend="cython") if with_avg else None
+            except ValueError:  # refused geometry, as above
+                continue
+            dout = rng.standard_normal(y.shape).astype(dtype)
+            if compiled_only:
+                fc.max_pool2d_backward(dout, idx, x.shape, **nhwc, backend="cython")
+                if with_avg:
+                    fc.avg_pool2d_backward(a, x.shape, k, s, p, ceil_mode, False, 3, **nhwc, backend="cython")
+                count += 2
+                continue
+            run("max_pool2d", x, k, s, p, d, ceil_mode, exact=True, **nhwc)
+            run("max_pool2d_backward", dout, idx, x.shape, **nhwc)
+            run("avg_pool2d", xf, k, s, p, ceil_mode, False, 3, **nhwc)
+            run("avg_pool2d_backward", rng.standard_normal(a.shape).astype(dtype), x.shape, k, s, p, ceil_mode,
+                False, 3, **nhwc)
     # Layer functions: planar and channels-last batch norm (8-lane tails, several tasks per
     # channel, one value per row), elementwise kernels around the block size, softmax rows.
     for shape, data_format in [((2, 1), "NCHW"), ((3, 2, 7), "NCHW"), ((2, 3, 5, 9), "NCHW"),
