@@ -17,10 +17,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import fastconv as fc
-from fastconv import reference
 from conftest import AVAILABLE_BACKENDS, pair, pool_option_configs, pool_option_out_shape
 from helpers import numerical_gradient, optional_torch, randn
+
+import fastconv as fc
+from fastconv import reference
 
 torch = optional_torch()  # torch comparisons skip without torch; the rest runs
 F = torch.nn.functional
@@ -277,12 +278,12 @@ def test_conv2d_nhwc_empty_batch_and_mixed_dtypes(backend):
     close(y, to_nhwc(fc.conv2d(to_nchw(x32), to_oihw(w64), backend=backend)), np.float64)
     xi = np.arange(4 * 4 * 2).reshape(1, 4, 4, 2) % 5
     close(fc.conv2d(xi, w64, **NHWC, backend=backend),
-          to_nhwc(tensor_conv_plain(to_nchw(xi), to_oihw(w64))), np.float64)
+          to_nhwc(conv_plain(to_nchw(xi), to_oihw(w64))), np.float64)
 
 
-def tensor_conv_plain(x, w):
+def conv_plain(x, w):
     """A direct loop over an NCHW input and OIHW weights, stride 1, no padding."""
-    n, c, h, w_ = x.shape
+    n, _, h, w_ = x.shape
     f, _, kh, kw = w.shape
     y = np.zeros((n, f, h - kh + 1, w_ - kw + 1))
     for i in range(kh):
