@@ -38,8 +38,8 @@ is (N, C, H*W), channels-last and 2-D input (N*H*W, C, 1); weight, bias, mean an
     batch_norm_statistics(x) -> (mean, var)      float64 (C,): batch mean, biased variance
     batch_norm_forward(x, weight, bias, mean, invstd) -> y
     batch_norm_backward(dout, x, weight, mean, invstd, training) -> (dx, dweight, dbias)
-    relu(x) -> y                                 x flat (1-D); so are the arrays below
-    relu_backward(dout, y) -> dx
+    relu(x, out=None) -> y                       x flat (1-D); so are the arrays below
+    relu_backward(dout, y, out=None) -> dx       out: where to write (the input: in place)
     dropout(x, u, p, scale, out=None) -> (y, keep)
         u: float64 uniform draws in [0, 1), one per element; keep = u >= p (bool);
         y = x * (scale where kept, else 0); out=(y, keep) fills preallocated arrays

@@ -165,14 +165,14 @@ def batch_norm_backward(dout, x, weight, mean, invstd, training):
     return _batchnorm.batch_norm_backward(dout, x, weight, mean, invstd, training, get_num_threads())
 
 
-def relu(x):
+def relu(x, out=None):
     """y = x, except +0 where x < 0."""
-    return _elementwise.relu(x, get_num_threads())
+    return _elementwise.relu(x, get_num_threads(), out)
 
 
-def relu_backward(dout, y):
+def relu_backward(dout, y, out=None):
     """dout where y > 0, else 0."""
-    return _elementwise.relu_backward(dout, y, get_num_threads())
+    return _elementwise.relu_backward(dout, y, get_num_threads(), out)
 
 
 def dropout(x, u, p, scale, out=None):

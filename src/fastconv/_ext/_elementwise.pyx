@@ -70,9 +70,10 @@ cdef void _dropout_backward(const floating* dout, const uint8_t* keep, floating*
             dx[i] = dout[i] * (keep[i] * scale)
 
 
-def relu(const floating[::1] x, int num_threads):
-    """y = x where x >= 0 or NaN, else +0 (flat x)."""
-    y_arr = np.empty(x.shape[0], dtype=np.float32 if floating is float else np.float64)
+def relu(const floating[::1] x, int num_threads, out=None):
+    """y = x where x >= 0 or NaN, else +0 (flat x). out: a C-contiguous array of x's size and
+    dtype to write y into (x itself: in place)."""
+    y_arr = np.empty(x.shape[0], dtype=np.float32 if floating is float else np.float64) if out is None else out
     cdef floating[::1] y = y_arr
     if x.shape[0]:
         with nogil:
@@ -80,9 +81,10 @@ def relu(const floating[::1] x, int num_threads):
     return y_arr
 
 
-def relu_backward(const floating[::1] dout, const floating[::1] y, int num_threads):
-    """dx = dout where y > 0, else 0 (flat arrays of the same size)."""
-    dx_arr = np.empty(dout.shape[0], dtype=np.float32 if floating is float else np.float64)
+def relu_backward(const floating[::1] dout, const floating[::1] y, int num_threads, out=None):
+    """dx = dout where y > 0, else 0 (flat arrays of the same size); out as relu's (dout
+    itself: in place)."""
+    dx_arr = np.empty(dout.shape[0], dtype=np.float32 if floating is float else np.float64) if out is None else out
     cdef floating[::1] dx = dx_arr
     if dout.shape[0]:
         with nogil:

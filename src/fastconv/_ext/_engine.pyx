@@ -1,6 +1,6 @@
 """The convolution engine: direct convolution and Winograd with micro-kernels of our own.
 
-How a convolution is computed (docs/engine.md has the measurements behind each choice):
+How a convolution is computed (docs/guide/engine.md has the measurements behind each choice):
 
 * Output channels fill the vector lanes; input values are broadcast. A tile of MR consecutive
   output pixels x NR output channels keeps its whole reduction (input channels x kernel taps)
@@ -144,7 +144,7 @@ cdef void engine_backward(const EnginePlan* plan, const floating* dout, const fl
 
 
 # ----------------------------------------------------------------------------------------------
-# What the engine would do (for show_config, the benchmark and docs/engine.md)
+# What the engine would do (for show_config, the benchmark and docs/guide/engine.md)
 # ----------------------------------------------------------------------------------------------
 
 cdef EngineConv conv_of(tuple x_shape, tuple w_shape, stride, padding, dilation):

@@ -1,4 +1,4 @@
-# Winograd F(m x m, 3 x 3) passes of the engine (included by _engine.pyx; see docs/engine.md).
+# Winograd F(m x m, 3 x 3) passes of the engine (included by _engine.pyx; see docs/guide/engine.md).
 #
 # Y = A^T [ sum over input channels of (G g G^T) . (B^T d B) ] A for every m x m output tile:
 # (m + 2)^2 multiplies per tile and channel pair where a direct 3x3 convolution takes 9 m^2,

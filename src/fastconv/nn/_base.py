@@ -80,6 +80,10 @@ class Layer:
         Source of randomness for initialisation (and for Dropout's masks).
     """
 
+    # True where forward returns a new array that the layer keeps no reference to, and
+    # backward a new dx: a Sequential may then let the ReLU that follows work in place on it.
+    _returns_private = False
+
     def __init__(self, *, dtype=np.float32, rng=None):
         name = type(self).__name__
         self.dtype = check_dtype(name, dtype)

@@ -5,6 +5,7 @@ import numbers
 import numpy as np
 
 import fastconv
+from fastconv import _backend
 from fastconv.nn._base import Layer
 
 
@@ -25,6 +26,29 @@ class ReLU(Layer):
     def backward(self, dout):
         y = self._need_cache()
         return fastconv.relu_backward(self._dout(dout, y.shape), y)
+
+    # Sequential's path when the neighbouring layer hands over an array nobody else holds (a
+    # convolution's fresh output, a fresh dx): the same kernels, writing into that array instead
+    # of a new one (one pass over memory fewer, no new pages). Results are bitwise the same.
+
+    def _forward_in_place(self, x):
+        if not _writable_of_dtype(x, self.dtype):
+            return self.forward(x)
+        _backend.kernels().relu(x.reshape(-1), out=x.reshape(-1))
+        self._cache = x
+        return x
+
+    def _backward_in_place(self, dout):
+        y = self._need_cache()
+        if not (_writable_of_dtype(dout, self.dtype) and dout.shape == y.shape):
+            return self.backward(dout)
+        _backend.kernels().relu_backward(dout.reshape(-1), y.reshape(-1), out=dout.reshape(-1))
+        return dout
+
+
+def _writable_of_dtype(array, dtype):
+    return (isinstance(array, np.ndarray) and array.dtype == dtype and array.flags.c_contiguous
+            and array.flags.writeable)
 
 
 def sigmoid(x):

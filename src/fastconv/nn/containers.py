@@ -10,6 +10,7 @@ never go stale: an optimizer built on a container updates the layers in place, a
 import numpy as np
 
 from fastconv.nn._base import Layer
+from fastconv.nn.activations import ReLU
 
 
 class _Container(Layer):
@@ -85,13 +86,17 @@ class Sequential(_Container):
         return iter(self.layers)
 
     def forward(self, x):
+        private = False  # x is the caller's
         for layer in self.layers:
-            x = layer.forward(x)
+            x = layer._forward_in_place(x) if private and isinstance(layer, ReLU) else layer.forward(x)
+            private = layer._returns_private
         return x
 
     def backward(self, dout):
+        private = False
         for layer in reversed(self.layers):
-            dout = layer.backward(dout)
+            dout = layer._backward_in_place(dout) if private and isinstance(layer, ReLU) else layer.backward(dout)
+            private = layer._returns_private
         return dout
 
     def __repr__(self):

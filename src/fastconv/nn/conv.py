@@ -15,6 +15,8 @@ class _Convolution(Layer):
     """What the convolution layers share: hyper-parameter checks, PyTorch's initialisation,
     forward/backward through the public functions `_forward`/`_backward`."""
 
+    _returns_private = True
+
     _nd = None
     _forward = None
     _backward = None

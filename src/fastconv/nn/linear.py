@@ -16,6 +16,8 @@ class Linear(Layer):
     ``x`` has shape (..., in_features); ``weight`` is (out_features, in_features).
     """
 
+    _returns_private = True
+
     def __init__(self, in_features, out_features, bias=True, *, dtype=np.float32, rng=None):
         super().__init__(dtype=dtype, rng=rng)
         self.in_features = positive_int("Linear", "in_features", in_features)

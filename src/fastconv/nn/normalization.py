@@ -23,6 +23,8 @@ class _BatchNorm(Layer):
     The backward needs only the input and the (C,) mean and invstd, which is what is kept.
     """
 
+    _returns_private = True
+
     _ndims = None
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, *, dtype=np.float32, rng=None):

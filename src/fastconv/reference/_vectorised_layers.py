@@ -44,12 +44,19 @@ def batch_norm_backward(dout, x, weight, mean, invstd, training):
     return dxhat * _per_channel(invstd), dweight, dbias
 
 
-def relu(x):
-    return np.where(x < 0, x.dtype.type(0), x)
+def _into(result, out):
+    if out is None:
+        return result
+    out[...] = result
+    return out
 
 
-def relu_backward(dout, y):
-    return np.where(y > 0, dout, dout.dtype.type(0))
+def relu(x, out=None):
+    return _into(np.where(x < 0, x.dtype.type(0), x), out)
+
+
+def relu_backward(dout, y, out=None):
+    return _into(np.where(y > 0, dout, dout.dtype.type(0)), out)
 
 
 def dropout(x, u, p, scale, out=None):

@@ -471,14 +471,22 @@ def batch_norm_backward(dout, x, weight, mean, invstd, training):
 # Elementwise: ReLU, Dropout's masking
 # ----------------------------------------------------------------------------------------------
 
-def relu(x):
+def relu(x, out=None):
     """y = x unless x < 0 (then +0): NaN and -0.0 pass through, as torch.relu."""
-    return np.array([0.0 if v < 0 else v for v in x.tolist()], dtype=x.dtype)
+    y = np.array([0.0 if v < 0 else v for v in x.tolist()], dtype=x.dtype)
+    if out is None:
+        return y
+    out[...] = y
+    return out
 
 
-def relu_backward(dout, y):
+def relu_backward(dout, y, out=None):
     """dout where y > 0 (NaN is not), else 0."""
-    return np.array([g if v > 0 else 0.0 for g, v in zip(dout.tolist(), y.tolist())], dtype=dout.dtype)
+    dx = np.array([g if v > 0 else 0.0 for g, v in zip(dout.tolist(), y.tolist())], dtype=dout.dtype)
+    if out is None:
+        return dx
+    out[...] = dx
+    return out
 
 
 def dropout(x, u, p, scale, out=None):
