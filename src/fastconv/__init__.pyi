@@ -34,6 +34,7 @@ def conv2d(
     dilation: IntOrPair = 1,
     groups: int = 1,
     *,
+    data_format: DataFormat = "NCHW",
     backend: str | None = None,
 ) -> FloatArray: ...
 def conv2d_backward(
@@ -45,6 +46,7 @@ def conv2d_backward(
     dilation: IntOrPair = 1,
     groups: int = 1,
     *,
+    data_format: DataFormat = "NCHW",
     backend: str | None = None,
 ) -> tuple[FloatArray, FloatArray, FloatArray]: ...
 def conv1d(
@@ -144,6 +146,7 @@ def max_pool2d(
     dilation: IntOrPair = 1,
     ceil_mode: bool = False,
     *,
+    data_format: DataFormat = "NCHW",
     backend: str | None = None,
 ) -> tuple[FloatArray, IndexArray]: ...
 def max_pool2d_backward(
@@ -151,6 +154,7 @@ def max_pool2d_backward(
     indices: ArrayLike,
     input_shape: Shape4D,
     *,
+    data_format: DataFormat = "NCHW",
     backend: str | None = None,
 ) -> FloatArray: ...
 def avg_pool2d(
@@ -162,6 +166,7 @@ def avg_pool2d(
     count_include_pad: bool = True,
     divisor_override: int | None = None,
     *,
+    data_format: DataFormat = "NCHW",
     backend: str | None = None,
 ) -> FloatArray: ...
 def avg_pool2d_backward(
@@ -174,6 +179,7 @@ def avg_pool2d_backward(
     count_include_pad: bool = True,
     divisor_override: int | None = None,
     *,
+    data_format: DataFormat = "NCHW",
     backend: str | None = None,
 ) -> FloatArray: ...
 def max_pool1d(

@@ -23,6 +23,8 @@ def conv2d(
     padding: IntOrPair | ConvPadding = 0,
     dilation: IntOrPair = 1,
     groups: int = 1,
+    *,
+    data_format: DataFormat = "NCHW",
 ) -> FloatArray: ...
 def conv2d_backward(
     dout: ArrayLike,
@@ -32,6 +34,8 @@ def conv2d_backward(
     padding: IntOrPair | ConvPadding = 0,
     dilation: IntOrPair = 1,
     groups: int = 1,
+    *,
+    data_format: DataFormat = "NCHW",
 ) -> tuple[FloatArray, FloatArray, FloatArray]: ...
 def conv1d(
     x: ArrayLike,
@@ -113,11 +117,15 @@ def max_pool2d(
     padding: IntOrPair = 0,
     dilation: IntOrPair = 1,
     ceil_mode: bool = False,
+    *,
+    data_format: DataFormat = "NCHW",
 ) -> tuple[FloatArray, IndexArray]: ...
 def max_pool2d_backward(
     dout: ArrayLike,
     indices: ArrayLike,
     input_shape: Shape4D,
+    *,
+    data_format: DataFormat = "NCHW",
 ) -> FloatArray: ...
 def avg_pool2d(
     x: ArrayLike,
@@ -127,6 +135,8 @@ def avg_pool2d(
     ceil_mode: bool = False,
     count_include_pad: bool = True,
     divisor_override: int | None = None,
+    *,
+    data_format: DataFormat = "NCHW",
 ) -> FloatArray: ...
 def avg_pool2d_backward(
     dout: ArrayLike,
@@ -137,6 +147,8 @@ def avg_pool2d_backward(
     ceil_mode: bool = False,
     count_include_pad: bool = True,
     divisor_override: int | None = None,
+    *,
+    data_format: DataFormat = "NCHW",
 ) -> FloatArray: ...
 def max_pool1d(
     x: ArrayLike,
