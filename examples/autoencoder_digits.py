@@ -73,7 +73,7 @@ def train(args):
             batch = x_train[order[i:i + args.batch_size]]
             _, dout = mse(model.forward(batch), batch)
             model.zero_grad()
-            model.backward(dout)
+            model.backward(dout, input_grad=False)
             optimizer.step()
         schedule.step()
         model.eval()

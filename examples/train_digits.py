@@ -113,7 +113,7 @@ def train(args, build=build_model):
             logits = model.forward(x_train[batch])
             loss = loss_fn.forward(logits, y_train[batch])
             model.zero_grad()
-            model.backward(loss_fn.backward())
+            model.backward(loss_fn.backward(), input_grad=False)
             optimizer.step()
             total_loss += loss * len(batch)
             correct += float((logits.argmax(axis=1) == y_train[batch]).sum())

@@ -58,7 +58,7 @@ for epoch in range(epochs):
         batch = x_train[order[i:i + 64]]
         loss, dout = mse(model.forward(batch), batch)
         model.zero_grad()
-        model.backward(dout)
+        model.backward(dout, input_grad=False)
         optimizer.step()
     schedule.step()
     history.append(mse(model.forward(x_test), x_test)[0])

@@ -65,7 +65,7 @@ for epoch in range(epochs):
         batch = order[i:i + 32]
         loss = loss_fn.forward(model.forward(x_train[batch]), y_train[batch])
         model.zero_grad()
-        model.backward(loss_fn.backward())
+        model.backward(loss_fn.backward(), input_grad=False)
         optimizer.step()
     schedule.step()
     for split, (images, labels) in {"train": (x_train, y_train), "test": (x_test, y_test)}.items():

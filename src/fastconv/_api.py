@@ -58,17 +58,34 @@ def _forward(fname, nd, check, kernel, x, w, b, hyper, backend, **layout):
     return y.reshape(out_shape)
 
 
-def _backward(fname, nd, check, kernel, dout, x, w, hyper, backend, **layout):
+def _backward(fname, nd, check, kernel, dout, x, w, hyper, backend, need_dx=True, **layout):
+    """need_dx=False (conv2d/conv1d only): dx is None, and NCHW kernels do not compute it."""
     kernels = _kernels(backend)
     (dout, x, w), params, out_shape = check(fname, nd, x, w, None, *hyper, dout=dout, backward=True,
                                             **layout)
     if x.shape[0] == 0:
         filters = out_shape[-1] if layout else out_shape[1]
-        return np.zeros_like(x), np.zeros_like(w), np.zeros(filters, dtype=w.dtype)
+        return np.zeros_like(x) if need_dx else None, np.zeros_like(w), np.zeros(filters, dtype=w.dtype)
+    skip = {} if need_dx or layout else {"need_dx": False}
     if nd == 1:
-        dx, dw, db = getattr(kernels, kernel)(*_as_2d(dout, x, w), *_as_2d_params(params))
-        return dx.reshape(x.shape), dw.reshape(w.shape), db
-    return getattr(kernels, kernel + ("_nhwc" if layout else ""))(dout, x, w, *params)
+        dx, dw, db = getattr(kernels, kernel)(*_as_2d(dout, x, w), *_as_2d_params(params), **skip)
+        return None if dx is None else dx.reshape(x.shape), dw.reshape(w.shape), db
+    dx, dw, db = getattr(kernels, kernel + ("_nhwc" if layout else ""))(dout, x, w, *params, **skip)
+    return dx if need_dx else None, dw, db
+
+
+def conv_parameter_gradients(dout, x, w, stride=1, padding=0, dilation=1, groups=1, *,
+                             data_format="NCHW"):
+    """(dw, db) of conv2d (conv1d for 3-D x), without computing dx: the gradients of a
+    network's first layer, whose input is data. Checks and results as conv2d_backward's
+    (conv1d_backward's); channels-last computes dx and drops it. Used by fastconv.nn."""
+    if np.ndim(x) == 3:
+        fname, nd, layout = "conv1d_backward", 1, {}
+    else:
+        fname, nd, layout = "conv2d_backward", 2, _layout("conv2d_backward", data_format)
+    _, dw, db = _backward(fname, nd, check.conv, "conv2d_backward", dout, x, w,
+                          (stride, padding, dilation, groups), None, need_dx=False, **layout)
+    return dw, db
 
 
 def _layout(fname, data_format):

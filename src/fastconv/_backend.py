@@ -5,8 +5,8 @@ fastconv._validation has already checked (C-contiguous arrays of the computation
 non-empty batch, hyper-parameters as (h, w) tuples of ints) and returning new arrays:
 
     conv2d(x, w, b, stride, padding, dilation, groups) -> y      (b may be None; padding is
-    conv2d_backward(dout, x, w, stride, padding, dilation, groups)     ((top, bottom), (left, right)))
-        -> (dx, dw, db)
+    conv2d_backward(dout, x, w, stride, padding, dilation, groups,     ((top, bottom), (left, right)))
+                    need_dx=True) -> (dx, dw, db)              (need_dx=False: dx None, not computed)
     conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation) -> y
     conv_transpose2d_backward(dout, x, w, stride, padding, output_padding, groups, dilation)
         -> (dx, dw, db)

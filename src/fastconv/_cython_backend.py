@@ -17,9 +17,10 @@ def conv2d(x, w, b, stride, padding, dilation, groups):
     return _conv.conv2d_forward(x, w, b, stride, padding, dilation, groups, get_num_threads())
 
 
-def conv2d_backward(dout, x, w, stride, padding, dilation, groups):
-    """(dx, dw, db) of conv2d for upstream gradient dout."""
-    return _conv.conv2d_backward(dout, x, w, stride, padding, dilation, groups, get_num_threads())
+def conv2d_backward(dout, x, w, stride, padding, dilation, groups, need_dx=True):
+    """(dx, dw, db) of conv2d for upstream gradient dout (dx None unless need_dx)."""
+    return _conv.conv2d_backward(dout, x, w, stride, padding, dilation, groups, get_num_threads(),
+                                 need_dx)
 
 
 def conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation):

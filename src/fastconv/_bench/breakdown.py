@@ -50,9 +50,14 @@ def _timed(add, part, phase):
 @contextlib.contextmanager
 def _instrument_fastconv(step, add):
     with contextlib.ExitStack() as stack:
+        # Sequential's fast paths (an in-place ReLU, a first layer without dx) count as the
+        # layer's forward or backward.
+        methods = {"forward": "forward", "_forward_in_place": "forward", "backward": "backward",
+                   "_backward_in_place": "backward", "_backward_parameters_only": "backward"}
         for i, layer in enumerate(step.layers):
-            for phase in ("forward", "backward"):
-                stack.enter_context(patched(layer, phase, _timed(add, i, phase)))
+            for method, phase in methods.items():
+                if hasattr(layer, method):
+                    stack.enter_context(patched(layer, method, _timed(add, i, phase)))
         for phase in ("forward", "backward"):
             stack.enter_context(patched(step.loss_fn, phase, _timed(add, "loss", phase)))
         stack.enter_context(patched(step.model, "zero_grad", _timed(add, "zero_grad", "forward")))

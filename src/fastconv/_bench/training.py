@@ -214,7 +214,8 @@ class FastconvStep:
 
     def backward(self, loss):
         with fastconv.use_backend(self.backend):
-            self.model.backward(self.loss_fn.backward())
+            # The batch is data (as torch's x, which does not require grad): no input gradient.
+            self.model.backward(self.loss_fn.backward(), input_grad=False)
             self.optimizer.step()
         return loss
 

@@ -615,14 +615,19 @@ cdef void backward(const ConvPlan* p, const floating* dout, const floating* x, c
 
 def conv2d_backward(const floating[:, :, :, ::1] dout, const floating[:, :, :, ::1] x,
                     const floating[:, :, :, ::1] w, stride, padding, dilation, Py_ssize_t groups,
-                    int num_threads):
-    """(dx, dw, db) of conv2d for checked C-contiguous arguments."""
+                    int num_threads, bint need_dx=True):
+    """(dx, dw, db) of conv2d for checked C-contiguous arguments; need_dx=False: (None, dw, db),
+    the data gradient not computed."""
     cdef ConvPlan p = conv_plan(shape4(x), shape4(w), stride, padding, dilation,
                                 groups, num_threads, sizeof(floating))
-    dx_array = new_array(shape4(x), floating is float)
+    dx_array = new_array(shape4(x), floating is float) if need_dx else None
     dw_array = new_array(shape4(w), floating is float)
     db_array = new_array((p.filters,), floating is float)
-    cdef floating[:, :, :, ::1] dx = dx_array
+    cdef floating* dx = NULL
+    cdef floating[:, :, :, ::1] dx_view
+    if need_dx:
+        dx_view = dx_array
+        dx = &dx_view[0, 0, 0, 0]
     cdef floating[:, :, :, ::1] dw = dw_array
     cdef floating[::1] db = db_array
     cdef EngineConv conv
@@ -636,17 +641,16 @@ def conv2d_backward(const floating[:, :, :, ::1] dout, const floating[:, :, :, :
             try:
                 with nogil:
                     engine_backward(&engine, &dout[0, 0, 0, 0], &x[0, 0, 0, 0], &w[0, 0, 0, 0],
-                                    &dx[0, 0, 0, 0], &dw[0, 0, 0, 0], &db[0], scratch)
+                                    dx, &dw[0, 0, 0, 0], &db[0], scratch)
             finally:
                 return_workspace(ws)
-            if not engine.data_by_engine:
+            if need_dx and not engine.data_by_engine:
                 # dx by im2col + BLAS + col2im where the engine's tiles would leave most lanes
                 # empty (few input channels).
-                backward(&p, &dout[0, 0, 0, 0], NULL, &w[0, 0, 0, 0], &dx[0, 0, 0, 0], NULL, NULL,
-                         NULL)
+                backward(&p, &dout[0, 0, 0, 0], NULL, &w[0, 0, 0, 0], dx, NULL, NULL, NULL)
             return dx_array, dw_array, db_array
-    backward(&p, &dout[0, 0, 0, 0], &x[0, 0, 0, 0], &w[0, 0, 0, 0], &dx[0, 0, 0, 0], NULL,
-             &dw[0, 0, 0, 0], &db[0])
+    backward(&p, &dout[0, 0, 0, 0], &x[0, 0, 0, 0], &w[0, 0, 0, 0], dx, NULL, &dw[0, 0, 0, 0],
+             &db[0])
     return dx_array, dw_array, db_array
 
 

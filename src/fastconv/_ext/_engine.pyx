@@ -135,7 +135,9 @@ cdef void engine_forward(const EnginePlan* plan, const floating* x, const floati
 cdef void engine_backward(const EnginePlan* plan, const floating* dout, const floating* x,
                           const floating* w, floating* dx, floating* dw, floating* db,
                           char* workspace) noexcept nogil:
-    if plan.data_by_engine and use_winograd(plan, dout, w):
+    if dx == NULL:
+        pass  # the weight gradients only
+    elif plan.data_by_engine and use_winograd(plan, dout, w):
         run_winograd(plan, dout, w, <const floating*>NULL, dx, <floating*>workspace)
     elif plan.data_by_engine:
         run_direct_passes(plan, dout, w, <const floating*>NULL, dx, <floating*>workspace)

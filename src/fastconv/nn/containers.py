@@ -92,12 +92,22 @@ class Sequential(_Container):
             private = layer._returns_private
         return x
 
-    def backward(self, dout):
+    def backward(self, dout, *, input_grad=True):
+        """Backward through the layers in reverse; returns dx, the gradient of the input.
+
+        ``input_grad=False`` says the input is data whose gradient is not needed (as a torch
+        input that does not require grad): returns None, and a first convolution layer skips
+        computing dx, often the largest pass of its backward. The parameters' gradients are the
+        same either way."""
         private = False
-        for layer in reversed(self.layers):
+        last = len(self.layers) - 1
+        for i, layer in enumerate(reversed(self.layers)):
+            if i == last and not input_grad and hasattr(layer, "_backward_parameters_only"):
+                layer._backward_parameters_only(dout)
+                return None
             dout = layer._backward_in_place(dout) if private and isinstance(layer, ReLU) else layer.backward(dout)
             private = layer._returns_private
-        return dout
+        return dout if input_grad else None
 
     def __repr__(self):
         inner = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))

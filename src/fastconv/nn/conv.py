@@ -7,7 +7,7 @@ The layers only cache what backward needs and accumulate gradients.
 import numpy as np
 
 import fastconv
-from fastconv import _validation
+from fastconv import _api, _validation
 from fastconv.nn._base import Layer, kaiming_uniform, positive_int
 
 
@@ -61,10 +61,13 @@ class _Convolution(Layer):
         x, out_shape = self._need_cache()
         dout = self._dout(dout, out_shape)
         dx, dw, db = type(self)._backward(dout, x, self.params["weight"], *self._hyper(), **self._layout())
+        self._accumulate(dw, db)
+        return dx
+
+    def _accumulate(self, dw, db):
         self.grads["weight"] += dw
         if "bias" in self.grads:
             self.grads["bias"] += db
-        return dx
 
 
 class _ConvND(_Convolution):
@@ -82,6 +85,15 @@ class _ConvND(_Convolution):
 
     def _hyper(self):
         return self.stride, self.padding, self.dilation, self.groups
+
+    def _backward_parameters_only(self, dout):
+        """backward's parameter gradients without dx (Sequential.backward with
+        input_grad=False): a network's first layer, whose input is data, skips its dx pass."""
+        x, out_shape = self._need_cache()
+        dout = self._dout(dout, out_shape)
+        dw, db = _api.conv_parameter_gradients(dout, x, self.params["weight"], *self._hyper(),
+                                               **self._layout())
+        self._accumulate(dw, db)
 
     def _extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

@@ -144,9 +144,9 @@ def conv2d(x, w, b, stride, padding, dilation, groups):
     return y.reshape(x.shape[:1] + w.shape[:1] + out_hw)
 
 
-def conv2d_backward(dout, x, w, stride, padding, dilation, groups):
+def conv2d_backward(dout, x, w, stride, padding, dilation, groups, need_dx=True):
     dw = _grouped_weight_gradient(dout, x, w.shape, stride, padding, dilation, groups)
-    dx = _grouped_data_gradient(dout, w, x.shape, stride, padding, dilation, groups)
+    dx = _grouped_data_gradient(dout, w, x.shape, stride, padding, dilation, groups) if need_dx else None
     return dx, dw, dout.sum(axis=(0, 2, 3))
 
 
