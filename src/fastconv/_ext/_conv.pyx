@@ -26,8 +26,9 @@ matmul) no longer holds up a fixed half of the work (measured: c7 2-thread time 
 next to the NumPy baseline in `python -m fastconv bench`).
 
 Each thread owns one im2col buffer, carved from a workspace that is kept between calls and
-grown on demand; a call checks a workspace out of a pool and gives it back, so concurrent
-calls (the kernels release the GIL) never share one. BLAS runs single-threaded inside our
+grown on demand; a call checks a workspace out of the pool of fastconv._ext._workspace (shared
+with the channels-last kernels) and gives it back, so concurrent calls (the kernels release the
+GIL) never share one. BLAS runs single-threaded inside our
 calls: our own threads already occupy the cores.
 """
 
@@ -37,7 +38,6 @@ import numpy as np
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.stdint cimport uintptr_t
 from libc.string cimport memset
 from libc.limits cimport INT_MAX
 
@@ -46,6 +46,9 @@ from fastconv._ext._openmp cimport omp_get_thread_num
 from fastconv._ext._blas cimport gemm
 from fastconv._ext._blas_threads cimport blas_single_thread_enter, blas_single_thread_exit
 from fastconv._ext._im2col cimport im2col_image, col2im_image
+from fastconv._ext._workspace cimport (WORKSPACE_ALIGN, aligned, ceil_div, checkout_workspace,
+                                       return_workspace, round_up)
+from fastconv._ext._workspace import release_workspaces, workspace_bytes
 from fastconv._ext._depthwise cimport (depthwise_chunks, depthwise_workspace, depthwise_forward,
                                         depthwise_backward, plane_sum)
 from fastconv._ext._engine cimport EngineConv, EnginePlan, plan_forward, engine_forward
@@ -65,58 +68,7 @@ cdef index_t MIN_BLOCK_COLUMNS = 256
 cdef index_t BLOCK_BYTES = 512 * 1024
 # Below this many multiply-adds a call runs on one thread: starting threads costs more.
 cdef double SERIAL_MACS = 2.0e5
-# Sub-buffers start on 64-byte boundaries (a cache line; full AVX-512 vectors).
-cdef index_t ALIGN = 64
 
-
-# ----------------------------------------------------------------------------------------------
-# Workspaces
-# ----------------------------------------------------------------------------------------------
-
-_free_workspaces = []      # byte arrays not in use; list.pop/append are atomic under the GIL
-cdef Py_ssize_t MAX_KEPT_WORKSPACES = 4
-
-
-cdef object checkout_workspace(Py_ssize_t nbytes):
-    """A byte array of at least nbytes + ALIGN, owned by the caller until given back."""
-    try:
-        ws = _free_workspaces.pop()
-    except IndexError:
-        ws = None
-    if ws is None or ws.shape[0] < nbytes + ALIGN:
-        # Grow by replacing: the old buffer is released, never kept beside the new one.
-        ws = None
-        ws = np.empty(nbytes + ALIGN, dtype=np.uint8)
-    return ws
-
-
-cdef void return_workspace(object ws):
-    if len(_free_workspaces) < MAX_KEPT_WORKSPACES:
-        _free_workspaces.append(ws)
-
-
-def release_workspaces():
-    """Free every cached workspace (they are otherwise kept for the next call)."""
-    del _free_workspaces[:]
-
-
-def workspace_bytes():
-    """Bytes held by cached workspaces (not counting those checked out right now)."""
-    return sum(ws.nbytes for ws in list(_free_workspaces))
-
-
-cdef inline char* aligned(object ws):
-    cdef unsigned char[::1] view = ws
-    cdef uintptr_t p = <uintptr_t>&view[0]
-    return <char*>((p + ALIGN - 1) & ~(<uintptr_t>(ALIGN - 1)))
-
-
-cdef inline index_t round_up(index_t count, index_t multiple) noexcept nogil:
-    return (count + multiple - 1) // multiple * multiple
-
-
-cdef inline index_t ceil_div(index_t a, index_t b) noexcept nogil:
-    return (a + b - 1) // b
 
 
 # ----------------------------------------------------------------------------------------------
@@ -299,7 +251,7 @@ cdef void forward(const ConvPlan* p, const floating* x, const floating* w, const
     """y (N, F, OH, OW) = the convolution of x with w, plus b unless NULL."""
     cdef index_t tasks = p.n_images * p.col_blocks, t
     cdef index_t itemsize = sizeof(floating)
-    cdef index_t per_thread = 0 if p.pointwise else round_up(p.ckk * p.block_cols, ALIGN // itemsize)
+    cdef index_t per_thread = 0 if p.pointwise else round_up(p.ckk * p.block_cols, WORKSPACE_ALIGN // itemsize)
     cdef int threads = <int>clamp_threads(p.threads, tasks)
     cdef EngineConv conv
     cdef EnginePlan engine
@@ -519,7 +471,7 @@ cdef void backward(const ConvPlan* p, const floating* dout, const floating* x, c
     """The gradients of forward() for upstream gradient dout (N, F, OH, OW): each one that is
     not NULL. dx starts from dx_init (one value per channel; NULL: zeros); x is only read for
     dw, and db needs dw."""
-    cdef index_t itemsize = sizeof(floating), vec = ALIGN // sizeof(floating)
+    cdef index_t itemsize = sizeof(floating), vec = WORKSPACE_ALIGN // sizeof(floating)
     cdef index_t part_size = round_up(p.filters * p.ckk + p.filters, vec)
     cdef index_t n_chunks = 0, weight_parts = 0, blocks_per_part = 1, data_tasks = 0
     cdef index_t channel_blocks = 1, block_channels = p.g.channels

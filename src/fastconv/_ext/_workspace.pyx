@@ -1,10 +1,9 @@
-"""A pool of workspaces kept between calls, for the channels-last convolution kernels.
+"""A pool of workspaces kept between calls, for the convolution kernels (NCHW and channels-last).
 
 A fresh large allocation page-faults on first touch, which costs more than the arithmetic on
 small layers, so workspaces are kept and grown on demand. Several Python threads may call at
 once (the kernels release the GIL): a call checks a workspace out and gives it back, so two
-calls never share one. (fastconv._ext._conv keeps a pool of its own, the same code; this
-module is its channels-last twin's, so that the two engines can change independently.)
+calls never share one.
 """
 
 import numpy as np
