@@ -48,9 +48,21 @@ cdef inline int threads_for(double macs, index_t blocks, int num_threads) noexce
 def linear_forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[::1] b,
                    int num_threads):
     """y = x @ w.T (+ b): x (M, K), w (N, K), b (N,) or None; returns a new (M, N) array."""
-    cdef index_t M = x.shape[0], K = x.shape[1], N = w.shape[0]
+    return dense_forward(x, w, b, num_threads, True)
+
+
+cdef object dense_forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[::1] b,
+                          int num_threads, bint w_rows):
+    """y = x @ w.T (w_rows: w is (N, K), nn's Linear) or x @ w (w is (K, N), the courses'
+    affine), plus b; the blocks of the module docstring."""
+    cdef index_t M = x.shape[0], K = x.shape[1], N = w.shape[0] if w_rows else w.shape[1]
     y_array = np.empty((M, N), dtype=np.float32 if floating is float else np.float64)
     if M == 0 or N == 0:
+        return y_array
+    if K == 0:  # an empty sum: y is the bias
+        y_array[...] = 0
+        if b is not None:
+            y_array += np.asarray(b)
         return y_array
     cdef floating[:, ::1] y = y_array
     cdef floating* y_ptr = &y[0, 0]
@@ -66,7 +78,7 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] w, const flo
     try:
         with nogil:
             for t in prange(blocks, num_threads=threads, schedule='dynamic'):
-                forward_block(x_ptr, w_ptr, b_ptr, y_ptr, M, N, K, by_rows, t * size,
+                forward_block(x_ptr, w_ptr, b_ptr, y_ptr, M, N, K, w_rows, by_rows, t * size,
                               min(t * size + size, extent))
     finally:
         blas_single_thread_exit()
@@ -74,7 +86,7 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] w, const flo
 
 
 cdef void forward_block(const floating* x, const floating* w, const floating* b, floating* y,
-                        index_t M, index_t N, index_t K, bint by_rows, index_t start,
+                        index_t M, index_t N, index_t K, bint w_rows, bint by_rows, index_t start,
                         index_t stop) noexcept nogil:
     """Rows [start, stop) of y (by_rows) or its columns [start, stop)."""
     cdef index_t r0 = start if by_rows else 0, r1 = stop if by_rows else M
@@ -87,8 +99,12 @@ cdef void forward_block(const floating* x, const floating* w, const floating* b,
             for c in range(c0, c1):
                 y[r * N + c] = b[c]
         beta = 1
-    gemm(False, True, <int>(r1 - r0), <int>(c1 - c0), <int>K, <floating>1, x + r0 * K, <int>K,
-         w + c0 * K, <int>K, beta, y + r0 * N + c0, <int>N)
+    if w_rows:   # w (N, K): y = x @ w.T
+        gemm(False, True, <int>(r1 - r0), <int>(c1 - c0), <int>K, <floating>1, x + r0 * K, <int>K,
+             w + c0 * K, <int>K, beta, y + r0 * N + c0, <int>N)
+    else:        # w (K, N): y = x @ w
+        gemm(False, False, <int>(r1 - r0), <int>(c1 - c0), <int>K, <floating>1, x + r0 * K, <int>K,
+             w + c0, <int>N, beta, y + r0 * N + c0, <int>N)
 
 
 def linear_backward(const floating[:, ::1] dout, const floating[:, ::1] x,
@@ -158,51 +174,7 @@ cdef void add_column_sums(const floating* a, index_t rows, index_t cols,
 def affine_forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[::1] b,
                    int num_threads):
     """y = x @ w (+ b): x (M, K), w (K, N), b (N,) or None; returns a new (M, N) array."""
-    cdef index_t M = x.shape[0], K = x.shape[1], N = w.shape[1]
-    y_array = np.empty((M, N), dtype=np.float32 if floating is float else np.float64)
-    if M == 0 or N == 0:
-        return y_array
-    if K == 0:  # an empty sum: y is the bias
-        y_array[...] = 0
-        if b is not None:
-            y_array += np.asarray(b)
-        return y_array
-    cdef floating[:, ::1] y = y_array
-    cdef floating* y_ptr = &y[0, 0]
-    cdef const floating* x_ptr = &x[0, 0]
-    cdef const floating* w_ptr = &w[0, 0]
-    cdef const floating* b_ptr = NULL if b is None else &b[0]
-    cdef bint by_rows = M >= MAX_BLOCKS * MIN_BLOCK or M >= N
-    cdef index_t extent = M if by_rows else N
-    cdef index_t size = block_size(extent)
-    cdef index_t blocks = (extent + size - 1) // size, t
-    cdef int threads = threads_for(<double>M * N * K, blocks, num_threads)
-    blas_single_thread_enter()
-    try:
-        with nogil:
-            for t in prange(blocks, num_threads=threads, schedule='dynamic'):
-                affine_forward_block(x_ptr, w_ptr, b_ptr, y_ptr, M, N, K, by_rows, t * size,
-                                     min(t * size + size, extent))
-    finally:
-        blas_single_thread_exit()
-    return y_array
-
-
-cdef void affine_forward_block(const floating* x, const floating* w, const floating* b, floating* y,
-                               index_t M, index_t N, index_t K, bint by_rows, index_t start,
-                               index_t stop) noexcept nogil:
-    """Rows [start, stop) of y = x @ w (+ b) (by_rows) or its columns [start, stop)."""
-    cdef index_t r0 = start if by_rows else 0, r1 = stop if by_rows else M
-    cdef index_t c0 = 0 if by_rows else start, c1 = N if by_rows else stop
-    cdef index_t r, c
-    cdef floating beta = 0
-    if b != NULL:
-        for r in range(r0, r1):
-            for c in range(c0, c1):
-                y[r * N + c] = b[c]
-        beta = 1
-    gemm(False, False, <int>(r1 - r0), <int>(c1 - c0), <int>K, <floating>1, x + r0 * K, <int>K,
-         w + c0, <int>N, beta, y + r0 * N + c0, <int>N)
+    return dense_forward(x, w, b, num_threads, False)
 
 
 def affine_backward(const floating[:, ::1] dout, const floating[:, ::1] x, const floating[:, ::1] w,
